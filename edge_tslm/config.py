@@ -1,0 +1,117 @@
+"""Frozen config dataclasses, one per component, saved in every artifact so a directory alone rebuilds its model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """PatchEncoder: non-overlapping patches of a z-normalised series -> embeddings."""
+
+    patch_len: int = 4
+    dim: int = 256
+    conv_layers: int = 2  # residual Conv1d(k=5) layers over patches: local context at any length
+    max_series: int = 16  # series identity embeddings (a sample may hold up to this many series)
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResamplerConfig:
+    """PerceiverResampler: any number of patches -> a fixed set of latents."""
+
+    num_latents: int = 64
+    depth: int = 2
+    heads: int = 4
+    dim_head: int = 64
+    ff_mult: int = 2
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Gated cross-attention blocks inserted before every k-th decoder layer (Flamingo)."""
+
+    every_k: int = 8
+    heads: int = 4
+    dim_head: int = 64
+    ff_mult: int = 1
+    layers: tuple[int, ...] | None = None  # explicit insertion indices override every_k
+
+    def insertion_layers(self, num_layers: int) -> tuple[int, ...]:
+        """Layers whose input passes through a gated cross-attention block."""
+        if self.layers is not None:
+            bad = [i for i in self.layers if not 0 <= i < num_layers]
+            if bad:
+                raise ValueError(f"fusion.layers {bad} outside 0..{num_layers - 1}")
+            return tuple(sorted(set(self.layers)))
+        if self.every_k < 1:
+            raise ValueError(f"fusion.every_k must be >= 1, got {self.every_k}")
+        return tuple(i for i in range(num_layers) if (i + 1) % self.every_k == 0) or (num_layers - 1,)
+
+
+@dataclass(frozen=True)
+class SoftPromptConfig:
+    """SoftPrompt: PatchEncoder -> TransformerEncoder -> MLP projector -> tokens spliced into the LM input."""
+
+    encoder_layers: int = 2
+    heads: int = 4
+    ff_mult: int = 2
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class TSLMConfig:
+    """Everything needed to rebuild a TSLM around a named, checksummed backbone."""
+
+    variant: Literal["flamingo", "softprompt"] = "flamingo"
+    backbone: str = "smollm2-135m"
+    backbone_sha256: str = ""
+    chat_format: bool = True  # wrap the prompt in the backbone's chat template when it has one
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    softprompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
+    labels: tuple[str, ...] = ()  # the task's allowed answers, when trained for one
+    task: str = ""
+    pre_prompt: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TSLMConfig":
+        parts = {
+            "encoder": EncoderConfig,
+            "resampler": ResamplerConfig,
+            "fusion": FusionConfig,
+            "softprompt": SoftPromptConfig,
+        }
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"config.json has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in parts:
+                kwargs[k] = _build(parts[k], v)
+            elif isinstance(v, list):
+                kwargs[k] = tuple(v)
+            else:
+                kwargs[k] = v
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "TSLMConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _build(kind: type, d: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"{kind.__name__} has unknown keys {sorted(unknown)}")
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})

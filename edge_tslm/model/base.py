@@ -1,0 +1,193 @@
+"""What both variants share: freeze policy, parameter counts, the loss, generation and the classify path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_tslm.backbones import BackboneInfo
+from edge_tslm.config import TSLMConfig
+from edge_tslm.constants import ANSWER_PREFIX
+from edge_tslm.model.batch import IGNORE, TSBatch, collate, encode_target
+
+
+@dataclass
+class DecodeState:
+    """What a decode step needs from the prefill: the KV cache and, for Flamingo, the window's media."""
+
+    past_key_values: Any
+    length: int  # tokens already in the cache
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class TSLMBase(nn.Module):
+    def __init__(self, cfg: TSLMConfig, lm: nn.Module, tokenizer, info: BackboneInfo):
+        super().__init__()
+        self.cfg, self.tokenizer, self.info = cfg, tokenizer, info
+        self.lm = lm
+
+    # ------------------------------------------------------------------ backbone parts
+    def decoder(self) -> nn.Module:
+        lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return lm.get_decoder()
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        lm = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        logits = lm.get_output_embeddings()(hidden)
+        cap = getattr(lm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    # ------------------------------------------------------------------ freeze policy
+    def freeze_backbone(self) -> None:
+        """Freeze everything, assert nothing trains, then unfreeze the adapter (open_flamingo's habit)."""
+        self.requires_grad_(False)
+        assert not any(p.requires_grad for p in self.parameters())
+        for name, p in self.named_parameters():
+            p.requires_grad_(self.is_adapter_param(name))
+        assert not any(p.requires_grad for n, p in self.named_parameters() if n.startswith("lm.") and "lora_" not in n)
+
+    @staticmethod
+    def is_adapter_param(name: str) -> bool:
+        return not name.startswith("lm.") or "lora_" in name
+
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        """Trainable and frozen parameters per top-level part (tied weights counted once)."""
+        out: dict[str, dict[str, int]] = {}
+        seen: set[int] = set()
+        for name, p in self.named_parameters(remove_duplicate=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            part = "lora" if "lora_" in name else name.split(".")[0]
+            d = out.setdefault(part, {"trainable": 0, "frozen": 0})
+            d["trainable" if p.requires_grad else "frozen"] += p.numel()
+        return out
+
+    # ------------------------------------------------------------------ to implement per variant
+    def hidden_states(self, batch: TSBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> hidden (B, T', D) and labels aligned with it (B, T') (or None)."""
+        raise NotImplementedError
+
+    def prefill(self, batch: TSBatch) -> tuple[torch.Tensor, DecodeState]:
+        """-> logits of the last prompt token (B, V) and the state to continue from."""
+        raise NotImplementedError
+
+    def decode(self, input_ids: torch.Tensor, state: DecodeState) -> tuple[torch.Tensor, DecodeState]:
+        """input_ids (B, T) continuing the cache -> logits (B, T, V)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: TSBatch) -> torch.Tensor:
+        """Cross-entropy on the target tokens only (the prompt and the series carry no loss)."""
+        hidden, labels = self.hidden_states(batch)
+        assert labels is not None, "loss needs a batch collated with targets"
+        pred_h = hidden[:, :-1]  # (B, T-1, D): position t predicts token t+1
+        tgt = labels[:, 1:]
+        keep = tgt != IGNORE
+        logits = self.head(pred_h[keep]).float()  # (K, V): only where there is a target
+        return torch.nn.functional.cross_entropy(logits, tgt[keep])
+
+    # ------------------------------------------------------------------ inference
+    def _batch(self, text: str, series: Sequence[np.ndarray]) -> TSBatch:
+        b = collate(self.tokenizer, [text], [list(series)], chat_format=self.cfg.chat_format, system=self.cfg.pre_prompt)
+        return b.to(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.lm, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return {i for i in ids if i is not None}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        text: str,
+        series: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> str:
+        """Greedy (temperature 0) or nucleus sampling; stops at the backbone's end tokens."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        logits, state = self.prefill(self._batch(text, series))
+        stops, out = self.stop_ids(), []
+        for _ in range(max_new_tokens):
+            nxt = _pick(logits[0].float(), temperature, top_p, gen)
+            if nxt in stops:
+                break
+            out.append(nxt)
+            step_logits, state = self.decode(torch.tensor([[nxt]], device=self.device), state)
+            logits = step_logits[:, -1]
+        return self.tokenizer.decode(out, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str]) -> dict[str, float]:
+        """Log-likelihood of 'Answer: <label><eos>' for each label, sharing one prefill of the prompt.
+
+        The tokens every label's answer starts with ('Answer:') join the prefill; the rest of each label
+        is scored in one batched decode call over a copy of the cache per label.
+        """
+        if not labels:
+            raise ValueError("classify needs at least one allowed label")
+        conts = [encode_target(self.tokenizer, f"{ANSWER_PREFIX} {lab}") for lab in labels]
+        shared = _common_prefix(conts)
+        if shared == min(len(c) for c in conts):
+            shared -= 1  # keep at least one token per label to score
+        batch = self._batch(text, series)
+        if shared:
+            pre = torch.tensor([conts[0][:shared]], dtype=torch.long, device=self.device)
+            batch.input_ids = torch.cat([batch.input_ids, pre], dim=1)
+            batch.attention_mask = torch.cat([batch.attention_mask, torch.ones_like(pre)], dim=1)
+        last, state = self.prefill(batch)  # (1, V)
+        rest = [c[shared:] for c in conts]
+        K, T = len(rest), max(len(r) for r in rest)
+        ids = torch.full((K, T), self.tokenizer.eos_token_id, dtype=torch.long, device=self.device)
+        for k, r in enumerate(rest):
+            ids[k, : len(r)] = torch.tensor(r)
+        first_lp = torch.log_softmax(last[0].float(), -1)  # (V,)
+        scores = first_lp[ids[:, 0]].clone()  # (K,)
+        if T > 1:
+            state = self.repeat_state(state, K)
+            logits, _ = self.decode(ids[:, :-1], state)  # (K, T-1, V)
+            lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, 1:, None])[..., 0]  # (K, T-1)
+            lens = torch.tensor([len(r) for r in rest], device=self.device)
+            valid = torch.arange(1, T, device=self.device)[None] < lens[:, None]
+            scores = scores + (lp * valid).sum(-1)
+        return {lab: float(s) for lab, s in zip(labels, scores)}
+
+    def repeat_state(self, state: DecodeState, k: int) -> DecodeState:
+        cache = state.past_key_values
+        cache.batch_repeat_interleave(k)
+        extras = {n: t.repeat_interleave(k, dim=0) for n, t in state.extras.items()}
+        return DecodeState(cache, state.length, extras)
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = 0
+    while all(len(s) > n for s in seqs) and len({s[n] for s in seqs}) == 1:
+        n += 1
+    return n
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits / temperature, -1)
+    sorted_p, idx = probs.sort(descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
+    sorted_p = sorted_p * keep
+    choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)
+    return int(idx[choice])

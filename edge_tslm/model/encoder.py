@@ -1,0 +1,69 @@
+"""PatchEncoder: a z-normalised series of any length -> one embedding per patch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from edge_tslm.config import EncoderConfig
+
+
+def sinusoidal_positions(n: int, dim: int, device: torch.device, offset: int = 0) -> torch.Tensor:
+    """Fixed sin/cos positions computed on the fly, so any length works (no table to outgrow)."""
+    pos = torch.arange(offset, offset + n, device=device, dtype=torch.float32)[:, None]  # (n, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    out = torch.zeros(n, dim, device=device)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return out  # (n, dim)
+
+
+class ResidualConv(nn.Module):
+    """Conv over neighbouring patches: local shape (a QRS, a step) without a length limit."""
+
+    def __init__(self, dim: int, kernel: int = 5):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x: (B, P, D); mask: (B, P) True where the patch is real
+        h = self.norm(x).masked_fill(~mask[..., None], 0.0).transpose(1, 2)  # (B, D, P)
+        return x + torch.nn.functional.gelu(self.conv(h)).transpose(1, 2)  # (B, P, D)
+
+
+class PatchEncoder(nn.Module):
+    """Conv1d with kernel = stride = patch_len, sinusoidal positions, a padding mask per patch."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch = nn.Conv1d(1, cfg.dim, kernel_size=cfg.patch_len, stride=cfg.patch_len)
+        self.convs = nn.ModuleList(ResidualConv(cfg.dim) for _ in range(cfg.conv_layers))
+        self.series_embed = nn.Embedding(cfg.max_series, cfg.dim)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """series: (B, L) float, mask: (B, L) bool, series_index: (B,) long -> (B, P, D), (B, P) bool."""
+        p = self.cfg.patch_len
+        B, L = series.shape
+        if L < p:
+            raise ValueError(f"series of length {L} is shorter than one patch ({p} samples); pass at least {p}")
+        pad = (-L) % p
+        x = torch.nn.functional.pad(series * mask, (0, pad))  # (B, L + pad)
+        m = torch.nn.functional.pad(mask, (0, pad))
+        P = x.shape[1] // p
+        patch_mask = m.view(B, P, p).any(-1)  # (B, P): a patch is real if any of its samples is
+        h = self.patch(x[:, None, :]).transpose(1, 2)  # (B, P, D)
+        h = h + sinusoidal_positions(P, self.cfg.dim, h.device).to(h.dtype)[None]
+        for conv in self.convs:
+            h = conv(h, patch_mask)
+        if (series_index >= self.cfg.max_series).any():
+            raise ValueError(f"a sample has more than encoder.max_series={self.cfg.max_series} series")
+        h = h + self.series_embed(series_index)[:, None, :]  # series identity
+        return self.drop(self.norm(h)), patch_mask

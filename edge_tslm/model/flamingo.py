@@ -1,0 +1,108 @@
+"""OpenTSLM-Flamingo: PatchEncoder -> PerceiverResampler -> gated cross-attention into a frozen causal LM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from edge_tslm.backbones import BackboneInfo, decoder_layers
+from edge_tslm.config import EncoderConfig, ResamplerConfig, TSLMConfig
+from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
+from edge_tslm.model.base import DecodeState, TSLMBase
+from edge_tslm.model.batch import TSBatch
+from edge_tslm.model.encoder import PatchEncoder
+from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
+from edge_tslm.model.resampler import PerceiverResampler
+from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
+
+ABSENT = 1 << 30  # <ts> position of a series a sample does not have: no token ever sees it
+
+
+class SeriesEncoder(nn.Module):
+    """Encoder + resampler: one series of any length -> num_latents vectors. This is the exported graph."""
+
+    def __init__(self, enc: EncoderConfig, res: ResamplerConfig):
+        super().__init__()
+        self.encoder = PatchEncoder(enc)
+        self.resampler = PerceiverResampler(enc.dim, res)
+
+    def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor) -> torch.Tensor:
+        """series, mask: (K, L); series_index: (K,) -> latents (K, N, D)."""
+        h, patch_mask = self.encoder(series, mask, series_index)
+        return self.resampler(h, patch_mask)
+
+
+class FlamingoTSLM(TSLMBase):
+    def __init__(self, cfg: TSLMConfig, lm: nn.Module, tokenizer, info: BackboneInfo):
+        super().__init__(cfg, lm, tokenizer, info)
+        base_vocab = add_ts_tokens(tokenizer)
+        self.ts_id = tokenizer.convert_tokens_to_ids(TS_TOKEN)
+        self.series_encoder = SeriesEncoder(cfg.encoder, cfg.resampler)
+        layers = decoder_layers(lm)
+        lm_dim = lm.config.hidden_size
+        self.insertion = cfg.fusion.insertion_layers(len(layers))
+        self.xattn = nn.ModuleDict({str(i): GatedCrossAttention(lm_dim, cfg.encoder.dim, cfg.fusion) for i in self.insertion})
+        self.new_tokens = NewTokenEmbedding(lm.get_input_embeddings(), base_vocab, len(SPECIAL_TOKENS))
+        self._hooks = install_fusion_hooks(layers, {i: self.xattn[str(i)] for i in self.insertion})
+        self.freeze_backbone()
+
+    # ------------------------------------------------------------------ media
+    def encode_media(self, series: torch.Tensor, series_mask: torch.Tensor) -> torch.Tensor:
+        """series, series_mask: (B, S, L) -> media (B, S * N, D); absent series give zeros (never attended)."""
+        B, S, L = series.shape
+        present = series_mask.any(-1)  # (B, S)
+        b_idx, s_idx = present.nonzero(as_tuple=True)  # (K,), (K,)
+        n_lat = self.cfg.resampler.num_latents
+        media = series.new_zeros(B, S, n_lat, self.cfg.encoder.dim)  # (B, S, N, D)
+        if len(b_idx):
+            used = int(series_mask.any(1).any(0).nonzero().max()) + 1  # trim common padding
+            lat = self.series_encoder(series[b_idx, s_idx, :used], series_mask[b_idx, s_idx, :used], s_idx)
+            media = media.index_put((b_idx, s_idx), lat.to(media.dtype))
+        return media.view(B, S * n_lat, -1)  # (B, S * N, D)
+
+    def ts_positions(self, input_ids: torch.Tensor, num_series: int) -> torch.Tensor:
+        """Position of each series' <ts> token, (B, S); ABSENT where the sample has fewer series."""
+        out = torch.full((input_ids.shape[0], num_series), ABSENT, dtype=torch.long, device=input_ids.device)
+        for b in range(input_ids.shape[0]):
+            pos = (input_ids[b] == self.ts_id).nonzero()[:, 0]
+            if len(pos) > num_series:
+                raise ValueError(f"sample {b} has {len(pos)} {TS_TOKEN} tokens but only {num_series} series")
+            out[b, : len(pos)] = pos
+        return out
+
+    # ------------------------------------------------------------------ LM passes
+    def _run(self, input_ids, attention_mask, media, ts_pos, past, start: int, use_cache: bool):
+        T = input_ids.shape[1]
+        tok_pos = torch.arange(start, start + T, device=input_ids.device)[None].expand(input_ids.shape[0], -1)
+        allowed = media_allowed(ts_pos, tok_pos, self.cfg.resampler.num_latents)  # (B, T, S * N)
+        embeds = self.new_tokens(input_ids, self.lm.get_input_embeddings())  # (B, T, D)
+        out = self.decoder()(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            past_key_values=past,
+            use_cache=use_cache,
+            position_ids=tok_pos,
+            **{MEDIA_KWARG: media, ALLOWED_KWARG: allowed},
+        )
+        return out.last_hidden_state, out.past_key_values
+
+    def hidden_states(self, batch: TSBatch):
+        media = self.encode_media(batch.series, batch.series_mask)
+        ts_pos = self.ts_positions(batch.input_ids, batch.series.shape[1])
+        hidden, _ = self._run(batch.input_ids, batch.attention_mask, media, ts_pos, None, 0, False)
+        return hidden, batch.labels
+
+    def prefill(self, batch: TSBatch):
+        media = self.encode_media(batch.series, batch.series_mask)
+        ts_pos = self.ts_positions(batch.input_ids, batch.series.shape[1])
+        cache = DynamicCache(config=self.lm.config)
+        hidden, cache = self._run(batch.input_ids, batch.attention_mask, media, ts_pos, cache, 0, True)
+        T = batch.input_ids.shape[1]
+        return self.head(hidden[:, -1]), DecodeState(cache, T, {"media": media, "ts_pos": ts_pos})
+
+    def decode(self, input_ids: torch.Tensor, state: DecodeState):
+        hidden, cache = self._run(
+            input_ids, None, state.extras["media"], state.extras["ts_pos"], state.past_key_values, state.length, True
+        )
+        return self.head(hidden), DecodeState(cache, state.length + input_ids.shape[1], state.extras)
