@@ -1,0 +1,152 @@
+"""Prompt text and the ``Answer:`` parser, shared by training, evaluation and the runtime (numpy/str only).
+
+"Scale is text": the encoder sees each channel z-normalised; the original mean, std, unit,
+sampling rate and duration are written into that channel's description, so nothing the
+normalisation removes is lost to the language model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from edge_tslm.constants import ANSWER_PREFIX, END_CHUNK_TOKEN, TS_TOKEN
+from edge_tslm.signals import TSInput, znormalize
+
+__all__ = [
+    "format_number",
+    "describe_series",
+    "ModelInput",
+    "build_model_input",
+    "answer_text",
+    "parse_answer",
+    "normalize_label",
+]
+
+
+def format_number(x: float) -> str:
+    """3 significant digits, plain for 1e-3 <= |x| < 1e5 else ``1.23e-05``; ``float()`` parses it back.
+
+    Short numbers cost few tokens and read the same in every description and rationale.
+    """
+    x = float(x)
+    if not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if x == 0:
+        return "0"
+    sci = f"{x:.2e}"  # rounds to 3 significant digits first, so 99999 -> 1.00e+05 picks the right form
+    rounded = Decimal(sci)
+    if Decimal("1e-3") <= abs(rounded) < Decimal("1e5"):
+        text = format(rounded, "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    mantissa, exponent = sci.split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{exponent}"
+
+
+def describe_series(name: str, *, mean: float, std: float, unit: str, fs: float, n_samples: int) -> str:
+    """One channel's description: what the z-normalised numbers meant before normalisation."""
+    u = f" {unit}" if unit else ""
+    duration = n_samples / fs
+    return (
+        f"The {name} series, sampled at {format_number(fs)} Hz for {format_number(duration)} s, "
+        f"has mean {format_number(mean)}{u} and std {format_number(std)}{u}; it is shown z-normalised:"
+    )
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a model consumes: z-normalised series (one 1-D float32 per channel) and the text around them."""
+
+    series: tuple[np.ndarray, ...]
+    text: str
+    means: tuple[float, ...]
+    stds: tuple[float, ...]
+
+
+def build_model_input(inp: TSInput, *, pre_prompt: str = "") -> ModelInput:
+    """Normalise each channel and write its scale into the text; one ``<ts><endofchunk>`` per series.
+
+    If ``meta.mean``/``meta.std`` are given the signal is taken as already normalised and those
+    stats are the ones described.
+    """
+    meta = inp.meta
+    if meta.mean is not None and meta.std is not None:
+        normed = np.asarray(inp.signal, dtype=np.float32)
+        means, stds = tuple(meta.mean), tuple(meta.std)
+    else:
+        normed, mean, std = znormalize(inp.signal)
+        means, stds = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    n_samples = normed.shape[1]
+    parts = [pre_prompt.strip()] if pre_prompt.strip() else []
+    for name, m, s in zip(meta.channels, means, stds):
+        desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples)
+        parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
+    parts.append(inp.prompt.strip())
+    series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in normed)
+    return ModelInput(series=series, text="\n".join(parts) + "\n", means=means, stds=stds)
+
+
+def answer_text(label: str) -> str:
+    """The line every generation ends with, e.g. ``Answer: walking``."""
+    return f"{ANSWER_PREFIX} {label}"
+
+
+# Any tag without spaces in angle brackets: <|im_end|>, </s>, <eos>, <endofchunk>, <end_of_turn>, ...
+_SPECIAL_TOKEN = re.compile(r"<[^<>\s]{1,40}>")
+# "Answer:", "ANSWER :", "answer - x", "Answer — x"; a dash must be followed by space so "answer-based" is not one.
+_ANSWER_MARK = re.compile(r"\banswer\s*(?::|[-–—](?=\s|$))", re.IGNORECASE)
+_LEAD_IN = re.compile(r"^(?:(?:the|my)\s+)?(?:final\s+)?answer\s+is\s*:?\s+|^it\s+is\s+", re.IGNORECASE)
+_STRIP = string.punctuation + string.whitespace + "“”‘’«»„`´·…"
+
+
+def normalize_label(text: str) -> str:
+    """Lowercase, collapse whitespace, strip surrounding punctuation/quotes: the form labels are compared in."""
+    return " ".join(text.split()).strip(_STRIP).lower()
+
+
+def _strip_lead_in(answer: str) -> str:
+    """Drop "the answer is" / "it is" before the label, as small models often write it."""
+    while True:
+        stripped = _LEAD_IN.sub("", answer).strip(_STRIP)
+        if stripped == answer:
+            return answer
+        answer = stripped
+
+
+def parse_answer(text: str, labels: Sequence[str] | None = None) -> str | None:
+    """The label after the LAST ``Answer:``; ``None`` when missing, empty or not one of ``labels``.
+
+    With ``labels`` only an exact match after normalisation counts (never a prefix: "sitting"
+    does not match "sitting down"); the canonical label is returned. Without labels the
+    normalised answer text is returned. An empty or malformed answer is never right.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_answer expects a string, got {type(text).__name__}")
+    cleaned = _SPECIAL_TOKEN.sub("\n", text)  # text after an end-of-turn token is a new line at best
+    marks = list(_ANSWER_MARK.finditer(cleaned))
+    if not marks:
+        return None
+    rest = cleaned[marks[-1].end() :]
+    line = next((ln for ln in rest.splitlines() if ln.strip(_STRIP)), "")
+    answer = _strip_lead_in(normalize_label(line))
+    if not answer:
+        return None
+    if labels is None:
+        return answer
+    canonical: dict[str, str] = {}
+    for label in labels:
+        key = normalize_label(label)
+        if key in canonical and canonical[key] != label:
+            raise ValueError(f"labels {canonical[key]!r} and {label!r} are the same after normalisation")
+        canonical[key] = label
+    return canonical.get(answer)
