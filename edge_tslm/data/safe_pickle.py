@@ -17,8 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy._core.multiarray import _reconstruct as _np_reconstruct
-from numpy._core.multiarray import scalar as _np_scalar
+try:  # numpy >= 2
+    from numpy._core.multiarray import _reconstruct as _np_reconstruct
+    from numpy._core.multiarray import scalar as _np_scalar
+    from numpy._core.numeric import _frombuffer as _np_frombuffer
+except ImportError:  # numpy 1.26
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
+    from numpy.core.multiarray import scalar as _np_scalar  # type: ignore[no-redef]
+    from numpy.core.numeric import _frombuffer as _np_frombuffer  # type: ignore[no-redef]
 
 
 class Opaque:
@@ -70,6 +76,7 @@ _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 _ALLOWED: dict[tuple[str, str], Any] = {
     **{(m, "_reconstruct"): _np_reconstruct for m in _NUMPY_MODULES},
     **{(m, "scalar"): _np_scalar for m in _NUMPY_MODULES},
+    **{(m, "_frombuffer"): _np_frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("copy_reg", "_reconstructor"): _reconstructor,
