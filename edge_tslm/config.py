@@ -79,6 +79,8 @@ class TSLMConfig:
     labels: tuple[str, ...] = ()  # the task's allowed answers, when trained for one
     task: str = ""
     pre_prompt: str = ""
+    fs: float = 0.0  # sampling rate the model was trained at (0: as given); inputs are resampled to it
+    max_seconds: float = 0.0  # longest span the model was trained on (0: no limit); longer inputs are cropped
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

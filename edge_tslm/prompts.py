@@ -57,9 +57,10 @@ def describe_series(name: str, *, mean: float, std: float, unit: str, fs: float,
     """One channel's description: what the z-normalised numbers meant before normalisation."""
     u = f" {unit}" if unit else ""
     duration = n_samples / fs
+    # Kept short: every token here is paid for at every training step and every streamed window.
     return (
-        f"The {name} series, sampled at {format_number(fs)} Hz for {format_number(duration)} s, "
-        f"has mean {format_number(mean)}{u} and std {format_number(std)}{u}; it is shown z-normalised:"
+        f"{name}: {format_number(duration)} s at {format_number(fs)} Hz, "
+        f"mean {format_number(mean)}{u}, std {format_number(std)}{u}"
     )
 
 

@@ -74,9 +74,9 @@ def test_format_number_parses_back_within_rounding(x):
 
 def test_describe_series_example():
     text = describe_series("x-axis", mean=0.0123, std=0.456, unit="g", fs=50, n_samples=128)
-    assert text == "The x-axis series, sampled at 50 Hz for 2.56 s, has mean 0.0123 g and std 0.456 g; it is shown z-normalised:"
+    assert text == "x-axis: 2.56 s at 50 Hz, mean 0.0123 g, std 0.456 g"
     bare = describe_series("ch0", mean=-1.5, std=2, unit="", fs=0.5, n_samples=10)
-    assert bare == "The ch0 series, sampled at 0.5 Hz for 20 s, has mean -1.5 and std 2; it is shown z-normalised:"
+    assert bare == "ch0: 20 s at 0.5 Hz, mean -1.5, std 2"
 
 
 def _numbers(text: str) -> list[float]:
@@ -98,8 +98,8 @@ def test_build_model_input_puts_scale_in_text():
     assert lines[-2] == "What is the person doing?" and lines[-1] == ""
     assert mi.text.count(TS_TOKEN + END_CHUNK_TOKEN) == 3
     for line, name, m, s in zip(lines[1:4], "xyz", mi.means, mi.stds):
-        assert line.startswith(f"The {name} series") and line.endswith(TS_TOKEN + END_CHUNK_TOKEN)
-        fs, dur, mean_t, std_t = _numbers(line.split(" series", 1)[1])
+        assert line.startswith(f"{name}: ") and line.endswith(TS_TOKEN + END_CHUNK_TOKEN)
+        dur, fs, mean_t, std_t = _numbers(line.split(": ", 1)[1])
         assert fs == 50 and dur == 4
         assert math.isclose(mean_t, m, rel_tol=5e-3) and math.isclose(std_t, s, rel_tol=5e-3)
     np.testing.assert_allclose(mi.means, x.mean(axis=1), rtol=1e-5)
@@ -112,14 +112,14 @@ def test_build_model_input_respects_given_stats():
     mi = build_model_input(validate(x, meta, "Rhythm?"))
     np.testing.assert_array_equal(mi.series[0], x[0])  # already normalised: not touched
     assert mi.means == (0.25,) and mi.stds == (0.8,)
-    assert "mean 0.25 mV and std 0.8 mV" in mi.text
-    assert mi.text.startswith("The II series")  # no pre_prompt line
+    assert "mean 0.25 mV, std 0.8 mV" in mi.text
+    assert mi.text.startswith("II: ")  # no pre_prompt line
 
 
 def test_build_model_input_flat_channel_is_zeros():
     inp = validate(np.full((1, 20), 4.2), {"fs": 10}, "q")
     mi = build_model_input(inp)
-    assert np.all(mi.series[0] == 0) and "mean 4.2 " in mi.text
+    assert np.all(mi.series[0] == 0) and "mean 4.2," in mi.text
 
 
 # --- answers ----------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Evaluation by the classify path (label likelihoods) or the generation path (parsed 'Answer:'), with
+macro-F1, accuracy, per-class F1, the confusion matrix and, for ECG rhythm, the PhysioNet 2017 score."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Sequence
+
+import torch
+
+from edge_tslm.data.sample import Sample
+from edge_tslm.metrics import challenge_score, classification_report
+from edge_tslm.prompts import parse_answer
+from edge_tslm.train.examples import make_example
+
+ECG_TASKS = ("ecg_rhythm", "physionet2017")
+
+
+@torch.no_grad()
+def predict(model, sample: Sample, labels: Sequence[str], mode: str = "classify", rationale: bool = False):
+    """-> (predicted label or None, scores per label or {}, generated text or '')."""
+    cfg = model.cfg
+    ex = make_example(sample, pre_prompt="", rationale=rationale, fs=cfg.fs, max_seconds=cfg.max_seconds)
+    if mode == "classify":
+        scores = model.classify(ex.text, ex.series, labels)
+        return max(scores, key=scores.get), scores, ""
+    if mode == "generate":
+        text = model.generate(ex.text, ex.series, max_new_tokens=160 if rationale else 24)
+        return parse_answer(text, labels), {}, text  # an empty or malformed answer is None: wrong, never right
+    raise ValueError(f"mode must be 'classify' or 'generate', got {mode!r}")
+
+
+def evaluate(
+    model,
+    samples: Iterable[Sample],
+    labels: Sequence[str],
+    *,
+    mode: str = "classify",
+    task: str = "",
+    limit: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Metrics over samples; predictions that are not an allowed label count as wrong."""
+    y_true, y_pred, n_invalid, t0 = [], [], 0, time.time()
+    samples = list(samples) if not isinstance(samples, Sequence) else samples
+    n = min(len(samples), limit) if limit else len(samples)
+    for i in range(n):
+        s = samples[i]
+        pred, _, _ = predict(model, s, labels, mode)
+        y_true.append(s.label)
+        y_pred.append(pred if pred is not None else "<invalid>")
+        n_invalid += pred is None
+        if progress and (i + 1) % 50 == 0:
+            print(f"  {i + 1}/{n} evaluated", flush=True)
+    rep = classification_report(y_true, y_pred, labels)
+    rep["confusion"] = rep.pop("confusion_matrix")
+    rep["n_invalid"] = n_invalid
+    rep["mode"] = mode
+    rep["seconds"] = round(time.time() - t0, 1)
+    if task in ECG_TASKS:
+        rep["challenge_score"] = challenge_score(y_true, y_pred, all_labels=list(labels) + ["<invalid>"])
+    return rep

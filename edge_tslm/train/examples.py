@@ -1,0 +1,55 @@
+"""Sample (raw signal + meta + question) -> Example (text with <ts> markers, z-normalised series, target)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_tslm.data.sample import Sample
+from edge_tslm.prompts import answer_text, build_model_input
+from edge_tslm.signals import SignalMeta, TSInput, resample, validate
+
+RATIONALE_REQUEST = " Explain briefly, then answer."
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    series: tuple[np.ndarray, ...]
+    target: str
+    label: str
+
+
+def prepare_signal(signal: np.ndarray, meta: SignalMeta, fs: float = 0.0, max_seconds: float = 0.0):
+    """Resample to the model's rate and crop to its longest span (the start is kept)."""
+    if fs and meta.fs != fs:
+        signal = resample(signal, meta.fs, fs)
+        meta = SignalMeta(fs=fs, unit=meta.unit, channels=meta.channels)
+    if max_seconds:
+        signal = signal[:, : int(round(max_seconds * meta.fs))]
+    return signal, meta
+
+
+def make_example(
+    sample: Sample,
+    *,
+    pre_prompt: str = "",
+    rationale: bool = False,
+    fs: float = 0.0,
+    max_seconds: float = 0.0,
+) -> Example:
+    """The answer-only target trains the classify path; the rationale target (asked for in the prompt)
+    trains the explanation generated on demand."""
+    signal, meta = prepare_signal(sample.signal, sample.meta, fs, max_seconds)
+    question = sample.prompt + (RATIONALE_REQUEST if rationale else "")
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt)
+    target = sample.rationale if rationale else answer_text(sample.label)
+    return Example(mi.text, mi.series, target, sample.label)
+
+
+def example_from_input(inp: TSInput, *, pre_prompt: str = "", rationale: bool = False, fs: float = 0.0, max_seconds: float = 0.0) -> Example:
+    signal, meta = prepare_signal(inp.signal, inp.meta, fs, max_seconds)
+    question = inp.prompt + (RATIONALE_REQUEST if rationale else "")
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt)
+    return Example(mi.text, mi.series, "", "")

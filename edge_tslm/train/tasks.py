@@ -1,0 +1,70 @@
+"""Named tasks: their label set, prompt text, sampling rate for the model, and split loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from edge_tslm.data.sample import Sample, TaskSpec
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: TaskSpec
+    load: Callable[[str, str | None], Sequence[Sample]]  # (split, data path) -> samples
+    fs: float = 0.0  # model rate (0: as recorded)
+    max_seconds: float = 0.0
+
+
+def _har(split: str, path: str | None) -> Sequence[Sample]:
+    from edge_tslm.data.hapt import hapt_windows, read_uci_har
+
+    if path and split in ("train", "test") and _is_uci_har(path):
+        return read_uci_har(path, split)
+    return hapt_windows(split, path)
+
+
+def _is_uci_har(path: str) -> bool:
+    from pathlib import Path
+
+    p = Path(path)
+    return (p / "train" / "Inertial Signals").exists() or (p / "test" / "Inertial Signals").exists()
+
+
+def _ecg(split: str, path: str | None) -> Sequence[Sample]:
+    from edge_tslm.data.physionet2017 import Physionet2017, list_records
+
+    if split == "all":
+        return [r.sample() for r in list_records(path)]
+    return Physionet2017(split, path)
+
+
+def _tsqa(split: str, path: str | None) -> Sequence[Sample]:
+    from edge_tslm.data.synthetic import tsqa_samples
+
+    n, seed = {"train": (4000, 0), "val": (200, 1), "test": (400, 2)}[split]
+    return tsqa_samples(n, seed=seed)
+
+
+def _synthetic_ecg(split: str, path: str | None) -> Sequence[Sample]:
+    from edge_tslm.data.synthetic import synthetic_ecg_samples
+
+    n, seed = {"train": (2000, 0), "val": (100, 1), "test": (300, 2)}[split]
+    return synthetic_ecg_samples(n, seed=seed)
+
+
+def get_task(name: str) -> Task:
+    from edge_tslm.data.hapt import HAR_TASK
+    from edge_tslm.data.physionet2017 import ECG_TASK
+    from edge_tslm.data.synthetic import SYNTH_ECG_TASK, TSQA_TASKS
+
+    tasks = {
+        "har": Task(HAR_TASK, _har),
+        # 150 Hz keeps R peaks sharp and halves the encoder's work; 60 s covers every challenge record
+        "ecg_rhythm": Task(ECG_TASK, _ecg, fs=150.0, max_seconds=60.0),
+        "tsqa": Task(TSQA_TASKS["trend"], _tsqa),
+        "synthetic_ecg": Task(SYNTH_ECG_TASK, _synthetic_ecg, fs=150.0, max_seconds=60.0),
+    }
+    if name not in tasks:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
+    return tasks[name]
