@@ -137,7 +137,8 @@ class TSLMBase(nn.Module):
     def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str]) -> dict[str, float]:
         """Log-likelihood of 'Answer: <label><eos>' for each label, sharing one prefill of the prompt.
 
-        The tokens every label's answer starts with ('Answer:') join the prefill; the rest of each label
+        The tokens every label's answer starts with ('Answer:') are scored once after the prefill (they count in
+        every label's score, so a label's score does not depend on the other labels); the rest of each label
         is scored in one batched decode call over a copy of the cache per label.
         """
         if not labels:
@@ -146,19 +147,23 @@ class TSLMBase(nn.Module):
         shared = _common_prefix(conts)
         if shared == min(len(c) for c in conts):
             shared -= 1  # keep at least one token per label to score
-        batch = self._batch(text, series)
-        if shared:
+        last, state = self.prefill(self._batch(text, series))  # (1, V): predicts the first answer token
+        prefix_lp = torch.zeros((), device=self.device)
+        if shared:  # score the shared tokens once (B=1); they belong to every label's likelihood
             pre = torch.tensor([conts[0][:shared]], dtype=torch.long, device=self.device)
-            batch.input_ids = torch.cat([batch.input_ids, pre], dim=1)
-            batch.attention_mask = torch.cat([batch.attention_mask, torch.ones_like(pre)], dim=1)
-        last, state = self.prefill(batch)  # (1, V)
+            pre_logits, state = self.decode(pre, state)  # (1, shared, V)
+            prefix_lp = torch.log_softmax(last[0].float(), -1)[pre[0, 0]]
+            if shared > 1:
+                lp = torch.log_softmax(pre_logits[0, :-1].float(), -1)  # (shared - 1, V)
+                prefix_lp = prefix_lp + lp.gather(-1, pre[0, 1:, None]).sum()
+            last = pre_logits[:, -1]  # (1, V)
         rest = [c[shared:] for c in conts]
         K, T = len(rest), max(len(r) for r in rest)
         ids = torch.full((K, T), self.tokenizer.eos_token_id, dtype=torch.long, device=self.device)
         for k, r in enumerate(rest):
             ids[k, : len(r)] = torch.tensor(r)
         first_lp = torch.log_softmax(last[0].float(), -1)  # (V,)
-        scores = first_lp[ids[:, 0]].clone()  # (K,)
+        scores = first_lp[ids[:, 0]] + prefix_lp  # (K,)
         if T > 1:
             state = self.repeat_state(state, K)
             logits, _ = self.decode(ids[:, :-1], state)  # (K, T-1, V)

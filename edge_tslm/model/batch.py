@@ -88,6 +88,8 @@ def collate(
     mask_t = torch.zeros((B, S, L), dtype=torch.bool)
     for b, ser in enumerate(series):
         for s, x in enumerate(ser):
+            if len(x) == 0:  # an all-False mask row means "absent": an empty series would vanish silently
+                raise ValueError(f"sample {b} series {s} is empty; pass at least one patch of samples")
             ser_t[b, s, : len(x)] = torch.as_tensor(np.asarray(x, dtype=np.float32))
             mask_t[b, s, : len(x)] = True
     return TSBatch(input_ids, attention, ser_t, mask_t, lab_t if targets is not None else None)

@@ -20,6 +20,19 @@ def sinusoidal_positions(n: int, dim: int, device: torch.device, offset: int = 0
     return out  # (n, dim)
 
 
+def check_series_lengths(series_mask: torch.Tensor, patch_len: int) -> None:
+    """series_mask (B, S, L): refuse any present series shorter than one patch. PatchEncoder only sees the
+    padded length, so a short series batched beside a longer one would otherwise slip through."""
+    n = series_mask.sum(-1)  # (B, S) real samples per series; 0 = absent
+    short = (n > 0) & (n < patch_len)
+    if bool(short.any()):
+        b, s = (int(i) for i in short.nonzero()[0])
+        raise ValueError(
+            f"sample {b} series {s} has length {int(n[b, s])}, shorter than one patch ({patch_len} samples); "
+            f"pass at least {patch_len}"
+        )
+
+
 class ResidualConv(nn.Module):
     """Conv over neighbouring patches: local shape (a QRS, a step) without a length limit."""
 

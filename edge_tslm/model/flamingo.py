@@ -11,7 +11,7 @@ from edge_tslm.config import EncoderConfig, ResamplerConfig, TSLMConfig
 from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import TSBatch
-from edge_tslm.model.encoder import PatchEncoder
+from edge_tslm.model.encoder import PatchEncoder, check_series_lengths
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.resampler import PerceiverResampler
 from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
@@ -51,6 +51,7 @@ class FlamingoTSLM(TSLMBase):
     def encode_media(self, series: torch.Tensor, series_mask: torch.Tensor) -> torch.Tensor:
         """series, series_mask: (B, S, L) -> media (B, S * N, D); absent series give zeros (never attended)."""
         B, S, L = series.shape
+        check_series_lengths(series_mask, self.cfg.encoder.patch_len)
         present = series_mask.any(-1)  # (B, S)
         b_idx, s_idx = present.nonzero(as_tuple=True)  # (K,), (K,)
         n_lat = self.cfg.resampler.num_latents

@@ -12,7 +12,7 @@ from edge_tslm.config import TSLMConfig
 from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import IGNORE, TSBatch
-from edge_tslm.model.encoder import PatchEncoder
+from edge_tslm.model.encoder import PatchEncoder, check_series_lengths
 from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
 
 
@@ -54,6 +54,7 @@ class SoftPromptTSLM(TSLMBase):
     def splice(self, batch: TSBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Replace each <ts> by its series' soft tokens -> embeds (B, T', D), attention (B, T'), labels (B, T')."""
         B, S, L = batch.series.shape
+        check_series_lengths(batch.series_mask, self.cfg.encoder.patch_len)
         present = batch.series_mask.any(-1)  # (B, S)
         b_idx, s_idx = present.nonzero(as_tuple=True)
         soft, pmask = None, None
