@@ -34,6 +34,7 @@ class FusionConfig:
     """Gated cross-attention blocks inserted before every k-th decoder layer (Flamingo)."""
 
     every_k: int = 8
+    start_frac: float = 0.0  # > 0: blocks at start, start + k, ... with start = int(start_frac * num_layers)
     heads: int = 4
     dim_head: int = 64
     ff_mult: int = 1
@@ -48,6 +49,8 @@ class FusionConfig:
             return tuple(sorted(set(self.layers)))
         if self.every_k < 1:
             raise ValueError(f"fusion.every_k must be >= 1, got {self.every_k}")
+        if self.start_frac > 0:
+            return tuple(range(int(self.start_frac * num_layers), num_layers, self.every_k))
         return tuple(i for i in range(num_layers) if (i + 1) % self.every_k == 0) or (num_layers - 1,)
 
 
@@ -72,9 +75,12 @@ class TSLMConfig:
     backbone: str = "smollm2-135m"
     backbone_sha256: str = ""
     chat_format: bool = True  # wrap the prompt in the backbone's chat template when it has one
+    train_token_rows: bool = True  # train the <ts>/<endofchunk> rows (makes the backward reach layer 0)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     resampler: ResamplerConfig = field(default_factory=ResamplerConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
+    # Default: 3 blocks in the upper half (layers 15, 20, 25 of SmolLM2's 30): the backward pass of a
+    # frozen LM then stops halfway down, which is what makes CPU training affordable.
+    fusion: FusionConfig = field(default_factory=lambda: FusionConfig(every_k=5, start_frac=0.5))
     softprompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     labels: tuple[str, ...] = ()  # the task's allowed answers, when trained for one
     task: str = ""

@@ -34,12 +34,13 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--rationale-prob", type=float, default=0.2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--freeze-token-rows", action="store_true", help="keep <ts>/<endofchunk> rows fixed (backward stops at the first fusion layer)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", action="append", default=[], help="task=path, e.g. ecg_rhythm=../shared/data/physionet2017")
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
-    model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone))
+    model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows))
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
     res = run_curriculum(
         model,

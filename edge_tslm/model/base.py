@@ -49,7 +49,7 @@ class TSLMBase(nn.Module):
         self.requires_grad_(False)
         assert not any(p.requires_grad for p in self.parameters())
         for name, p in self.named_parameters():
-            p.requires_grad_(self.is_adapter_param(name))
+            p.requires_grad_(self.is_adapter_param(name) and (self.cfg.train_token_rows or not name.startswith("new_tokens")))
         assert not any(p.requires_grad for n, p in self.named_parameters() if n.startswith("lm.") and "lora_" not in n)
 
     @staticmethod

@@ -81,6 +81,10 @@ def train(
     """Train the model's adapter in place; the best (lowest validation loss) artifact lands in out_dir/best."""
     rank, world = _dist()
     _seed(cfg.seed)
+    if cfg.bf16:
+        # The frozen backbone in bf16 is what autocast computes with anyway (it re-casts frozen weights
+        # at every op); the trainable parts keep fp32 master weights.
+        model.lm.to(torch.bfloat16)
     out = Path(cfg.out_dir)
     device = model.device
     steps_per_epoch = max(1, len(train_examples) // (cfg.batch_size * world))

@@ -1,0 +1,46 @@
+"""edge-tslm train: curriculum training of one variant on one backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def train(
+    out: Annotated[Path, typer.Option(help="run directory (checkpoints, metrics.jsonl)")],
+    task: Annotated[str, typer.Option(help="final task: har | ecg_rhythm | synthetic_ecg | tsqa")] = "har",
+    variant: Annotated[str, typer.Option(help="flamingo | softprompt")] = "flamingo",
+    backbone: Annotated[str, typer.Option(help="smollm2-135m, gemma3-270m, a HF id or a local path")] = "smollm2-135m",
+    stages: Annotated[Optional[str], typer.Option(help="comma-separated curriculum; default tsqa,<task>")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="data folder for the final task (PhysioNet 2017 / UCI HAR layout)")] = None,
+    steps: Annotated[int, typer.Option(help="max steps per stage (0: one epoch)")] = 0,
+    minutes: Annotated[float, typer.Option(help="time limit per stage (0: none)")] = 0.0,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (fp32 master weights)")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
+) -> None:
+    """Train at full precision; each stage starts from the previous stage's best checkpoint."""
+    import shutil
+
+    from edge_tslm.config import TSLMConfig
+    from edge_tslm.model import build_model
+    from edge_tslm.train.loop import TrainConfig
+    from edge_tslm.train.recipe import run_curriculum
+
+    names = (stages or f"tsqa,{task}").split(",")
+    model = build_model(TSLMConfig(variant=variant, backbone=backbone))
+    res = run_curriculum(
+        model,
+        names,
+        out,
+        data_paths={task: str(data)} if data else None,
+        train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60),
+    )
+    best = out / f"stage{len(names)}-{names[-1]}" / "best"
+    if export:
+        shutil.copytree(best, export, dirs_exist_ok=True)
+    typer.echo(json.dumps({"best": str(best), "results": res["results"]}, indent=1))

@@ -1,0 +1,85 @@
+"""TSLMPipeline: a Hugging Face-style pipeline over a trained artifact (torch backend).
+
+    pipe = TSLMPipeline.from_pretrained("models/flamingo-har")
+    pipe(signal, meta, prompt="...") -> {"answer", "rationale", "scores", "latency_ms"}
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_tslm.prompts import parse_answer
+from edge_tslm.signals import SignalMeta, validate
+from edge_tslm.train.examples import example_from_input
+
+
+class TSLMPipeline:
+    def __init__(self, model):
+        self.model = model
+        self.labels = tuple(model.cfg.labels)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, backbone=None, device: str = "cpu") -> "TSLMPipeline":
+        from edge_tslm.model.artifact import from_pretrained
+
+        return cls(from_pretrained(path, backbone=backbone, device=device))
+
+    def __call__(
+        self,
+        signal: np.ndarray | list,
+        meta: SignalMeta | dict,
+        prompt: str | None = None,
+        *,
+        rationale: bool = False,
+        labels: tuple[str, ...] | None = None,
+    ) -> dict[str, Any]:
+        """Classify by label likelihood when the model knows its labels (fast path); generate otherwise.
+        The rationale is generated only when asked for."""
+        cfg = self.model.cfg
+        labels = labels or self.labels
+        if prompt is None:
+            prompt = _default_question(cfg)
+        inp = validate(signal, meta, prompt, min_length=cfg.encoder.patch_len)
+        lat: dict[str, float] = {}
+        t = time.perf_counter()
+        ex = example_from_input(inp, fs=cfg.fs, max_seconds=cfg.max_seconds)
+        lat["prepare"] = _ms(t)
+        scores: dict[str, float] = {}
+        t = time.perf_counter()
+        if labels:
+            logp = self.model.classify(ex.text, ex.series, labels)
+            z = np.array(list(logp.values()))
+            probs = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            scores = {k: float(p) for k, p in zip(logp, probs)}
+            answer: str | None = max(scores, key=scores.get)
+            lat["classify"] = _ms(t)
+        else:
+            text = self.model.generate(ex.text, ex.series, max_new_tokens=32)
+            answer = parse_answer(text) or text.strip()
+            lat["generate"] = _ms(t)
+        why = None
+        if rationale:
+            t = time.perf_counter()
+            rex = example_from_input(inp, rationale=True, fs=cfg.fs, max_seconds=cfg.max_seconds)
+            why = self.model.generate(rex.text, rex.series, max_new_tokens=160)
+            lat["rationale"] = _ms(t)
+        lat["total"] = float(sum(lat.values()))
+        return {"answer": answer, "rationale": why, "scores": scores, "latency_ms": lat}
+
+
+def _default_question(cfg) -> str:
+    from edge_tslm.train.tasks import get_task
+
+    for name in ("har", "ecg_rhythm", "synthetic_ecg", "tsqa"):
+        spec = get_task(name).spec
+        if spec.name == cfg.task:
+            return spec.question
+    raise ValueError("this model has no default question: pass prompt=...")
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 2)
