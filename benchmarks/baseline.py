@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from edge_tslm import baseline as B
 from edge_tslm.data import hapt, physionet2017 as p17
+from edge_tslm.machine import machine as _machine
 from edge_tslm.metrics import challenge_score, classification_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,37 +32,7 @@ HAR_CONFIG = B.BaselineConfig()
 
 
 def machine() -> dict:
-    """CPU model, cores, RAM and library versions: numbers mean little without them."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram_gb = round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
-        pass
-    versions = {}
-    for pkg in ("numpy", "scipy", "scikit-learn", "wfdb", "sleepecg"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "load_avg_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-    }
+    return _machine(("numpy", "scipy", "scikit-learn", "wfdb", "sleepecg"))
 
 
 def run_har(config: B.BaselineConfig) -> dict:
