@@ -1,0 +1,81 @@
+"""What an export promises: tensor I/O names and axes, parity tolerances, and the report every export returns.
+
+The encoder names come from edge_tslm.constants (the runtime reads them there too); the fused-decoder names
+are defined here, beside the shapes they carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK
+
+# ---------------------------------------------------------------- encoder + resampler graph
+ENCODER_INPUTS = (ONNX_SERIES, ONNX_SERIES_MASK, ONNX_SERIES_INDEX)  # (K, L) f32, (K, L) bool, (K,) i64
+ENCODER_OUTPUTS = (ONNX_LATENTS,)  # (K, N, D) f32
+BATCH_AXIS = "batch"  # K: series in one call (all series of all samples, flattened)
+LENGTH_AXIS = "length"  # L: samples per series; any length >= one patch
+MAX_BATCH = 4096
+MAX_LENGTH = 1 << 22  # an upper bound for torch.export's symbolic shapes, not a model limit
+
+# ---------------------------------------------------------------- fused decoder graphs (prefill + decode)
+DEC_INPUT_IDS = "input_ids"  # (B, T) int64
+DEC_ATTENTION_MASK = "attention_mask"  # (B, P + T) int64: 1 for real tokens (past and new)
+DEC_MEDIA = "media"  # (B, S * N, Dm) f32: the window's latents, series after series (prefill only)
+DEC_TS_POSITIONS = "ts_positions"  # (B, S) int64: position of each series' <ts> token (2**30: absent)
+DEC_LOGITS = "logits"  # prefill: (B, V) for the last token; decode: (B, T, V)
+PAST_KEY = "past_key.{}"  # decode input, per decoder layer: (B, Hkv, P, d)
+PAST_VALUE = "past_value.{}"
+PRESENT_KEY = "present_key.{}"  # output, per decoder layer: (B, Hkv, P + T, d)
+PRESENT_VALUE = "present_value.{}"
+CROSS_KEY = "cross_key.{}"  # per fusion block (named by its decoder layer): (B, H, S * N, d); prefill out, decode in
+CROSS_VALUE = "cross_value.{}"
+SEQ_AXIS = "tokens"
+PAST_AXIS = "past"
+MEDIA_AXIS = "media_slots"
+SERIES_AXIS = "series"
+
+# ---------------------------------------------------------------- parity tolerances (stated, checked)
+ENCODER_FP32_ATOL = 1e-4  # max |onnx - eager| over the latents
+ENCODER_INT8_ATOL = 0.25  # dynamic int8 weights+activations: looser; cosine similarity is the main check
+ENCODER_INT8_MIN_COSINE = 0.99
+DECODER_FP32_ATOL = 1e-3  # max |onnx - eager| over the logits (prefill and each decode step)
+COREML_FP32_ATOL = 1e-3
+COREML_FP16_ATOL = 5e-2
+COREML_MIN_COSINE = 0.99
+
+
+@dataclass
+class ExportReport:
+    """What one export wrote and how well it matches eager PyTorch; ``to_dict`` goes into manifest.json."""
+
+    target: str  # "onnx" | "coreml"
+    component: str  # "encoder" | "decoder"
+    files: dict[str, dict[str, Any]]  # file name -> {size_bytes, sha256}
+    inputs: dict[str, str]  # name -> "dtype[shape]" with symbolic axes
+    outputs: dict[str, str]
+    precision: str = "fp32"  # fp32 | fp16 | int8 | int4 | palettize
+    opset: int | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    path: Path | None = None  # the main file/package (not serialised: the manifest lists files by name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return d
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f["size_bytes"] for f in self.files.values())
+
+
+def encoder_io(num_latents: int, dim: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Human-readable I/O description of the encoder graph (for reports and manifests)."""
+    k, n = BATCH_AXIS, LENGTH_AXIS
+    inputs = {ONNX_SERIES: f"float32[{k},{n}]", ONNX_SERIES_MASK: f"bool[{k},{n}]", ONNX_SERIES_INDEX: f"int64[{k}]"}
+    return inputs, {ONNX_LATENTS: f"float32[{k},{num_latents},{dim}]"}

@@ -1,0 +1,113 @@
+"""ONNX export of the Flamingo encoder + resampler (and the fused decoder): graph contract and parity with eager."""
+
+from __future__ import annotations
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from conftest import build_tiny  # noqa: E402
+
+from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK  # noqa: E402
+from edge_tslm.export.spec import ENCODER_FP32_ATOL, ENCODER_INT8_MIN_COSINE  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_flamingo():
+    return build_tiny("flamingo", "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tiny_flamingo, tmp_path_factory):
+    from edge_tslm.export.onnx import export_encoder_onnx
+
+    out = tmp_path_factory.mktemp("onnx_fp32") / "encoder.onnx"
+    return export_encoder_onnx(tiny_flamingo, out)
+
+
+@pytest.fixture(scope="module")
+def int8_export(tiny_flamingo, tmp_path_factory):
+    from edge_tslm.export.onnx import export_encoder_onnx
+
+    out = tmp_path_factory.mktemp("onnx_int8") / "encoder.onnx"
+    return export_encoder_onnx(tiny_flamingo, out, int8=True)
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_encoder_graph_contract(fp32_export):
+    path = fp32_export.path
+    assert sorted(p.name for p in path.parent.iterdir()) == ["encoder.onnx"], "one self-contained file"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert any(o.domain in ("", "ai.onnx") and o.version == 18 for o in model.opset_import)
+    ins = {i.name: i for i in model.graph.input}
+    assert list(ins) == [ONNX_SERIES, ONNX_SERIES_MASK, ONNX_SERIES_INDEX]
+    assert ins[ONNX_SERIES].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert ins[ONNX_SERIES_MASK].type.tensor_type.elem_type == onnx.TensorProto.BOOL
+    assert ins[ONNX_SERIES_INDEX].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert _dims(ins[ONNX_SERIES]) == ["batch", "length"] == _dims(ins[ONNX_SERIES_MASK])
+    assert _dims(ins[ONNX_SERIES_INDEX]) == ["batch"]
+    (out,) = model.graph.output
+    assert out.name == ONNX_LATENTS and _dims(out) == ["batch", 8, 32]
+    assert fp32_export.files["encoder.onnx"]["size_bytes"] == path.stat().st_size
+
+
+def test_encoder_fp32_parity_three_lengths(fp32_export):
+    p = fp32_export.parity
+    assert p["passed"], p
+    assert set(p["cases"]) == {"L=4", "L=127", "L=4500"}  # one patch, a partial patch, a long record
+    assert p["max_abs_diff"] <= ENCODER_FP32_ATOL
+    assert p["tolerance"]["max_abs_diff"] == ENCODER_FP32_ATOL
+
+
+def test_encoder_int8_smaller_and_close(int8_export, fp32_export):
+    p = int8_export.parity
+    assert p["passed"], p
+    assert p["min_cosine"] >= ENCODER_INT8_MIN_COSINE
+    assert int8_export.precision == "int8"
+    assert int8_export.size_bytes < fp32_export.size_bytes
+    ops = {n.op_type for n in onnx.load(str(int8_export.path)).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear"}, ops
+
+
+def test_encoder_onnx_other_batch_and_padding(fp32_export, tiny_flamingo):
+    """A batch size and length the export never saw, with a padded row, through a fresh session."""
+    import numpy as np
+
+    enc = tiny_flamingo.series_encoder
+    sess = ort.InferenceSession(str(fp32_export.path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 61, generator=g)
+    m = torch.ones(5, 61, dtype=torch.bool)
+    m[2, 30:] = False
+    idx = torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        ref = enc(x, m, idx).numpy()
+    (out,) = sess.run(None, {ONNX_SERIES: x.numpy(), ONNX_SERIES_MASK: m.numpy(), ONNX_SERIES_INDEX: idx.numpy()})
+    assert np.abs(out - ref).max() <= ENCODER_FP32_ATOL
+
+
+def test_export_patches_restore_eager_checks(tiny_flamingo):
+    """The export-only patch drops the encoder's input checks; outside the context they are back."""
+    from edge_tslm.export.onnx import export_patches
+
+    enc = tiny_flamingo.series_encoder
+    bad = torch.full((1,), enc.encoder.cfg.max_series)
+    x, m = torch.randn(1, 16), torch.ones(1, 16, dtype=torch.bool)
+    with export_patches(enc):
+        assert "forward" in vars(enc.encoder)
+    assert "forward" not in vars(enc.encoder)
+    with pytest.raises(ValueError, match="max_series"):
+        enc(x, m, bad)
+
+
+def test_export_refuses_a_model_without_series_encoder():
+    from edge_tslm.export.onnx import export_encoder_onnx
+
+    with pytest.raises(TypeError, match="SeriesEncoder"):
+        export_encoder_onnx(torch.nn.Linear(2, 2), "unused.onnx")
