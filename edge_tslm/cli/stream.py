@@ -1,0 +1,66 @@
+"""edge-tslm stream: a file, a WFDB record or stdin in; one JSON line per window (and per event) out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def stream(
+    model: Annotated[Path, typer.Option(help="artifact directory (edge-tslm artifact, or one with its ONNX export)")],
+    input: Annotated[str, typer.Option("--input", "-i", help="CSV, WFDB record (.hea) or JSON-lines file; '-' for stdin")] = "-",
+    task: Annotated[str, typer.Option(help="har (activity segments) | afib (AF episodes and burden)")] = "har",
+    fmt: Annotated[str, typer.Option(help="auto | csv | wfdb | jsonl")] = "auto",
+    column: Annotated[Optional[list[str]], typer.Option(help="signal column (name or index); repeat for several")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="time column in seconds (default: one named t/time/timestamp)")] = None,
+    fs: Annotated[Optional[float], typer.Option(help="input sampling rate in Hz (default: from the file or its timestamps)")] = None,
+    realtime: Annotated[bool, typer.Option(help="replay the file at the speed it was recorded")] = False,
+    speed: Annotated[float, typer.Option(help="replay speed factor with --realtime (2: twice as fast)")] = 1.0,
+    backend: Annotated[str, typer.Option(help="auto | onnx | torch")] = "auto",
+    window_s: Annotated[Optional[float], typer.Option(help="window length in s (default: 2.56 for har, 30 for afib)")] = None,
+    hop_s: Annotated[Optional[float], typer.Option(help="hop between windows in s (default: 1.28 for har, 10 for afib)")] = None,
+    rationale: Annotated[str, typer.Option(help="when to explain: label_change | af | never | always")] = "label_change",
+    smoothing: Annotated[int, typer.Option(help="majority vote over the last N windows for segments/episodes")] = 1,
+    min_af_windows: Annotated[int, typer.Option(help="consecutive AF windows that make an episode")] = 3,
+    unit: Annotated[Optional[str], typer.Option(help="unit of the signal (default: g for har, mV for afib)")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: its default)")] = 0,
+) -> None:
+    """Stream windows through a model: answers, rationales on demand, quality flags, latency, then a summary."""
+    from edge_tslm.runtime.backend import BackendUnavailable, load_backend
+    from edge_tslm.runtime.events import write_events
+    from edge_tslm.runtime.sources import SourceError, open_source, replay
+    from edge_tslm.runtime.stream import StreamConfig, Streamer
+
+    try:
+        cfg = StreamConfig(
+            task=task,
+            window_s=window_s,
+            hop_s=hop_s,
+            rationale_on=rationale,
+            smoothing=smoothing,
+            min_af_windows=min_af_windows,
+            unit=unit,
+        )
+        source = open_source(
+            input,
+            fmt,
+            columns=column or None,
+            time_column=time_column,
+            chunk_size=max(1, int(fs / 10)) if (realtime and fs) else None,
+            fs=fs,
+        )
+        items = replay(source, fs=fs, speed=speed) if realtime else source
+        be = load_backend(model, backend, **({"threads": threads} if threads else {}))
+    except (ValueError, SourceError, BackendUnavailable) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    try:
+        write_events(Streamer(be, cfg, fs=fs).run(items), sys.stdout)
+    except SourceError as e:  # raised lazily by a reader (unknown column, missing wfdb)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    except BrokenPipeError:  # e.g. piped into `head`
+        raise typer.Exit(0)

@@ -1,0 +1,199 @@
+"""Per-window signal quality: gaps, NaN/inf, flat lines, clipping, sampling rates (numpy only).
+
+The rule is: never crash and never answer silently on bad data. Short holes are filled by linear
+interpolation and the window is flagged; a window with too much missing data is flagged
+``unusable`` and not classified (its event is still emitted, with the reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["QualityConfig", "Quality", "FLAGS", "check_window", "check_rate", "runs"]
+
+# Every flag a window can carry; summaries count them.
+FLAGS = (
+    "gap",  # timestamps jumped: missing samples were inserted
+    "nan",  # NaN/inf values (or unparsable cells) inside the window
+    "interpolated",  # missing samples were filled by linear interpolation
+    "flat",  # a channel is constant over a long stretch (lead off, sensor stuck)
+    "clipping",  # samples pile up on the window's min/max plateau or the ADC rails
+    "fs_out_of_range",  # the input rate is far from the model's
+    "unusable",  # not classified; see the window's messages
+    "invalid_input",  # the window was refused by signals.validate
+    "backend_error",  # the backend raised on this window
+)
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    max_missing_fraction: float = 0.2  # more missing than this -> unusable
+    max_fill_s: float = 0.5  # longest hole (per channel) filled by interpolation; longer -> unusable
+    flat_fraction: float = 0.5  # longest run of identical values >= this share of the window -> flat
+    clip_fraction: float = 0.01  # share of samples on a min/max plateau (or the rails) -> clipping
+    clip_run: int = 3  # consecutive samples at the extreme that make a plateau
+    adc_range: tuple[float, float] | None = None  # known rails in signal units, e.g. (-5.0, 5.0) mV
+    fs_min_ratio: float = 0.5  # input rate below this x the model's -> unusable (the band is not there)
+    fs_max_ratio: float = 20.0  # input rate above this x the model's -> flagged (most samples thrown away)
+
+
+@dataclass
+class Quality:
+    flags: list[str] = field(default_factory=list)
+    usable: bool = True
+    missing_fraction: float = 0.0
+    longest_gap_s: float = 0.0
+    messages: list[str] = field(default_factory=list)
+    detail: dict = field(default_factory=dict)
+
+    def flag(self, name: str, message: str | None = None, *, unusable: bool = False) -> None:
+        if name not in self.flags:
+            self.flags.append(name)
+        if message:
+            self.messages.append(message)
+        if unusable:
+            self.usable = False
+            if "unusable" not in self.flags:
+                self.flags.append("unusable")
+
+    def to_dict(self) -> dict:
+        return {
+            "flags": list(self.flags),
+            "usable": bool(self.usable),
+            "missing_fraction": round(float(self.missing_fraction), 4),
+            "longest_gap_s": round(float(self.longest_gap_s), 4),
+            "messages": list(self.messages),
+            **self.detail,
+        }
+
+
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of True in a 1-D bool array."""
+    m = np.asarray(mask, dtype=bool).astype(np.int8)
+    d = np.diff(np.concatenate([[0], m, [0]]))
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    return starts, ends - starts
+
+
+def check_rate(fs_in: float, fs_model: float, cfg: QualityConfig = QualityConfig()) -> tuple[bool, str | None]:
+    """(usable, message) for an input rate against the model's; message is None when the rate is fine."""
+    if not fs_model or fs_model <= 0:
+        return True, None
+    ratio = fs_in / fs_model
+    if ratio < cfg.fs_min_ratio:
+        return False, (
+            f"input sampled at {fs_in:g} Hz but the model expects {fs_model:g} Hz: below {cfg.fs_min_ratio:g}x its rate "
+            "the signal lacks the band the model reads; windows are not classified (check --fs or record faster)"
+        )
+    if ratio > cfg.fs_max_ratio:
+        return True, (
+            f"input sampled at {fs_in:g} Hz, over {cfg.fs_max_ratio:g}x the model's {fs_model:g} Hz: it is resampled down "
+            "(answers are valid, but check --fs is right: a wrong rate changes every frequency the model sees)"
+        )
+    return True, None
+
+
+def check_window(
+    data: np.ndarray,
+    fs: float,
+    filled: np.ndarray | None = None,
+    cfg: QualityConfig = QualityConfig(),
+) -> tuple[np.ndarray, Quality]:
+    """Check a (C, L) window at ``fs`` Hz; returns (cleaned finite float32 copy, quality).
+
+    ``filled`` marks samples inserted for a timestamp gap (they are NaN in ``data``). The cleaned
+    window has every hole linearly interpolated (edges held); use it only when ``quality.usable``.
+    """
+    x = np.array(data, dtype=np.float32, copy=True)
+    C, L = x.shape
+    q = Quality()
+    bad = ~np.isfinite(x)  # (C, L)
+    gap = np.zeros(L, dtype=bool) if filled is None else np.asarray(filled, dtype=bool)
+    if gap.any():
+        q.flag("gap", f"{int(gap.sum())} samples missing from the timestamps were inserted")
+    if (bad & ~gap[None, :]).any():
+        q.flag("nan", f"{int((bad & ~gap[None, :]).sum())} NaN/inf or unreadable values")
+    q.missing_fraction = float(bad.any(axis=0).mean()) if L else 1.0
+    longest = 0
+    if bad.any():
+        for c in range(C):
+            if not bad[c].any():
+                continue
+            _, lens = runs(bad[c])
+            longest = max(longest, int(lens.max()))
+            good = np.flatnonzero(~bad[c])
+            if good.size == 0:
+                q.flag("unusable", f"channel {c} has no valid sample in this window", unusable=True)
+                x[c] = 0.0
+                continue
+            idx = np.arange(L)
+            x[c] = np.interp(idx, good, x[c, good]).astype(np.float32)  # holds the edge values outside
+        q.longest_gap_s = longest / fs
+        if q.missing_fraction > cfg.max_missing_fraction:
+            q.flag(
+                "unusable",
+                f"{q.missing_fraction:.0%} of the window is missing (limit {cfg.max_missing_fraction:.0%})",
+                unusable=True,
+            )
+        elif q.longest_gap_s > cfg.max_fill_s:
+            q.flag(
+                "unusable",
+                f"a {q.longest_gap_s:.2f} s hole is longer than the {cfg.max_fill_s:g} s that may be interpolated",
+                unusable=True,
+            )
+        if q.usable:
+            q.flag("interpolated", f"{int(bad.any(axis=0).sum())} samples filled by linear interpolation")
+
+    _check_flat(x, bad, q, cfg)
+    _check_clipping(x, bad, q, cfg)
+    return x, q
+
+
+def _check_flat(x: np.ndarray, bad: np.ndarray, q: Quality, cfg: QualityConfig) -> None:
+    C, L = x.shape
+    if L < 2:
+        return
+    flat = []
+    dead = 0
+    for c in range(C):
+        same = (x[c, 1:] == x[c, :-1]) & ~bad[c, 1:] & ~bad[c, :-1]  # only real samples make a flat line
+        _, lens = runs(same)
+        longest = int(lens.max()) + 1 if lens.size else 1
+        if longest >= cfg.flat_fraction * L:
+            flat.append(c)
+            dead += longest == L
+    if flat:
+        q.detail["flat_channels"] = flat
+        if dead == C:
+            q.flag("flat", "every channel is constant over the whole window (sensor off or stuck)", unusable=True)
+        else:
+            q.flag("flat", f"channel(s) {flat} constant over >= {cfg.flat_fraction:.0%} of the window")
+
+
+def _check_clipping(x: np.ndarray, bad: np.ndarray, q: Quality, cfg: QualityConfig) -> None:
+    C, L = x.shape
+    worst = 0.0
+    for c in range(C):
+        v = x[c]
+        real = ~bad[c]
+        if not real.any():
+            continue
+        on_rail = np.zeros(L, dtype=bool)
+        lo, hi = float(v[real].min()), float(v[real].max())
+        if hi > lo:
+            for level in (lo, hi):
+                at = (v == level) & real
+                starts, lens = runs(at)
+                for s, n in zip(starts, lens):
+                    if n >= cfg.clip_run:
+                        on_rail[s : s + n] = True
+        if cfg.adc_range is not None:
+            a, b = cfg.adc_range
+            on_rail |= ((v <= a) | (v >= b)) & real
+        worst = max(worst, float(on_rail.mean()))
+    if worst >= cfg.clip_fraction and worst > 0:
+        q.detail["clipped_fraction"] = round(worst, 4)
+        q.flag("clipping", f"{worst:.1%} of a channel's samples sit on its min/max plateau or the ADC rails")

@@ -1,0 +1,620 @@
+"""The streaming loop: samples -> ring buffer -> windows -> quality -> backend -> events.
+
+    backend = load_backend("models/flamingo-har")
+    streamer = Streamer(backend, StreamConfig(task="har"))
+    for event in streamer.run(read_csv("walk.csv", fs=50)):
+        print(dumps(event))
+
+Per window: quality check (holes interpolated or the window set aside), resampling to the
+model's rate, the description text (``prompts.build_model_input`` via ``signals.validate``),
+one encoder call, the classify path, and the rationale only on demand. Across windows: a
+majority vote over the last ``smoothing`` answers drives activity segments (HAR), AF episodes
+(>= ``min_af_windows`` consecutive AF windows) and the AF burden.
+
+Push-style use (a sensor callback) is ``streamer.feed(chunk)`` / ``streamer.finish()``; both
+return the events they produced. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from edge_tslm.prompts import build_model_input, parse_answer
+from edge_tslm.runtime.backend import Backend
+from edge_tslm.runtime.events import check_event, peak_rss_mb, percentiles
+from edge_tslm.runtime.quality import FLAGS, QualityConfig, check_rate, check_window
+from edge_tslm.runtime.ring import Window, Windower
+from edge_tslm.runtime.sources import Chunk, SourceError, SourceIssue
+from edge_tslm.signals import InputError, SignalMeta, resample, validate
+
+__all__ = ["TaskPreset", "TASKS", "StreamConfig", "Streamer", "RATIONALE_REQUEST", "task_question"]
+
+# Appended to the question to ask for an explanation (the wording the rationale target was trained with).
+RATIONALE_REQUEST = " Explain briefly, then answer."
+RATIONALE_ON = ("label_change", "af", "never", "always")
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    spec: str  # TaskSpec name whose question the model was trained with
+    window_s: float
+    hop_s: float
+    channels: tuple[str, ...]
+    unit: str
+    segments: bool  # emit activity/rhythm segments
+    episodes: bool  # emit AF episodes and burden
+
+
+TASKS: dict[str, TaskPreset] = {
+    # UCI HAR windows: 2.56 s at 50 Hz; half-window hop gives an answer every 1.28 s.
+    "har": TaskPreset("har", 2.56, 1.28, ("x", "y", "z"), "g", segments=True, episodes=False),
+    # Rhythm needs several beats: 30 s windows every 10 s.
+    "afib": TaskPreset("ecg_rhythm", 30.0, 10.0, ("ECG",), "mV", segments=False, episodes=True),
+}
+
+
+def task_question(task: str) -> str:
+    """The question a task's models were trained with (read from the task specs, numpy-only modules)."""
+    if task == "har":
+        from edge_tslm.data.hapt import HAR_TASK
+
+        return HAR_TASK.question
+    if task == "ecg_rhythm":
+        from edge_tslm.data.physionet2017 import ECG_TASK
+
+        return ECG_TASK.question
+    if task in ("ecg_rhythm_synthetic", "synthetic_ecg"):
+        from edge_tslm.data.synthetic import SYNTH_ECG_TASK
+
+        return SYNTH_ECG_TASK.question
+    raise KeyError(task)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    task: str = "har"  # a TASKS preset: "har" or "afib"
+    window_s: float | None = None  # None: the preset's
+    hop_s: float | None = None
+    rationale_on: str = "label_change"  # label_change | af | never | always
+    smoothing: int = 1  # majority vote over the last k usable windows (1: none)
+    min_af_windows: int = 3  # an AF episode is at least this many consecutive (smoothed) AF windows
+    af_label: str = "atrial fibrillation"
+    segments: bool | None = None  # None: the preset's
+    episodes: bool | None = None
+    prompt: str | None = None  # None: the question the model was trained with
+    channels: tuple[str, ...] | None = None  # names written into the text; None: preset names when the count fits
+    unit: str | None = None
+    rationale_tokens: int = 160
+    max_gap_fill_s: float | None = None  # timestamp gaps up to this are filled with missing samples; longer ones restart
+    max_issue_events: int = 50  # per kind; further source issues are only counted
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    check_events: bool = False  # validate every event against the schema (tests, debugging)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.rationale_on not in RATIONALE_ON:
+            raise ValueError(f"rationale_on must be one of {RATIONALE_ON}, got {self.rationale_on!r}")
+        for name in ("window_s", "hop_s"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {v}")
+        if self.smoothing < 1 or self.min_af_windows < 1:
+            raise ValueError("smoothing and min_af_windows must be >= 1")
+
+    @property
+    def preset(self) -> TaskPreset:
+        return TASKS[self.task]
+
+
+@dataclass
+class _Span:
+    label: str
+    first_index: int
+    last_index: int
+    start_s: float
+    end_s: float
+    windows: int = 1
+
+
+class Streamer:
+    """Drive a backend over a stream; see the module docstring."""
+
+    def __init__(self, backend: Backend, cfg: StreamConfig | None = None, *, fs: float | None = None) -> None:
+        self.backend = backend
+        self.cfg = cfg or StreamConfig()
+        self.fs_override = fs
+        p = self.cfg.preset
+        self.window_s = float(self.cfg.window_s or p.window_s)
+        self.hop_s = float(self.cfg.hop_s or p.hop_s)
+        self.labels = tuple(getattr(backend, "labels", ()) or ())
+        self.do_segments = p.segments if self.cfg.segments is None else self.cfg.segments
+        self.do_episodes = (p.episodes if self.cfg.episodes is None else self.cfg.episodes) and (
+            not self.labels or self.cfg.af_label in self.labels
+        )
+        self.question = self._question()
+        # Stream state (set when the first samples arrive).
+        self.fs: float | None = None
+        self.channels: tuple[str, ...] | None = None
+        self.unit = ""
+        self.windower: Windower | None = None
+        self._pending: list[Chunk] = []
+        self._last_t: float | None = None
+        self._n_in = 0  # samples received (for synthetic times)
+        self._t0 = 0.0
+        self._rate_usable, self._rate_msg = True, None
+        self._stopped = False
+        # Per-window and summary state.
+        self.index = 0
+        self._prev_answer: str | None = None
+        self._explain_next = False
+        self._recent: deque[str] = deque(maxlen=self.cfg.smoothing)
+        self._segment: _Span | None = None
+        self._af_run: _Span | None = None
+        self._af_time = 0.0
+        self._fresh = True  # no usable window yet since the (re)start
+        self._tail: tuple[float, float] | None = None  # (own end, window end) of the last usable window
+        self._monitored = 0.0
+        self._episodes = 0
+        self._n_segments = 0
+        self._decisions: Counter[str] = Counter()
+        self._flags: Counter[str] = Counter()
+        self._issues: Counter[str] = Counter()
+        self._totals: list[float] = []
+        self._usable = 0
+
+    # ------------------------------------------------------------------ public API
+    def request_rationale(self) -> None:
+        """Generate the rationale for the next classified window, whatever ``rationale_on`` says."""
+        self._explain_next = True
+
+    def run(self, source: Iterable[Chunk | SourceIssue]) -> Iterator[dict]:
+        """All events for a whole source, ending with the summary. Never raises on bad data."""
+        it = iter(source)
+        while not self._stopped:
+            try:
+                item = next(it)
+            except StopIteration:
+                break
+            except SourceError:  # a configuration mistake (unknown column, missing wfdb): the caller's to fix
+                raise
+            except Exception as e:  # noqa: BLE001 - a reader failing mid-stream ends the stream, not the process
+                yield from self.issue(SourceIssue("read_error", f"reading stopped: {type(e).__name__}: {e}"))
+                break
+            if isinstance(item, SourceIssue):
+                yield from self.issue(item)
+            else:
+                yield from self.feed(item)
+        yield from self.finish()
+
+    def issue(self, issue: SourceIssue) -> list[dict]:
+        """Report a source problem (at most ``max_issue_events`` events per kind; all are counted)."""
+        self._issues[issue.kind] += 1
+        if self._issues[issue.kind] > self.cfg.max_issue_events:
+            return []
+        ev = {"type": "source_issue", "kind": issue.kind, "message": issue.message, "line": issue.line}
+        if self._issues[issue.kind] == self.cfg.max_issue_events:
+            ev["message"] += f" (further {issue.kind} issues are only counted in the summary)"
+        return [self._emit(ev)]
+
+    def feed(self, chunk: Chunk | np.ndarray, times: np.ndarray | None = None) -> list[dict]:
+        """Push samples (a ``Chunk`` or a (C, n) array with optional times); returns the events they complete."""
+        if self._stopped:
+            return []
+        if not isinstance(chunk, Chunk):
+            arr = np.asarray(chunk, dtype=np.float32)
+            chunk = Chunk(arr[:, None] if arr.ndim == 1 else arr, times)
+        if chunk.data.ndim != 2 or chunk.data.shape[1] == 0:
+            return []
+        out: list[dict] = []
+        if self.windower is None:
+            self._pending.append(chunk)
+            started = self._start()
+            if started is None:
+                return out
+            out.extend(started)
+            pending, self._pending = self._pending, []
+            for c in pending:
+                out.extend(self._ingest(c))
+            return out
+        return self._ingest(chunk)
+
+    def finish(self) -> list[dict]:
+        """Close open segments/episodes and emit the burden and the summary."""
+        out: list[dict] = []
+        if self.windower is None and self._pending and not self._stopped:
+            out.extend(self._start(final=True) or [])
+            if self.windower is not None:
+                pending, self._pending = self._pending, []
+                for c in pending:
+                    out.extend(self._ingest(c))
+        out.extend(self._close_spans())
+        if self.do_episodes:
+            out.append(self._emit(self._burden_event()))
+        out.append(self._emit(self._summary()))
+        self._stopped = True
+        return out
+
+    # ------------------------------------------------------------------ stream set-up
+    def _question(self) -> str:
+        if self.cfg.prompt:
+            return self.cfg.prompt
+        q = getattr(self.backend, "question", "") or ""
+        if q:
+            return q
+        for task in (getattr(self.backend, "task", "") or "", self.cfg.preset.spec):
+            try:
+                return task_question(task)
+            except KeyError:
+                continue
+        raise ValueError("no question known for this model; pass StreamConfig(prompt=...)")
+
+    def _start(self, final: bool = False) -> list[dict] | None:
+        """Fix fs, channels and the windower from the first chunk(s); None while fs is still unknown."""
+        first = self._pending[0]
+        fs = self.fs_override or next((c.fs for c in self._pending if c.fs), None)
+        if fs is None:
+            ts = np.concatenate([c.times for c in self._pending if c.times is not None] or [np.empty(0)])
+            if ts.size >= 16 or (final and ts.size >= 2):
+                d = np.diff(ts)
+                d = d[d > 0]
+                fs = 1.0 / float(np.median(d)) if d.size else None
+            elif not final and sum(c.data.shape[1] for c in self._pending) < 4096:
+                return None  # wait for a few timestamps to measure the rate
+        if fs is None or not np.isfinite(fs) or fs <= 0:
+            self._stopped = True
+            return [
+                self._emit(
+                    {
+                        "type": "error",
+                        "kind": "no_sampling_rate",
+                        "message": "the sampling rate is unknown: the input has neither a rate nor timestamps; pass --fs (Hz)",
+                    }
+                )
+            ]
+        self.fs = float(fs)
+        C = first.data.shape[0]
+        p = self.cfg.preset
+        if self.cfg.channels and len(self.cfg.channels) == C:
+            self.channels = tuple(self.cfg.channels)
+        elif len(p.channels) == C:
+            self.channels = p.channels
+        elif first.channels and len(first.channels) == C:
+            self.channels = tuple(first.channels)
+        else:
+            self.channels = tuple(f"ch{k}" for k in range(C))
+        self.unit = self.cfg.unit if self.cfg.unit is not None else (first.unit or p.unit)
+        length = max(1, int(round(self.window_s * self.fs)))
+        hop = max(1, int(round(self.hop_s * self.fs)))
+        self.windower = Windower(C, length, hop, with_times=True)
+        fs_model = float(getattr(self.backend, "fs", 0.0) or 0.0)
+        events = [
+            self._emit(
+                {
+                    "type": "start",
+                    "task": self.cfg.task,
+                    "backend": str(getattr(self.backend, "name", type(self.backend).__name__)),
+                    "fs_in": self.fs,
+                    "fs_model": fs_model or self.fs,
+                    "window_s": length / self.fs,
+                    "hop_s": hop / self.fs,
+                    "channels": list(self.channels),
+                    "labels": list(self.labels),
+                    "unit": self.unit,
+                    "window_samples": length,
+                    "hop_samples": hop,
+                }
+            )
+        ]
+        if first.fs and self.fs_override and abs(first.fs - self.fs_override) > 1e-6 * self.fs_override:
+            events.append(self._warn("fs_override", f"the input says {first.fs:g} Hz; using --fs {self.fs_override:g} Hz as asked"))
+        self._rate_usable, self._rate_msg = check_rate(self.fs, fs_model, self.cfg.quality)
+        if self._rate_msg:
+            events.append(self._warn("fs_out_of_range", self._rate_msg))
+        min_len = int(getattr(self.backend, "min_length", 1) or 1)
+        if fs_model and length * fs_model / self.fs < min_len:
+            events.append(self._warn("window_too_short", f"a {self.window_s:g} s window is shorter than the model's {min_len}-sample patch"))
+        return events
+
+    # ------------------------------------------------------------------ timeline
+    def _ingest(self, chunk: Chunk) -> list[dict]:
+        assert self.windower is not None and self.fs is not None
+        x = np.asarray(chunk.data, dtype=np.float32)
+        out: list[dict] = []
+        if x.shape[0] != self.windower.data.channels:
+            return self.issue(
+                SourceIssue("channel_mismatch", f"{x.shape[0]} channels where the stream has {self.windower.data.channels}; samples dropped")
+            )
+        n = x.shape[1]
+        dt = 1.0 / self.fs
+        if chunk.times is None:
+            if self._last_t is None:
+                self._last_t = self._t0 - dt
+            t = self._last_t + dt * np.arange(1, n + 1)
+            out.extend(self._push(x, t, np.zeros(n, dtype=bool)))
+            return out
+        t = np.asarray(chunk.times, dtype=np.float64)
+        prev = self._last_t
+        # Samples not after the last kept time (duplicates, clock steps back) are dropped and reported.
+        ref = np.maximum.accumulate(np.concatenate([[-np.inf if prev is None else prev], t]))[:-1]
+        keep = t > ref + 0.5 * dt
+        if not keep.all():
+            out.extend(self.issue(SourceIssue("bad_timestamp", f"{int((~keep).sum())} sample(s) not after the previous timestamp; dropped")))
+            x, t = x[:, keep], t[keep]
+        if t.size == 0:
+            return out
+        tt = np.concatenate([[t[0] - dt if prev is None else prev], t])
+        missing = np.rint(np.diff(tt) * self.fs).astype(np.int64) - 1  # samples missing before each kept one
+        limit = self.window_s if self.cfg.max_gap_fill_s is None else self.cfg.max_gap_fill_s
+        a = 0
+        for i in np.flatnonzero(missing > 0):
+            out.extend(self._push(x[:, a:i], t[a:i], np.zeros(i - a, dtype=bool)))
+            m = int(missing[i])
+            t_prev = tt[i]
+            out.append(self._warn("gap", f"{m / self.fs:.3f} s of samples missing between t={t_prev:.3f} s and t={t[i]:.3f} s",
+                                  start_s=float(t_prev), end_s=float(t[i])))
+            if m * dt <= limit:
+                fill_t = t_prev + (t[i] - t_prev) * np.arange(1, m + 1) / (m + 1)
+                out.extend(self._push(np.full((x.shape[0], m), np.nan, np.float32), fill_t, np.ones(m, dtype=bool)))
+            else:  # too long to bridge: windows restart after it
+                out.extend(self._close_spans())
+                self.windower.reset()
+                self._recent.clear()
+                self._prev_answer = None
+            a = i
+        out.extend(self._push(x[:, a:], t[a:], np.zeros(t.size - a, dtype=bool)))
+        return out
+
+    def _push(self, x: np.ndarray, t: np.ndarray, filled: np.ndarray) -> list[dict]:
+        if x.shape[1] == 0:
+            return []
+        self._last_t = float(t[-1])
+        self._n_in += x.shape[1]
+        out: list[dict] = []
+        for w in self.windower.push(x, t, filled):  # type: ignore[union-attr]
+            out.extend(self._window(w))
+        return out
+
+    # ------------------------------------------------------------------ one window
+    def _window(self, w: Window) -> list[dict]:
+        assert self.fs is not None
+        t_start = time.perf_counter()
+        lat = {"prepare": 0.0, "encode": 0.0, "classify": 0.0, "rationale": 0.0}
+        start_s = float(w.times[0]) if w.times is not None else w.start / self.fs
+        end_s = (float(w.times[-1]) if w.times is not None else (w.stop - 1) / self.fs) + 1.0 / self.fs
+        clean, q = check_window(w.data, self.fs, w.filled, self.cfg.quality)
+        if self._rate_msg:
+            q.flag("fs_out_of_range", self._rate_msg if not self._rate_usable else None, unusable=not self._rate_usable)
+        answer: str | None = None
+        scores: dict[str, float] = {}
+        rationale: str | None = None
+        mi = None
+        if q.usable:
+            try:
+                signal, meta = self._prepare(clean)
+                mi = build_model_input(validate(signal, meta, self.question, min_length=int(getattr(self.backend, "min_length", 1) or 1)))
+            except InputError as e:
+                q.flag("invalid_input", str(e), unusable=True)
+        lat["prepare"] = _ms(t_start)
+        if mi is not None:
+            try:
+                t = time.perf_counter()
+                enc = self.backend.encode(mi.series)
+                lat["encode"] = _ms(t)
+                t = time.perf_counter()
+                if self.labels:
+                    logp = self.backend.classify(mi.text, enc, self.labels)
+                    scores = _softmax(logp)
+                    answer = max(scores, key=scores.get) if scores else None
+                else:
+                    answer = parse_answer(self.backend.generate(mi.text, enc, 32))
+                lat["classify"] = _ms(t)
+            except Exception as e:  # noqa: BLE001 - a backend failure is this window's problem, not the stream's
+                q.flag("backend_error", f"{type(e).__name__}: {e}", unusable=True)
+                answer, scores = None, {}
+            if answer is not None and self._want_rationale(answer):
+                t = time.perf_counter()
+                try:
+                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST))
+                    rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens)
+                except Exception as e:  # noqa: BLE001
+                    q.flag("backend_error", f"rationale failed: {type(e).__name__}: {e}")
+                lat["rationale"] = _ms(t)
+        lat["total"] = _ms(t_start)
+        usable = answer is not None
+        for flag in q.flags:
+            self._flags[flag] += 1
+        if usable:
+            self._usable += 1
+            self._decisions[answer] += 1  # type: ignore[index]
+            self._totals.append(lat["total"])
+            self._prev_answer = answer
+        ev = {
+            "type": "window",
+            "index": self.index,
+            "start_s": round(start_s, 6),
+            "end_s": round(end_s, 6),
+            "answer": answer,
+            "scores": {k: round(v, 6) for k, v in scores.items()},
+            "rationale": rationale,
+            "quality": q.to_dict(),
+            "latency_ms": lat,
+        }
+        events = []
+        smoothed = None
+        if usable:
+            self._recent.append(answer)  # type: ignore[arg-type]
+            smoothed = _majority(self._recent)
+            ev["smoothed"] = smoothed
+            events.extend(self._track(smoothed, start_s, end_s))
+        events.insert(0, self._emit(ev))
+        self.index += 1
+        return events
+
+    def _prepare(self, clean: np.ndarray) -> tuple[np.ndarray, SignalMeta]:
+        """Resample to the model's rate and crop to its longest span."""
+        fs_model = float(getattr(self.backend, "fs", 0.0) or 0.0)
+        fs = self.fs
+        signal = clean
+        if fs_model and abs(fs_model - fs) > 1e-9 * fs_model:  # type: ignore[operator]
+            signal = resample(signal, fs, fs_model)  # type: ignore[arg-type]
+            fs = fs_model
+        max_s = float(getattr(self.backend, "max_seconds", 0.0) or 0.0)
+        if max_s:
+            signal = signal[:, : int(round(max_s * fs))]  # type: ignore[operator]
+        return signal, SignalMeta(fs=fs, unit=self.unit, channels=self.channels)  # type: ignore[arg-type]
+
+    def _want_rationale(self, answer: str) -> bool:
+        if self._explain_next:
+            self._explain_next = False
+            return True
+        mode = self.cfg.rationale_on
+        if mode == "always":
+            return True
+        if mode == "af":
+            return answer == self.cfg.af_label
+        if mode == "label_change":
+            return answer != self._prev_answer
+        return False
+
+    # ------------------------------------------------------------------ smoothing across windows
+    def _own(self, start_s: float, end_s: float) -> tuple[float, float]:
+        """The stretch of time a window answers for: hop-long around its centre (so spans tile)."""
+        c = 0.5 * (start_s + end_s)
+        half = 0.5 * min(self.hop_s, end_s - start_s)
+        return c - half, c + half
+
+    def _track(self, label: str, start_s: float, end_s: float) -> list[dict]:
+        out: list[dict] = []
+        a, b = self._own(start_s, end_s)
+        if self._fresh:  # the first window after a (re)start answers from its own start
+            a, self._fresh = start_s, False
+        self._monitored += b - a
+        self._tail = (b, end_s)
+        if self.do_segments:
+            seg = self._segment
+            if seg is not None and seg.label == label:
+                seg.last_index, seg.end_s, seg.windows = self.index, b, seg.windows + 1
+            else:
+                if seg is not None:
+                    out.append(self._span_event("segment", seg))
+                self._segment = _Span(label, self.index, self.index, a, b)
+        if self.do_episodes:
+            run = self._af_run
+            if label == self.cfg.af_label:
+                if run is None:
+                    self._af_run = _Span(label, self.index, self.index, a, b)
+                else:
+                    run.last_index, run.end_s, run.windows = self.index, b, run.windows + 1
+            elif run is not None:
+                out.extend(self._end_af_run())
+        return out
+
+    def _end_af_run(self) -> list[dict]:
+        run, self._af_run = self._af_run, None
+        if run is None or run.windows < self.cfg.min_af_windows:
+            return []
+        self._episodes += 1
+        self._af_time += run.end_s - run.start_s
+        return [self._span_event("episode", run, duration_s=round(run.end_s - run.start_s, 6))]
+
+    def _close_spans(self) -> list[dict]:
+        """End open spans at a break or the end: the last window answers up to its own end."""
+        out: list[dict] = []
+        if self._tail is not None:
+            b, end_s = self._tail
+            self._monitored += end_s - b
+            for span in (self._segment, self._af_run):
+                if span is not None:
+                    span.end_s = end_s
+            self._tail = None
+        self._fresh = True
+        if self._segment is not None:
+            out.append(self._span_event("segment", self._segment))
+            self._segment = None
+        out.extend(self._end_af_run())
+        return out
+
+    def _span_event(self, kind: str, s: _Span, **extra) -> dict:
+        if kind == "segment":
+            self._n_segments += 1
+        return self._emit(
+            {
+                "type": kind,
+                "label": s.label,
+                "start_s": round(s.start_s, 6),
+                "end_s": round(s.end_s, 6),
+                "windows": s.windows,
+                "first_index": s.first_index,
+                "last_index": s.last_index,
+                **extra,
+            }
+        )
+
+    def _burden_event(self) -> dict:
+        burden = self._af_time / self._monitored if self._monitored > 0 else None
+        return {
+            "type": "burden",
+            "label": self.cfg.af_label,
+            "burden": None if burden is None else round(burden, 6),
+            "time_s": round(self._af_time, 6),
+            "monitored_s": round(self._monitored, 6),
+            "episodes": self._episodes,
+        }
+
+    # ------------------------------------------------------------------ events
+    def _summary(self) -> dict:
+        ev = {
+            "type": "summary",
+            "windows": self.index,
+            "usable": self._usable,
+            "decisions": dict(sorted(self._decisions.items())),
+            "latency_ms": percentiles(self._totals),
+            "peak_rss_mb": peak_rss_mb(),
+            "flags": {f: self._flags[f] for f in FLAGS if self._flags[f]},
+            "source_issues": int(sum(self._issues.values())),
+            "source_issue_kinds": dict(sorted(self._issues.items())),
+            "segments": self._n_segments,
+            "samples": self._n_in,
+        }
+        if self.do_episodes:
+            ev["af_episodes"] = self._episodes
+            ev["af_burden"] = self._burden_event()["burden"]
+        return ev
+
+    def _warn(self, kind: str, message: str, **extra) -> dict:
+        return self._emit({"type": "warning", "kind": kind, "message": message, **extra})
+
+    def _emit(self, ev: dict) -> dict:
+        return check_event(ev) if self.cfg.check_events else ev
+
+
+def _softmax(logp: dict[str, float]) -> dict[str, float]:
+    if not logp:
+        return {}
+    z = np.array([float(v) for v in logp.values()], dtype=np.float64)
+    if not np.isfinite(z).any():
+        return {}
+    z = np.where(np.isfinite(z), z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return {k: float(v) for k, v in zip(logp, p)}
+
+
+def _majority(recent: Sequence[str]) -> str:
+    """Most frequent label; ties go to the one seen most recently."""
+    counts = Counter(recent)
+    best = max(counts.values())
+    for label in reversed(recent):
+        if counts[label] == best:
+            return label
+    return recent[-1]
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000, 3)

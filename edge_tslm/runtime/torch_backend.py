@@ -1,0 +1,65 @@
+"""The torch backend: an edge-tslm artifact run by PyTorch (for CUDA/MPS users who keep torch).
+
+Torch is imported only when a backend is built, so ``edge_tslm.runtime`` stays importable on a
+torch-free device. The torch model encodes the series inside its prefill, so ``encode`` here only
+packages the series and the encoder's time is counted in ``classify`` (the ONNX backend runs the
+encoder graph in ``encode`` and reuses its latents).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge_tslm.runtime.backend import BackendUnavailable, Encoded
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: Any) -> None:
+        cfg = model.cfg
+        self.model = model
+        self.labels = tuple(cfg.labels)
+        self.fs = float(cfg.fs)
+        self.max_seconds = float(cfg.max_seconds)
+        self.min_length = int(cfg.encoder.patch_len)
+        self.task = str(cfg.task)
+        self.question = ""
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str = "auto", threads: int | None = None, backbone: Any = None) -> "TorchBackend":
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable("torch is not installed; pip install torch, or use --backend onnx") from None
+        from edge_tslm.model.artifact import from_pretrained
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        if device == "auto":
+            if torch.cuda.is_available():
+                device = "cuda"
+            elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                device = "mps"
+            else:
+                device = "cpu"
+        return cls(from_pretrained(path, backbone=backbone, device=device))
+
+    def encode(self, series: Sequence[np.ndarray]) -> Encoded:
+        return Encoded(series)  # the torch model encodes inside prefill (timed under classify)
+
+    def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
+        t = time.perf_counter()
+        out = self.model.classify(text, list(encoded.series), list(labels))
+        self.last_timings = {"classify_with_encode": (time.perf_counter() - t) * 1000}
+        return out
+
+    def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
+        return self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens))
