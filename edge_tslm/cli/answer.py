@@ -26,5 +26,10 @@ def answer(
         raise typer.Exit(2)
     from edge_tslm.pipeline import TSLMPipeline
 
-    out = TSLMPipeline.from_pretrained(model)(inp.signal, inp.meta, prompt=inp.prompt, rationale=rationale)
+    pipe = TSLMPipeline.from_pretrained(model)
+    try:  # the model adds its own checks (e.g. at least one patch of samples)
+        out = pipe(inp.signal, inp.meta, prompt=inp.prompt, rationale=rationale)
+    except InputError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
     typer.echo(json.dumps(out, indent=1))

@@ -110,13 +110,16 @@ def train(
     progress = _progress(cfg.progress and rank == 0, total, step)
 
     def batches(epoch: int):
+        # Global batch k is order[k*B*world : (k+1)*B*world], whatever the world size; each process takes its
+        # slice r::world of it. So a 2x2 run sees, step by step, the same examples as a 1x4 run, every process
+        # runs the same number of steps per epoch, and a resume skips the same batches.
         order = np.random.default_rng(cfg.seed + epoch).permutation(len(train_examples))
-        order = order[rank::world]  # each process its own shard, same order every resume
-        for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            yield [train_examples[j] for j in order[i : i + cfg.batch_size]]
+        gb = cfg.batch_size * world
+        for k in range(steps_per_epoch):
+            yield [train_examples[j] for j in order[k * gb : (k + 1) * gb][rank::world]]
 
     model.train()
-    stop = False
+    stop = step >= total  # resuming a finished run trains nothing more
     epoch = step // steps_per_epoch
     while not stop:
         for k, exs in enumerate(batches(epoch)):
@@ -133,7 +136,7 @@ def train(
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            rec = {"step": step, "loss": loss.item(), "grad_norm": float(gnorm), "lr_mult": mult, "time_s": time.time() - t0}
+            rec = {"step": step, "loss": _mean_across(loss.detach(), world), "grad_norm": float(gnorm), "lr_mult": mult, "time_s": time.time() - t0}
             if step % cfg.eval_every == 0 or step == total:
                 rec["val_loss"] = evaluate_loss(model, val_examples, cfg) if val_examples else float("nan")
                 model.train()
@@ -146,13 +149,13 @@ def train(
                         state["bad_evals"] += 1
                     state["step"] = step
                     save_checkpoint(model, opt, out / "last", state)
-                stop = _broadcast_flag(state["bad_evals"] >= cfg.patience, world)
+                stop = _broadcast_flag(state["bad_evals"] >= cfg.patience, world, device)
             if log and (step % cfg.log_every == 0 or "val_loss" in rec):
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             progress(step, rec)
-            if cfg.time_limit_s and time.time() - t0 > cfg.time_limit_s:
-                stop = _broadcast_flag(True, world)
+            if cfg.time_limit_s:  # every process joins the broadcast (rank 0's clock decides)
+                stop = _broadcast_flag(time.time() - t0 > cfg.time_limit_s, world, device) or stop
             if stop or step >= total:
                 stop = True
                 break
@@ -192,12 +195,21 @@ def evaluate_loss(model, examples: Sequence[Example], cfg: TrainConfig) -> float
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def _broadcast_flag(flag: bool, world: int) -> bool:
+def _broadcast_flag(flag: bool, world: int, device: torch.device | str = "cpu") -> bool:
     if world == 1:
         return flag
-    t = torch.tensor([int(flag)])
+    t = torch.tensor([int(flag)], device=device)
     torch.distributed.broadcast(t, src=0)
     return bool(t.item())
+
+
+def _mean_across(loss: torch.Tensor, world: int) -> float:
+    """The step's loss averaged over processes (what a single process with the global batch would log)."""
+    if world == 1:
+        return loss.item()
+    t = loss.float().reshape(1).clone()
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t.item() / world
 
 
 def _progress(enabled: bool, total: int, start: int):

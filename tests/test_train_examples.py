@@ -1,0 +1,42 @@
+"""Sample -> Example (text with one <ts> per channel, z-normalised series, answer target) and the task registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_tslm.constants import TS_TOKEN
+from edge_tslm.data.sample import Sample
+from edge_tslm.signals import SignalMeta
+from edge_tslm.train.examples import RATIONALE_REQUEST, make_example
+from edge_tslm.train.tasks import get_task
+
+
+def sample(fs: float = 300.0, n: int = 600) -> Sample:
+    x = (np.sin(np.arange(n) / 7.0) * 2 + 5).astype(np.float32)[None]
+    meta = SignalMeta(fs=fs, unit="mV", channels=("ECG",))
+    return Sample(x, meta, "What rhythm?", "normal", "Regular beats. Answer: normal", "ecg_rhythm", "r1")
+
+
+def test_answer_example_resampled_cropped_and_normalised():
+    ex = make_example(sample(), fs=150.0, max_seconds=1.0)
+    assert ex.text.count(TS_TOKEN) == 1 and ex.label == "normal"
+    assert ex.target.startswith("Answer:") and ex.target.rstrip().endswith("normal")
+    (s,) = ex.series
+    assert s.shape[-1] == 150  # 2 s at 300 Hz -> 150 Hz, cropped to 1 s
+    assert abs(float(s.mean())) < 0.1 and abs(float(s.std()) - 1.0) < 0.1  # the scale went into the text
+
+
+def test_rationale_example_asks_for_it_and_targets_it():
+    ex = make_example(sample(), rationale=True)
+    assert RATIONALE_REQUEST.strip() in ex.text
+    assert ex.target == "Regular beats. Answer: normal"
+
+
+def test_task_registry():
+    for name in ("har", "ecg_rhythm", "tsqa", "synthetic_ecg"):
+        t = get_task(name)
+        assert t.spec.labels and t.spec.question
+    assert get_task("ecg_rhythm").fs == 150.0
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        get_task("nope")
