@@ -34,13 +34,19 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--rationale-prob", type=float, default=0.2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--balance", type=float, default=0.0, help="oversample minority classes to this fraction of the majority")
     ap.add_argument("--freeze-token-rows", action="store_true", help="keep <ts>/<endofchunk> rows fixed (backward stops at the first fusion layer)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default="", help="start from this artifact's adapter (e.g. the previous curriculum stage's best)")
     ap.add_argument("--data", action="append", default=[], help="task=path, e.g. ecg_rhythm=../shared/data/physionet2017")
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
     model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows))
+    if a.init:
+        from edge_tslm.train.recipe import load_adapter
+
+        load_adapter(model, Path(a.init))
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
     res = run_curriculum(
         model,
@@ -51,6 +57,7 @@ def main() -> None:
         stage_steps={k: int(v) for k, v in kv(a.steps).items()},
         stage_time_s={k: v * 60 for k, v in kv(a.minutes).items()},
         rationale_prob=a.rationale_prob,
+        balance=a.balance,
     )
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"
     if a.export:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ def save_checkpoint(model, optimizer: torch.optim.Optimizer, out: Path, state: d
     tmp = out / (TENSORS_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(out / TENSORS_FILE)
-    meta = {**state, "param_groups": groups, "rng_python": random.getstate()[1][:1], "np_seed_hint": state.get("seed")}
+    meta = {**state, "param_groups": groups}
     (out / STATE_FILE).write_text(json.dumps(meta, indent=1, default=str))
 
 

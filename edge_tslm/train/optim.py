@@ -15,7 +15,7 @@ def param_groups(model: torch.nn.Module, lr_encoder: float, lr_fusion: float, lr
             continue
         if name.startswith("new_tokens"):
             groups["tokens"].append(p)
-        elif p.ndim < 2 or "gate" in name or "latents" in name:
+        elif p.ndim < 2 or name.endswith(("attn_gate", "ff_gate")) or name.endswith("latents"):
             groups["no_decay"].append(p)
         elif name.startswith(("xattn", "lm.")):
             groups["fusion"].append(p)

@@ -14,13 +14,27 @@ from edge_tslm.train.loop import TrainConfig, train
 from edge_tslm.train.tasks import get_task
 
 
-def stage_examples(task_name: str, split: str, data_path: str | None, rationale_prob: float, seed: int, limit: int = 0) -> list[Example]:
-    """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand)."""
+def stage_examples(
+    task_name: str, split: str, data_path: str | None, rationale_prob: float, seed: int, limit: int = 0, balance: float = 0.0
+) -> list[Example]:
+    """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand).
+
+    balance > 0 repeats each minority class up to that fraction of the majority class's count (the
+    challenge score weighs rare AF as much as normal rhythm)."""
     task = get_task(task_name)
     samples = task.load(split, data_path)
     n = min(len(samples), limit) if limit else len(samples)
     rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(samples))[:n] if limit else range(n)
+    idx = list(rng.permutation(len(samples))[:n] if limit else range(n))
+    if balance > 0:
+        by_label: dict[str, list[int]] = {}
+        for i in idx:
+            by_label.setdefault(_label_of(samples, i), []).append(i)
+        target = int(balance * max(len(v) for v in by_label.values()))
+        for members in by_label.values():
+            extra = target - len(members)
+            if extra > 0:
+                idx += list(rng.choice(members, size=extra, replace=True))
     return [
         make_example(samples[i], rationale=bool(rng.random() < rationale_prob), fs=task.fs, max_seconds=task.max_seconds)
         for i in idx
@@ -38,6 +52,7 @@ def run_curriculum(
     stage_time_s: dict[str, float] | None = None,
     rationale_prob: float = 0.2,
     val_limit: int = 64,
+    balance: float = 0.0,
 ) -> dict:
     """Train stage after stage; the final model carries the last task's labels and sampling rate."""
     out = Path(out_dir)
@@ -48,7 +63,7 @@ def run_curriculum(
         model.cfg = model.cfg.replace(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds
         )
-        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed)
+        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance)
         va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit)
         cfg = replace(
             train_cfg,
@@ -58,13 +73,18 @@ def run_curriculum(
         )
         results[name] = train(model, tr, va, cfg, metrics_extra={"stage": name})
         best = Path(cfg.out_dir) / "best"
-        model = _reload(model, best)
+        model = load_adapter(model, best)
     (out / "curriculum.json").write_text(json.dumps({"stages": list(stages), "results": results}, indent=1))
     return {"model": model, "results": results}
 
 
-def _reload(model, best: Path):
-    """Continue from the stage's best weights (not its last step)."""
+def _label_of(samples, i: int) -> str:
+    rec = getattr(samples, "records", None)  # lazy PhysioNet view: the label without reading the signal
+    return rec[i].label if rec is not None else samples[i].label
+
+
+def load_adapter(model, best: Path):
+    """Continue from an artifact's trained weights (a stage's best, not its last step)."""
     from safetensors.torch import load_file
 
     from edge_tslm.constants import WEIGHTS_FILE

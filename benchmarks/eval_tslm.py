@@ -1,0 +1,140 @@
+"""Score a trained TSLM artifact on its task's test split and write benchmarks/results/tslm_<name>.json,
+then rebuild tslm.md with the non-LLM baseline beside each task.
+
+    python benchmarks/eval_tslm.py --model models/flamingo-har            # HAPT UCI test subjects
+    python benchmarks/eval_tslm.py --model models/flamingo-ecg            # PhysioNet 2017 test split
+    python benchmarks/eval_tslm.py --markdown-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from edge_tslm.machine import machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASELINE = {"har": "baseline_har.json", "ecg_rhythm": "baseline_ecg.json"}
+
+
+def stratified_subset(samples, per_class: int, seed: int = 0) -> list[int]:
+    """A fixed, seeded subset with up to per_class samples of each label (sorted by index)."""
+    import numpy as np
+
+    labels = [s.label for s in samples]
+    rng = np.random.default_rng(seed)
+    idx: list[int] = []
+    for lab in sorted(set(labels)):
+        members = [i for i, l in enumerate(labels) if l == lab]
+        idx += list(rng.choice(members, size=min(per_class, len(members)), replace=False))
+    return sorted(int(i) for i in idx)
+
+
+def har_baseline_on(indices: list[int]) -> dict:
+    """The feature baseline, retrained as in benchmarks/baseline.py, scored on the same test windows."""
+    from edge_tslm import baseline as B
+    from edge_tslm.data.hapt import ACTIVITIES, hapt_windows
+    from edge_tslm.metrics import classification_report
+
+    clf = B.fit_baseline(*B.har_xy(hapt_windows("train")), B.BaselineConfig())
+    test = hapt_windows("test")
+    X, y = B.har_xy([test[i] for i in indices])
+    return classification_report(y, list(clf.predict(X)), ACTIVITIES)
+
+
+def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_class: int = 0) -> dict:
+    from edge_tslm.evaluate import evaluate
+    from edge_tslm.model.artifact import from_pretrained, read_config
+    from edge_tslm.train.tasks import get_task
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = read_config(model_dir)
+    task = get_task(cfg.task)
+    info = machine()
+    model = from_pretrained(model_dir)
+    samples = task.load(split, None)
+    subset = stratified_subset(samples, per_class) if per_class else None
+    if subset is not None:
+        samples = [samples[i] for i in subset]
+    t0 = time.time()
+    rep = evaluate(model, samples, task.spec.labels, mode=mode, task=cfg.task, limit=limit, progress=True)
+    elapsed = time.time() - t0
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    return {
+        "model": str(model_dir),
+        "variant": cfg.variant,
+        "backbone": cfg.backbone,
+        "task": cfg.task,
+        "split": split,
+        "precision": "fp32",
+        "trained": manifest.get("metrics", {}),
+        "metrics": rep,
+        "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
+        "baseline_same_subset": har_baseline_on(subset) if subset is not None and cfg.task == "har" else None,
+        "seconds": round(elapsed, 1),
+        "ms_per_sample": round(1000 * elapsed / max(1, rep["n"]), 1),
+        "torch_threads": torch.get_num_threads(),
+        "machine": info,
+        "command": "python " + " ".join(sys.argv),
+    }
+
+
+def write_markdown() -> None:
+    lines = ["# TSLM results (test splits)", "", "Each row: `python benchmarks/eval_tslm.py --model <artifact>`; "
+             "the baseline row: `python benchmarks/baseline.py` (same split).", "",
+             "| task | model | backbone | mode | n | accuracy | macro-F1 | challenge | AF F1 | ms/sample | machine |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for f in sorted(RESULTS.glob("tslm_*.json")):
+        r = json.loads(f.read_text())
+        m = r["metrics"]
+        af = m["per_class_f1"].get("atrial fibrillation")
+        lines.append(
+            f"| {r['task']}{'' if not r.get('subset') else ' (' + str(r['subset']['per_class']) + '/class subset)'} | {Path(r['model']).name} ({r['variant']}) | {r['backbone']} | {m['mode']} | {m['n']} | "
+            f"{m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m.get('challenge_score', float('nan')):.4f} | "
+            f"{'' if af is None else f'{af:.4f}'} | {r['ms_per_sample']} | {r['machine']['cpu']}, {r['torch_threads']} threads |"
+        )
+        b = RESULTS / BASELINE.get(r["task"], "-")
+        if r.get("baseline_same_subset"):
+            bm = r["baseline_same_subset"]
+            lines.append(
+                f"| {r['task']} | baseline (features + gradient boosting), same subset | – | – | {bm['n']} | "
+                f"{bm['accuracy']:.4f} | {bm['macro_f1']:.4f} | – | – | – | – |"
+            )
+        elif b.exists():
+            bj = json.loads(b.read_text())
+            bm = bj["result"]["test"]
+            baf = bm.get("per_class_f1", {}).get("atrial fibrillation")
+            lines.append(
+                f"| {r['task']} | baseline (features + gradient boosting) | – | – | {bm.get('n', '')} | {bm['accuracy']:.4f} | "
+                f"{bm['macro_f1']:.4f} | {bm.get('challenge_score', float('nan')):.4f} | {'' if baf is None else f'{baf:.4f}'} | – | – |"
+            )
+    lines += ["", "Per-class F1 and confusion matrices are in the JSON files beside this one."]
+    (RESULTS / "tslm.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--mode", default="classify", choices=["classify", "generate"])
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--per-class", type=int, default=0, help="score a seeded stratified subset of N per class")
+    ap.add_argument("--markdown-only", action="store_true")
+    a = ap.parse_args()
+    if not a.markdown_only:
+        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class)
+        suffix = "" if a.mode == "classify" else f"_{a.mode}"
+        (RESULTS / f"tslm_{a.model.name}{suffix}.json").write_text(json.dumps(res, indent=1))
+    write_markdown()
+
+
+if __name__ == "__main__":
+    main()
