@@ -221,7 +221,7 @@ def recover_shared(
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        history.append({k: float(v) for k, v in out.items()})
+        history.append({k: float(v.detach()) for k, v in out.items()})
     after = probe_loss()
     for p in model.parameters():
         p.requires_grad_(was[id(p)])
