@@ -138,7 +138,7 @@ def check_window(
                 f"{q.missing_fraction:.0%} of the window is missing (limit {cfg.max_missing_fraction:.0%})",
                 unusable=True,
             )
-        elif q.longest_gap_s > cfg.max_fill_s:
+        if q.longest_gap_s > cfg.max_fill_s:
             q.flag(
                 "unusable",
                 f"a {q.longest_gap_s:.2f} s hole is longer than the {cfg.max_fill_s:g} s that may be interpolated",

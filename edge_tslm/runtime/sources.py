@@ -288,7 +288,8 @@ def read_wfdb(
             got = _wfdb_partial(wfdb, path, idx, start, stop)
             if got is not None and got.shape[1]:
                 yield Chunk(got, None, fs, tuple(names[i] for i in idx) if names else None, unit)
-            yield SourceIssue("truncated", f"signal file ends before sample {stop} of {total} the header promises ({type(e).__name__}: {e})")
+            at = start + (0 if got is None else got.shape[1])
+            yield SourceIssue("truncated", f"signal file ends at sample {at} of the {total} its header promises ({type(e).__name__})")
             return
         if data.shape[1] < stop - start:
             if data.shape[1]:

@@ -1,0 +1,102 @@
+"""Test doubles for the runtime: a deterministic numpy 'model' reading the scale written into the text.
+
+FakeBackend is not a mock of hardware: it is a tiny classifier with the Backend interface, so the
+runtime's logic (windows, quality, smoothing, events) is tested without any model. It labels a
+window by the mean of the per-channel stds the runtime wrote into the description text, so it also
+checks that the text carries the scale of the *raw* window.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from edge_tslm.runtime.backend import Backend, Encoded
+from edge_tslm.runtime.events import SCHEMA, check_event, validate_event
+
+STD = re.compile(r"std (-?[0-9.e+-]+)")
+
+
+class FakeBackend:
+    """labels[0] when the mean described std is >= threshold, labels[1] otherwise."""
+
+    name = "fake"
+
+    def __init__(self, labels=("walking", "sitting"), threshold=0.2, fs=50.0, max_seconds=0.0, min_length=4, task="har", fail_on=None):
+        self.labels = tuple(labels)
+        self.threshold = threshold
+        self.fs = fs
+        self.max_seconds = max_seconds
+        self.min_length = min_length
+        self.task = task
+        self.question = ""
+        self.fail_on = fail_on  # raise on the n-th classify call (0-based), to test error handling
+        self.calls = {"encode": 0, "classify": 0, "generate": 0}
+        self.seen_lengths: list[int] = []
+        self.texts: list[str] = []
+
+    def encode(self, series):
+        self.calls["encode"] += 1
+        self.seen_lengths.append(len(series[0]))
+        assert all(np.isfinite(s).all() for s in series)
+        return Encoded(series, value=np.stack(series).std())
+
+    def classify(self, text, encoded, labels):
+        n = self.calls["classify"]
+        self.calls["classify"] += 1
+        self.texts.append(text)
+        if self.fail_on is not None and n == self.fail_on:
+            raise RuntimeError("simulated backend failure")
+        s = float(np.mean([float(v) for v in STD.findall(text)]))
+        hi = 5.0 * (s - self.threshold)
+        return {labels[0]: hi, labels[1]: -hi, **{lab: -20.0 for lab in labels[2:]}}
+
+    def generate(self, text, encoded, max_new_tokens):
+        self.calls["generate"] += 1
+        assert "Explain briefly" in text
+        return f"Measured stds {STD.findall(text)}. Answer: {self.labels[0]}"
+
+
+def af_backend(**kw):
+    return FakeBackend(labels=("atrial fibrillation", "normal"), fs=kw.pop("fs", 150.0), task="ecg_rhythm", **kw)
+
+
+def test_fake_backend_satisfies_protocol():
+    assert isinstance(FakeBackend(), Backend)
+
+
+def test_schema_validator_accepts_and_rejects():
+    good = {
+        "type": "window", "index": 0, "start_s": 0.0, "end_s": 2.56, "answer": None, "scores": {}, "rationale": None,
+        "quality": {"flags": ["unusable"], "usable": False, "missing_fraction": 0.5, "messages": ["x"]},
+        "latency_ms": {"prepare": 0.1, "encode": 0.0, "classify": 0.0, "rationale": 0.0, "total": 0.1},
+    }
+    assert check_event(good) is good
+    assert validate_event({**good, "index": 1.5})
+    assert validate_event({**good, "scores": {"a": "high"}})
+    assert validate_event({**good, "start_s": float("nan")})
+    assert validate_event({k: v for k, v in good.items() if k != "latency_ms"})
+    assert validate_event({**good, "latency_ms": {"total": 1.0}})
+    assert validate_event({"type": "nope"})
+    assert validate_event({**good, "answer": np.float32(1)})
+    with pytest.raises(ValueError, match="index"):
+        check_event({**good, "index": "0"})
+    assert set(SCHEMA) >= {"start", "window", "segment", "episode", "burden", "warning", "source_issue", "error", "summary"}
+
+
+class ScriptedBackend(FakeBackend):
+    """Answers a fixed sequence of labels, one per classified window (for smoothing/episode logic)."""
+
+    def __init__(self, script, labels=("atrial fibrillation", "normal"), **kw):
+        kw.setdefault("fs", 0.0)
+        kw.setdefault("task", "ecg_rhythm")
+        super().__init__(labels=labels, **kw)
+        self.script = list(script)
+
+    def classify(self, text, encoded, labels):
+        n = self.calls["classify"]
+        self.calls["classify"] += 1
+        want = self.script[n]
+        return {lab: (0.0 if lab == want else -3.0) for lab in labels}

@@ -1,0 +1,95 @@
+"""Per-window quality: every fault kind is flagged; short holes are filled, long ones make the window unusable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_tslm.runtime.quality import QualityConfig, check_rate, check_window, runs
+
+FS = 50.0
+
+
+def noisy(c=3, n=128, seed=0):
+    return np.random.default_rng(seed).normal(0, 1, (c, n)).astype(np.float32)
+
+
+def test_clean_window_has_no_flags():
+    x = noisy()
+    clean, q = check_window(x, FS)
+    assert q.flags == [] and q.usable and q.missing_fraction == 0
+    np.testing.assert_array_equal(clean, x)
+
+
+def test_runs():
+    s, n = runs(np.array([0, 1, 1, 0, 1, 0, 1, 1, 1], bool))
+    assert s.tolist() == [1, 4, 6] and n.tolist() == [2, 1, 3]
+    assert runs(np.zeros(4, bool))[0].size == 0
+
+
+def test_short_nan_burst_is_interpolated_and_flagged():
+    x = noisy()
+    x[1, 40:45] = np.nan
+    x[2, 0] = np.inf  # edge: held from the neighbour
+    clean, q = check_window(x, FS)
+    assert q.usable and {"nan", "interpolated"} <= set(q.flags)
+    assert np.isfinite(clean).all()
+    np.testing.assert_allclose(clean[1, 40:45], np.interp(np.arange(40, 45), [39, 45], x[1, [39, 45]]), rtol=1e-6)
+    assert clean[2, 0] == x[2, 1]
+    assert q.longest_gap_s == pytest.approx(5 / FS)
+
+
+def test_long_hole_or_too_much_missing_is_unusable():
+    x = noisy(n=500)
+    x[0, 10:60] = np.nan  # 1 s hole > max_fill_s, 10 % of the window
+    _, q = check_window(x, FS)
+    assert not q.usable and "unusable" in q.flags and "interpolated" not in q.flags
+    assert any("hole" in m for m in q.messages)
+    y = noisy()
+    y[:, ::3] = np.nan  # short holes but a third of the window
+    _, q = check_window(y, FS)
+    assert not q.usable and any("missing" in m for m in q.messages)
+    z = noisy()
+    z[2] = np.nan
+    _, q = check_window(z, FS)
+    assert not q.usable
+
+
+def test_gap_filled_samples_are_flagged_as_gap():
+    x = noisy()
+    filled = np.zeros(128, bool)
+    filled[50:53] = True
+    x[:, filled] = np.nan
+    clean, q = check_window(x, FS, filled)
+    assert q.usable and "gap" in q.flags and "nan" not in q.flags and np.isfinite(clean).all()
+
+
+def test_flat_line():
+    x = noisy()
+    x[0, 20:120] = 0.7  # stuck for 100 of 128 samples
+    _, q = check_window(x, FS)
+    assert "flat" in q.flags and q.usable and q.detail["flat_channels"] == [0]
+    dead = np.full((3, 128), 1.0, np.float32)
+    _, q = check_window(dead, FS)
+    assert "flat" in q.flags and not q.usable
+
+
+def test_clipping_plateau_and_adc_rails():
+    x = np.sin(np.linspace(0, 12 * np.pi, 1000))[None].astype(np.float32) * 3
+    _, q = check_window(x, FS)
+    assert "clipping" not in q.flags
+    clipped = np.clip(x, -2.0, 2.0)
+    _, q = check_window(clipped, FS)
+    assert "clipping" in q.flags and q.detail["clipped_fraction"] > 0.1 and q.usable
+    _, q = check_window(x, FS, cfg=QualityConfig(adc_range=(-2.9, 2.9)))
+    assert "clipping" in q.flags
+
+
+def test_sampling_rate_range():
+    assert check_rate(50, 50) == (True, None)
+    assert check_rate(360, 150) == (True, None)
+    ok, msg = check_rate(10, 50)
+    assert not ok and "10 Hz" in msg and "--fs" in msg
+    ok, msg = check_rate(5000, 50)
+    assert ok and "5000 Hz" in msg
+    assert check_rate(7, 0.0) == (True, None)  # a model without a fixed rate takes any
