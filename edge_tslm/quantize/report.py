@@ -89,6 +89,24 @@ def sizes(model: nn.Module, artifact_dir: str | Path | None = None) -> dict[str,
     return out
 
 
+def part_counts(model: nn.Module) -> dict[str, int]:
+    """Logical parameters per top-level part (a 4-bit weight counts its unpacked shape; shared once)."""
+    seen: set[int] = set()
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = "lora" if "lora_" in name else name.split(".")[0]
+        out[part] = out.get(part, 0) + _numel(p)
+    return out
+
+
+def _numel(p: torch.Tensor) -> int:
+    qs = getattr(p, "quant_state", None)
+    return int(torch.Size(qs.shape).numel()) if type(p).__name__ == "Params4bit" and qs is not None else p.numel()
+
+
 def _count(model: nn.Module, backbone: bool) -> int:
     seen: set[int] = set()
     n = 0
@@ -96,8 +114,7 @@ def _count(model: nn.Module, backbone: bool) -> int:
         if id(p) in seen or _is_backbone(name) != backbone:
             continue
         seen.add(id(p))
-        qs = getattr(p, "quant_state", None)
-        n += int(torch.Size(qs.shape).numel()) if type(p).__name__ == "Params4bit" and qs is not None else p.numel()
+        n += _numel(p)
     return n
 
 
@@ -143,7 +160,7 @@ def save_compressed(
         "variant": model.cfg.variant,
         MANIFEST_BACKBONE: {"name": info.name, "sha256": info.sha256, "model_type": info.model_type},
         MANIFEST_FILES: files,
-        MANIFEST_PARAMS: model.parameter_counts(),
+        MANIFEST_PARAMS: part_counts(model),
         MANIFEST_TRANSFORMS: record.get("transforms", []),
         MANIFEST_METRICS: metrics or {},
         "load_with": LOADER,
