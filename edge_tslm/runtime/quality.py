@@ -34,6 +34,7 @@ class QualityConfig:
     flat_fraction: float = 0.5  # longest run of identical values >= this share of the window -> flat
     clip_fraction: float = 0.01  # share of samples on a min/max plateau (or the rails) -> clipping
     clip_run: int = 3  # consecutive samples at the extreme that make a plateau
+    clip_min_runs: int = 2  # plateaus at the same extreme needed to call it clipping (not a held-sample glitch)
     adc_range: tuple[float, float] | None = None  # known rails in signal units, e.g. (-5.0, 5.0) mV
     fs_min_ratio: float = 0.5  # input rate below this x the model's -> unusable (the band is not there)
     fs_max_ratio: float = 20.0  # input rate above this x the model's -> flagged (most samples thrown away)
@@ -184,12 +185,28 @@ def _check_clipping(x: np.ndarray, bad: np.ndarray, q: Quality, cfg: QualityConf
         on_rail = np.zeros(L, dtype=bool)
         lo, hi = float(v[real].min()), float(v[real].max())
         if hi > lo:
+            # A clipped stretch is flat at the extreme AND entered/left by a steep step; a natural turning
+            # point of a quantised signal also sits on its extreme level for a few samples, but it gets
+            # there by one quantisation step. Steep: >= 1 % of the range and >= 2 quantisation steps.
+            levels = np.unique(v[real])
+            q_step = float(np.diff(levels).min()) if levels.size > 1 else hi - lo
+            steep = max(0.01 * (hi - lo), 2.0 * q_step)
             for level in (lo, hi):
                 at = (v == level) & real
                 starts, lens = runs(at)
+                plateaus = []
                 for s, n in zip(starts, lens):
-                    if n >= cfg.clip_run:
-                        on_rail[s : s + n] = True
+                    if n < cfg.clip_run:
+                        continue
+                    e = s + n
+                    enter = abs(float(v[s - 1]) - level) if s > 0 else np.inf  # a window edge may cut a plateau
+                    leave = abs(float(v[e]) - level) if e < L else np.inf
+                    if min(enter, leave) >= steep:
+                        plateaus.append((s, e))
+                # A rail is hit again and again (every step, every beat); one held sample run is a glitch.
+                if len(plateaus) >= cfg.clip_min_runs:
+                    for s, e in plateaus:
+                        on_rail[s:e] = True
         if cfg.adc_range is not None:
             a, b = cfg.adc_range
             on_rail |= ((v <= a) | (v >= b)) & real
