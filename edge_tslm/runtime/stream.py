@@ -263,7 +263,7 @@ class Streamer:
             if ts.size >= 16 or (final and ts.size >= 2):
                 d = np.diff(ts)
                 d = d[d > 0]
-                fs = 1.0 / float(np.median(d)) if d.size else None
+                fs = float(f"{1.0 / float(np.median(d)):.6g}") if d.size else None  # 6 digits: no float dust in the ratio
             elif not final and sum(c.data.shape[1] for c in self._pending) < 4096:
                 return None  # wait for a few timestamps to measure the rate
         if fs is None or not np.isfinite(fs) or fs <= 0:
