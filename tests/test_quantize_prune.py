@@ -60,6 +60,7 @@ def test_prune_refuses_quantized_adapter_and_bad_sparsity():
     m = build_tiny("flamingo")
     with pytest.raises(ValueError, match="sparsity"):
         prune_(m, 1.0)
+    pytest.importorskip("torchao")
     quantize_(m, Int8WeightOnly(parts=("xattn",)))
     with pytest.raises(RuntimeError, match="prune before quantizing"):
         prune_(m, 0.5)
