@@ -279,7 +279,7 @@ def test_cli_stream_prints_valid_json_lines(tmp_path, monkeypatch):
 
     x = har_signal([(0.02, 6), (0.6, 6)])
     t = np.arange(x.shape[1]) / FS
-    lines = ["t,ax,ay,az"] + [f"{ti:.3f}," + ",".join(f"{v:.5f}" for v in col) for ti, col in zip(t, x.T)]
+    lines = ["t,ax,ay,az"] + [f"{ti * 1000:.0f}," + ",".join(f"{v:.5f}" for v in col) for ti, col in zip(t, x.T)]
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
     seen = {}
 
@@ -291,7 +291,7 @@ def test_cli_stream_prints_valid_json_lines(tmp_path, monkeypatch):
     app = typer.Typer()
     app.command()(stream)
     res = CliRunner().invoke(app, ["--model", str(tmp_path), "--input", str(tmp_path / "in.csv"), "--task", "har", "--rationale", "never",
-                                   "--realtime", "--speed", "50", "--column", "ax", "--column", "ay", "--column", "az"])
+                                   "--realtime", "--speed", "50", "--time-scale", "0.001", "--column", "ax", "--column", "ay", "--column", "az"])
     assert res.exit_code == 0, res.output
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert all(validate_event(e) == [] for e in events)

@@ -16,6 +16,7 @@ def stream(
     fmt: Annotated[str, typer.Option(help="auto | csv | wfdb | jsonl")] = "auto",
     column: Annotated[Optional[list[str]], typer.Option(help="signal column (name or index); repeat for several")] = None,
     time_column: Annotated[Optional[str], typer.Option(help="time column in seconds (default: one named t/time/timestamp)")] = None,
+    time_scale: Annotated[float, typer.Option(help="multiply the time column by this to get seconds (0.001 for ms)")] = 1.0,
     fs: Annotated[Optional[float], typer.Option(help="input sampling rate in Hz (default: from the file or its timestamps)")] = None,
     realtime: Annotated[bool, typer.Option(help="replay the file at the speed it was recorded")] = False,
     speed: Annotated[float, typer.Option(help="replay speed factor with --realtime (2: twice as fast)")] = 1.0,
@@ -51,6 +52,7 @@ def stream(
             time_column=time_column,
             chunk_size=max(1, int(fs / 10)) if (realtime and fs) else None,
             fs=fs,
+            time_scale=time_scale,
         )
         items = replay(source, fs=fs, speed=speed) if realtime else source
         be = load_backend(model, backend, **({"threads": threads} if threads else {}))

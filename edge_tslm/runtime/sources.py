@@ -459,15 +459,19 @@ def open_source(
     time_column: str | int | None = None,
     chunk_size: int | None = None,
     fs: float | None = None,
+    time_scale: float = 1.0,
 ) -> Iterator[Item]:
-    """Open any supported input; ``-`` is stdin (JSON lines unless ``fmt`` says csv)."""
+    """Open any supported input; ``-`` is stdin (JSON lines unless ``fmt`` says csv). ``time_scale`` turns a
+    CSV time column into seconds (0.001 for milliseconds)."""
     if fmt == "auto":
         if not isinstance(src, (str, Path)):
             raise SourceError("format auto needs a file name; pass fmt='csv' or 'jsonl' for an open stream")
         fmt = detect_format(str(src))
     live = isinstance(src, (str, Path)) and str(src) == "-"
     if fmt == "csv":
-        return read_csv(src, columns=columns, time_column=time_column, chunk_size=chunk_size or (1 if live else 256), fs=fs)
+        return read_csv(
+            src, columns=columns, time_column=time_column, time_scale=time_scale, chunk_size=chunk_size or (1 if live else 256), fs=fs
+        )
     if fmt == "jsonl":
         return read_jsonl(src, chunk_size=chunk_size or (1 if live else 64))
     if fmt == "wfdb":
