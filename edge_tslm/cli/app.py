@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from edge_tslm.cli import answer, demo, evaluate, train
+from edge_tslm.cli import answer, demo, evaluate, stream, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Time-series language models, from training to devices.")
 app.command("demo")(demo.demo)
 app.command("answer")(answer.answer)
 app.command("train")(train.train)
 app.command("eval")(evaluate.eval_cmd)
+app.command("stream")(stream.stream)
 
 if __name__ == "__main__":
     app()
