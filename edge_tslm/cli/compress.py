@@ -184,7 +184,12 @@ def _run(src: Path, out: Path, steps: list[Callable], eval_limit: int, device: s
     after = {**read_manifest(out_dir)["sizes"], "f1": f1_after}
     peak = _peak_rss()
     result = {"source": str(src), "out": str(out_dir), "before": before, "after": after, "peak_rss_bytes": peak, "notes": notes}
-    _table(before, after, peak, notes)
+    sqnr = {
+        f"{r.config['type']} {part}": p.to_dict()["sqnr_db"]
+        for r in reports if hasattr(r, "parts") and hasattr(r, "backend") for part, p in r.parts.items()
+    }
+    result["sqnr_db"] = sqnr
+    _table(before, after, peak, notes, sqnr)
     if json_out:
         typer.echo(json.dumps(result))
 
@@ -193,7 +198,7 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:,.2f} MiB"
 
 
-def _table(before: dict, after: dict, peak: int, notes: list[str]) -> None:
+def _table(before: dict, after: dict, peak: int, notes: list[str], sqnr: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -211,6 +216,8 @@ def _table(before: dict, after: dict, peak: int, notes: list[str]) -> None:
     fb, fa = before.get("f1"), after.get("f1")
     if fb and "macro_f1" in fb:
         rows.append((f"macro-F1 ({fb['task']} {fb['split']}, n={fb['n']})", f"{fb['macro_f1']:.4f}", f"{fa['macro_f1']:.4f}"))
+    for name, db in sqnr.items():
+        rows.append((f"weight SQNR {name} (dB)", "", f"{db:.1f}" if isinstance(db, float) else str(db)))
     for r in rows:
         t.add_row(*r)
     t.caption = f"peak RSS of this process: {_mb(peak)} (includes loading the fp32 source)"
