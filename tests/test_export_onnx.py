@@ -111,3 +111,96 @@ def test_export_refuses_a_model_without_series_encoder():
 
     with pytest.raises(TypeError, match="SeriesEncoder"):
         export_encoder_onnx(torch.nn.Linear(2, 2), "unused.onnx")
+
+
+# ---------------------------------------------------------------- fused decoder (prefill + decode, KV cache)
+
+
+@pytest.fixture(scope="module")
+def decoder_export(tmp_path_factory):
+    from conftest import open_gates
+
+    from edge_tslm.export.onnx import export_decoder_onnx
+
+    model = build_tiny("flamingo", "tiny-llama")
+    open_gates(model, 0.7)  # the series must reach the logits, or parity would not test the cross-attention
+    out = tmp_path_factory.mktemp("onnx_decoder")
+    return model, export_decoder_onnx(model, out)
+
+
+def test_decoder_prefill_and_three_decode_steps_match_eager(decoder_export):
+    from edge_tslm.export.spec import DECODER_FP32_ATOL
+
+    _, report = decoder_export
+    p = report.parity
+    assert p["passed"], p
+    assert {"prefill", "prefill_batch2", "decode_1", "decode_2", "decode_3"} <= set(p["cases"])
+    assert p["max_abs_diff"] <= DECODER_FP32_ATOL
+    assert sorted(report.files) == ["decode.onnx", "prefill.onnx"]
+
+
+def test_decoder_graph_io_and_media_matters(decoder_export):
+    """KV names and axes as documented, and the media really flow through the exported cross-attention."""
+    import numpy as np
+
+    from edge_tslm.export import spec
+
+    model, report = decoder_export
+    pre = onnx.load(str(report.path / "prefill.onnx"))
+    dec = onnx.load(str(report.path / "decode.onnx"))
+    onnx.checker.check_model(dec, full_check=True)
+    pre_out = {o.name: _dims(o) for o in pre.graph.output}
+    dec_in = {i.name: _dims(i) for i in dec.graph.input}
+    assert pre_out["logits"] == ["batch", model.lm.config.vocab_size]
+    assert pre_out["present_key.0"] == ["batch", 2, "tokens", 16]
+    blocks = model.insertion
+    assert all(f"cross_key.{i}" in pre_out and f"cross_value.{i}" in dec_in for i in blocks)
+    assert dec_in["input_ids"] == ["batch", 1]
+    assert dec_in["past_key.0"] == ["batch", 2, "past", 16] == dec_in["past_value.3"]
+    assert dec_in["attention_mask"] == ["batch", "past + 1"]
+    sess = ort.InferenceSession(str(report.path / "prefill.onnx"), providers=["CPUExecutionProvider"])
+    n_lat, dim = model.cfg.resampler.num_latents, model.cfg.encoder.dim
+    ids = np.array([[5, 6, model.ts_id, 7, 8, 9]], dtype=np.int64)
+    feed = {
+        spec.DEC_INPUT_IDS: ids,
+        spec.DEC_ATTENTION_MASK: np.ones_like(ids),
+        spec.DEC_MEDIA: np.random.default_rng(0).standard_normal((1, n_lat, dim)).astype(np.float32),
+        spec.DEC_TS_POSITIONS: np.array([[2]], dtype=np.int64),
+    }
+    a = sess.run(["logits"], feed)[0]
+    feed[spec.DEC_MEDIA] = np.zeros_like(feed[spec.DEC_MEDIA])
+    b = sess.run(["logits"], feed)[0]
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_decoder_export_refuses_sliding_window_backbones():
+    from edge_tslm.export.onnx import export_decoder_onnx
+
+    with pytest.raises(NotImplementedError, match="gemma3_text"):
+        export_decoder_onnx(build_tiny("flamingo", "tiny-gemma3"), "unused")
+
+
+# ---------------------------------------------------------------- CLI: artifact directory + manifest
+
+
+def test_cli_export_writes_manifest(tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from edge_tslm.cli.export import export
+    from edge_tslm.model.artifact import save_pretrained
+
+    src = save_pretrained(build_tiny("flamingo", "tiny-llama"), tmp_path / "model")
+    app = typer.Typer()
+    app.command()(export)
+    out = tmp_path / "onnx"
+    res = CliRunner().invoke(app, ["--model", str(src), "--target", "onnx", "--out", str(out), "--int8"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "onnx" and manifest["parity_passed"]
+    assert set(manifest["files"]) == {"encoder.onnx", "config.json"}
+    (enc,) = manifest["exported"]
+    assert enc["component"] == "encoder" and enc["precision"] == "int8"
+    assert enc["parity"]["passed"] and enc["files"]["encoder.onnx"] == manifest["files"]["encoder.onnx"]

@@ -5,9 +5,11 @@ Heavy imports (torch, onnx, coremltools) happen inside the functions; importing 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "export_artifact",
     "ExportReport",
     "ParityError",
     "export_encoder_onnx",
@@ -35,3 +37,88 @@ def __getattr__(name: str) -> Any:
 
         return validate_encoder_onnx
     raise AttributeError(f"module 'edge_tslm.export' has no attribute {name!r}")
+
+
+EXPORT_FORMAT = "edge-tslm-export/1"
+
+
+def export_artifact(
+    model: Any,
+    target: str,
+    out_dir: str | Path,
+    *,
+    int8: bool = False,
+    decoder: bool = False,
+    opset: int = 18,
+    precision: str = "fp16",
+    compress: str | None = None,
+    source: str | Path | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
+
+    onnx: encoder.onnx (int8: dynamic int8), and with ``decoder`` prefill.onnx + decode.onnx + tokenizer/.
+    coreml: encoder.mlpackage (precision fp16|fp32, compress None|int8|int4|palettize). The directory also holds
+    config.json (rebuilds the model's shapes) and manifest.json (every file's size and sha256, what was
+    exported, the parity results).
+    """
+    import json
+
+    from edge_tslm import __version__
+    from edge_tslm.constants import (
+        CONFIG_FILE,
+        MANIFEST_BACKBONE,
+        MANIFEST_FILE,
+        MANIFEST_FILES,
+        MANIFEST_FORMAT,
+        MANIFEST_SHA256,
+        MANIFEST_SIZE_BYTES,
+        TOKENIZER_DIR,
+    )
+    from edge_tslm.export.onnx import file_entry
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = []
+    if target == "onnx":
+        from edge_tslm.export.onnx import export_decoder_onnx, export_encoder_onnx
+
+        reports.append(export_encoder_onnx(model, out / "encoder.onnx", opset=opset, int8=int8))
+        if decoder:
+            reports.append(export_decoder_onnx(model, out, opset=opset))
+            model.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+    elif target == "coreml":
+        from edge_tslm.export.coreml import export_encoder_coreml
+
+        if decoder:
+            raise ValueError("the fused decoder exports to ONNX only; drop --decoder for Core ML")
+        reports.append(export_encoder_coreml(model, out / "encoder.mlpackage", precision=precision, compress=compress))
+    else:
+        raise ValueError(f"target must be 'onnx' or 'coreml', got {target!r}")
+    (out / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2))
+    files = {
+        str(f.relative_to(out)): file_entry(f)
+        for f in sorted(out.rglob("*"))
+        if f.is_file() and f.name != MANIFEST_FILE
+    }
+    info = model.info
+    manifest = {
+        MANIFEST_FORMAT: EXPORT_FORMAT,
+        "edge_tslm_version": __version__,
+        "source_artifact": str(source) if source is not None else None,
+        "variant": model.cfg.variant,
+        MANIFEST_BACKBONE: {"name": info.name, "sha256": info.sha256, "model_type": info.model_type},
+        "target": target,
+        "exported": [r.to_dict() for r in reports],
+        MANIFEST_FILES: files,
+        "total_size_bytes": sum(f[MANIFEST_SIZE_BYTES] for f in files.values()),
+        "parity_passed": all(_passed(r.parity) for r in reports),
+    }
+    assert all(MANIFEST_SHA256 in f for f in files.values())
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _passed(parity: dict[str, Any]) -> bool:
+    if "passed" in parity:
+        return bool(parity["passed"])
+    return all(_passed(v) for v in parity.values() if isinstance(v, dict) and "skipped" not in v)

@@ -121,6 +121,57 @@ def _example_encoder_inputs(enc: nn.Module) -> tuple[torch.Tensor, torch.Tensor,
     return series, mask, torch.arange(K, device=dev)
 
 
+
+def _to_onnx(
+    module: nn.Module,
+    args: tuple,
+    dynamic_shapes: dict[str, Any],
+    path: Path,
+    *,
+    opset: int,
+    input_names: list[str],
+    output_names: list[str],
+    axis_names: dict[tuple[str, int], str],
+) -> None:
+    """torch.export.export (non-strict; a failure surfaces here instead of a slow exporter fallback) -> ONNX.
+
+    axis_names: (input name, axis) -> the name that axis carries in the saved graph; the exporter's own
+    symbols (s0, s1, ...) are renamed everywhere they appear, expressions included ("past + 1").
+    """
+    program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+    onnx_program = torch.onnx.export(
+        program,
+        dynamo=True,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        optimize=True,
+        verbose=False,
+    )
+    onnx_program.save(str(path), external_data=False)
+    _rename_axes(path, axis_names)
+
+
+def _rename_axes(path: Path, axis_names: dict[tuple[str, int], str]) -> None:
+    import re
+
+    import onnx
+
+    model = onnx.load(str(path))
+    inputs = {i.name: i for i in model.graph.input}
+    mapping: dict[str, str] = {}
+    for (name, axis), new in axis_names.items():
+        dim = inputs[name].type.tensor_type.shape.dim[axis]
+        if dim.dim_param and re.fullmatch(r"[A-Za-z_]\w*", dim.dim_param):
+            mapping[dim.dim_param] = new
+    pattern = re.compile(r"\b[A-Za-z_]\w*\b")
+    for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = pattern.sub(lambda m: mapping.get(m.group(0), m.group(0)), dim.dim_param)
+    onnx.save(model, str(path))
+
+
 # ---------------------------------------------------------------- encoder
 
 
@@ -150,23 +201,23 @@ def export_encoder_onnx(
     patch_len = enc.encoder.cfg.patch_len
     t0 = time.perf_counter()
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=MAX_BATCH)
-    length = torch.export.Dim(LENGTH_AXIS, min=patch_len, max=MAX_LENGTH)
+    # Dim.DYNAMIC, not a named Dim: tracing records 0/1-specialisation guards (e.g. patches != 1) that hold
+    # for the traced example only; the ONNX ops themselves are shape-generic, and the parity check runs a
+    # one-patch series to prove it.
+    length = torch.export.Dim.DYNAMIC(min=patch_len, max=MAX_LENGTH)
     fp32_path = out_path if not int8 else Path(tempfile.mkdtemp(prefix="edge_tslm_onnx_")) / "encoder_fp32.onnx"
     args = _example_encoder_inputs(enc)
     with export_patches(enc), torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(
+        _to_onnx(
             enc,
             args,
-            dynamo=True,
-            opset_version=opset,
+            {"series": {0: batch, 1: length}, "mask": {0: batch, 1: length}, "series_index": {0: batch}},
+            fp32_path,
+            opset=opset,
             input_names=list(ENCODER_INPUTS),
             output_names=list(ENCODER_OUTPUTS),
-            dynamic_shapes={"series": {0: batch, 1: length}, "mask": {0: batch, 1: length}, "series_index": {0: batch}},
-            external_data=False,
-            optimize=True,
-            verbose=False,
+            axis_names={(ENCODER_INPUTS[0], 0): BATCH_AXIS, (ENCODER_INPUTS[0], 1): LENGTH_AXIS},
         )
-        program.save(str(fp32_path), external_data=False)
     onnx.checker.check_model(str(fp32_path), full_check=True)
     notes = [
         f"torch.onnx dynamo exporter (torch {torch.__version__}), opset {opset}; dynamic axes {BATCH_AXIS}, "
@@ -207,5 +258,284 @@ def export_encoder_onnx(
         report.parity = validate_encoder_onnx(enc, out_path, int8=int8, lengths=lengths)
         if strict and not report.parity["passed"]:
             raise ParityError(f"{out_path}: encoder parity failed: {report.parity}")
+    report.seconds = round(time.perf_counter() - t0, 2)
+    return report
+
+
+# ---------------------------------------------------------------- fused decoder (LM + gated cross-attention)
+
+
+class _CrossKV(dict):
+    """Decoder layer index -> (k, v) of that layer's fusion block, precomputed once per window by the prefill.
+
+    Passed where the hooks expect the media; under ``decoder_export_patches`` each block's ``media_kv`` returns
+    its own entry instead of projecting the media again.
+    """
+
+
+def _flat_cache(cache) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for layer in cache.layers:
+        out += [layer.keys, layer.values]
+    return out
+
+
+def _check_decoder_exportable(model: nn.Module) -> None:
+    from edge_tslm.backbones import decoder_layers
+
+    if not hasattr(model, "xattn") or not hasattr(model, "insertion"):
+        raise TypeError(f"{type(model).__name__} is not a FlamingoTSLM: the fused-decoder export needs gated cross-attention")
+    model_type = model.lm.config.model_type
+    if model_type not in DECODER_FAMILIES:
+        raise NotImplementedError(
+            f"fused-decoder export is implemented and parity-tested for {sorted(DECODER_FAMILIES)} backbones, "
+            f"not {model_type!r} (sliding-window caches and other layouts need their own cache flattening)"
+        )
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise ValueError(f"export the decoder from a float32 model (found {sorted(map(str, dtypes))}); call model.float()")
+    decoder_layers(model.lm)  # raises for an unknown layout
+
+
+# Llama-layout decoders with a plain (non-sliding) DynamicCache: one key and one value tensor per layer.
+DECODER_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
+
+
+class PrefillGraph(nn.Module):
+    """(input_ids, attention_mask, media, ts_positions) -> (last-token logits, present K/V per layer, cross K/V per block).
+
+    The FlamingoTSLM's own decoder call (hooks, HF mask, DynamicCache) is what traces; nothing is re-implemented.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, media, ts_positions):
+        from transformers import DynamicCache
+
+        from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, media_allowed
+
+        md = self.model
+        B, T = input_ids.shape
+        tok_pos = torch.arange(T, device=input_ids.device)[None].expand(B, -1)  # (B, T)
+        allowed = media_allowed(ts_positions, tok_pos, md.cfg.resampler.num_latents)  # (B, T, S * N)
+        embeds = md.new_tokens(input_ids, md.lm.get_input_embeddings())  # (B, T, D)
+        out = md.decoder()(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            past_key_values=DynamicCache(config=md.lm.config),
+            use_cache=True,
+            position_ids=tok_pos,
+            **{MEDIA_KWARG: media, ALLOWED_KWARG: allowed},
+        )
+        logits = md.head(out.last_hidden_state[:, -1])  # (B, V)
+        cross: list[torch.Tensor] = []
+        for i in md.insertion:
+            cross += list(md.xattn[str(i)].media_kv(media))  # (B, H, S * N, d) each
+        return (logits, *_flat_cache(out.past_key_values), *cross)
+
+
+class DecodeGraph(nn.Module):
+    """(one token, attention_mask over past + 1, ts_positions, past K/V..., cross K/V...) -> (logits, present K/V...)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, ts_positions, *kv):
+        from transformers import DynamicCache
+
+        from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, media_allowed
+
+        md = self.model
+        n_layers = md.lm.config.num_hidden_layers
+        past, cross = kv[: 2 * n_layers], kv[2 * n_layers :]
+        B, T = input_ids.shape
+        P = past[0].shape[2]
+        tok_pos = (torch.arange(T, device=input_ids.device) + P)[None].expand(B, -1)  # (B, T) absolute positions
+        allowed = media_allowed(ts_positions, tok_pos, md.cfg.resampler.num_latents)  # (B, T, S * N)
+        embeds = md.new_tokens(input_ids, md.lm.get_input_embeddings())
+        cache = DynamicCache(config=md.lm.config)
+        for i in range(n_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        media = _CrossKV({layer: (cross[2 * j], cross[2 * j + 1]) for j, layer in enumerate(md.insertion)})
+        out = md.decoder()(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=tok_pos,
+            **{MEDIA_KWARG: media, ALLOWED_KWARG: allowed},
+        )
+        return (md.head(out.last_hidden_state), *_flat_cache(out.past_key_values))  # (B, T, V), ...
+
+
+@contextlib.contextmanager
+def decoder_export_patches(model: nn.Module) -> Iterator[nn.Module]:
+    """Let each fusion block take its precomputed cross K/V (a _CrossKV) in place of the media; eval mode."""
+    was_training = model.training
+    model.eval()
+    blocks = [model.xattn[str(i)] for i in model.insertion]
+    for layer, block in zip(model.insertion, blocks):
+
+        def media_kv(self, media, _layer=layer):
+            if isinstance(media, _CrossKV):
+                return media[_layer]
+            return type(self).media_kv(self, media)
+
+        block.media_kv = types.MethodType(media_kv, block)
+    try:
+        yield model
+    finally:
+        for block in blocks:
+            del block.media_kv
+        model.train(was_training)
+
+
+def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
+    from edge_tslm.export import spec
+
+    n_layers = model.lm.config.num_hidden_layers
+    present = [n.format(i) for i in range(n_layers) for n in (spec.PRESENT_KEY, spec.PRESENT_VALUE)]
+    past = [n.format(i) for i in range(n_layers) for n in (spec.PAST_KEY, spec.PAST_VALUE)]
+    cross = [n.format(i) for i in model.insertion for n in (spec.CROSS_KEY, spec.CROSS_VALUE)]
+    return {
+        "prefill_inputs": [spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_MEDIA, spec.DEC_TS_POSITIONS],
+        "prefill_outputs": [spec.DEC_LOGITS, *present, *cross],
+        "decode_inputs": [spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS, *past, *cross],
+        "decode_outputs": [spec.DEC_LOGITS, *present],
+    }
+
+
+def _example_decoder_inputs(model: nn.Module):
+    """B=2, T=12, two series (the second absent in sample 1): every axis the graphs keep dynamic is > 1."""
+    from edge_tslm.model.flamingo import ABSENT
+
+    gen = torch.Generator().manual_seed(0)
+    B, T, S = 2, 12, 2
+    n_lat, dim = model.cfg.resampler.num_latents, model.cfg.encoder.dim
+    vocab = model.new_tokens.base_vocab
+    ids = torch.randint(3, vocab, (B, T), generator=gen)
+    ids[:, 3] = model.ts_id
+    ids[0, 7] = model.ts_id
+    ts_pos = torch.tensor([[3, 7], [3, ABSENT]])
+    media = torch.randn(B, S * n_lat, dim, generator=gen)
+    media[1, n_lat:] = 0.0
+    return ids, torch.ones(B, T, dtype=torch.long), media, ts_pos
+
+
+def export_decoder_onnx(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    opset: int = 18,
+    validate: bool = True,
+    strict: bool = True,
+) -> ExportReport:
+    """Export the fused decoder (LM + gated cross-attention) as two ONNX graphs sharing one KV layout.
+
+    ``prefill.onnx``: input_ids (B, T) i64, attention_mask (B, T) i64, media (B, S*N, Dm) f32 (the encoder's
+    latents, series after series), ts_positions (B, S) i64 -> logits (B, V) of the last token,
+    present_key/value.{layer} (B, Hkv, T, d), cross_key/value.{layer} (B, H, S*N, d) for each fusion block
+    (computed once per window). ``decode.onnx``: input_ids (B, 1), attention_mask (B, P+1),
+    ts_positions, past_key/value.{layer} (B, Hkv, P, d), cross_key/value.{layer} -> logits (B, 1, V),
+    present_key/value.{layer} (B, Hkv, P+1, d). One token per decode call (a dynamic token axis would trace
+    transformers' ``q_len > 1`` test into a symbolic bool the SDPA call refuses).
+    Llama-layout backbones only (see DECODER_FAMILIES).
+    """
+    import onnx
+
+    from edge_tslm.export import spec
+
+    _check_decoder_exportable(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = decoder_io_names(model)
+    t0 = time.perf_counter()
+    batch = torch.export.Dim(spec.BATCH_AXIS, min=1, max=MAX_BATCH)
+    tokens = torch.export.Dim(spec.SEQ_AXIS, min=1, max=1 << 16)
+    series = torch.export.Dim(spec.SERIES_AXIS, min=1, max=1 << 10)
+    slots = series * model.cfg.resampler.num_latents  # media slots: N latents per series
+    # The past axis is Dim.DYNAMIC: with a named Dim the solver rejects a guard from the attention's
+    # stride arithmetic, min(16 + 16*P, 32 + 32*P) == 16 + 16*P, although it holds for every P >= 0.
+    past, dyn = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+    ids, mask, media, ts_pos = _example_decoder_inputs(model)
+    n_cache = 2 * model.lm.config.num_hidden_layers
+    prefill_path, decode_path = out_dir / "prefill.onnx", out_dir / "decode.onnx"
+    ids_name, mask_name, ts_name = spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS
+    with decoder_export_patches(model), torch.no_grad(), _quiet_exporter():
+        prefill = PrefillGraph(model)
+        _to_onnx(
+            prefill,
+            (ids, mask, media, ts_pos),
+            {
+                "input_ids": {0: batch, 1: tokens},
+                "attention_mask": {0: batch, 1: tokens},
+                "media": {0: batch, 1: slots},
+                "ts_positions": {0: batch, 1: series},
+            },
+            prefill_path,
+            opset=opset,
+            input_names=names["prefill_inputs"],
+            output_names=names["prefill_outputs"],
+            axis_names={(ids_name, 0): spec.BATCH_AXIS, (ids_name, 1): spec.SEQ_AXIS, (ts_name, 1): spec.SERIES_AXIS},
+        )
+        kv = prefill(ids, mask, media, ts_pos)[1:]
+        _to_onnx(
+            DecodeGraph(model),
+            (ids[:, -1:], torch.ones(ids.shape[0], ids.shape[1] + 1, dtype=torch.long), ts_pos, *kv),
+            {
+                "input_ids": {0: batch},
+                "attention_mask": {0: batch, 1: dyn},
+                "ts_positions": {0: batch, 1: series},
+                "kv": tuple([{0: batch, 2: past}] * n_cache + [{0: batch, 2: slots}] * (len(kv) - n_cache)),
+            },
+            decode_path,
+            opset=opset,
+            input_names=names["decode_inputs"],
+            output_names=names["decode_outputs"],
+            axis_names={
+                (ids_name, 0): spec.BATCH_AXIS,
+                (ts_name, 1): spec.SERIES_AXIS,
+                **{(n, 2): spec.PAST_AXIS for n in names["decode_inputs"][3 : 3 + n_cache]},
+                (mask_name, 1): f"{spec.PAST_AXIS} + 1",
+            },
+        )
+    for p in (prefill_path, decode_path):
+        onnx.checker.check_model(str(p), full_check=True)
+    cfg = model.lm.config
+    hkv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    fh, fd = model.cfg.fusion.heads, model.cfg.fusion.dim_head
+    report = ExportReport(
+        target="onnx",
+        component="decoder",
+        files={p.name: file_entry(p) for p in (prefill_path, decode_path)},
+        inputs={
+            "prefill": f"input_ids int64[B,T], attention_mask int64[B,T], media float32[B,S*N,{model.cfg.encoder.dim}], "
+            "ts_positions int64[B,S]",
+            "decode": f"input_ids int64[B,1], attention_mask int64[B,P+1], ts_positions int64[B,S], "
+            f"past_key/value.{{0..{cfg.num_hidden_layers - 1}}} float32[B,{hkv},P,{d}], "
+            f"cross_key/value.{{{','.join(map(str, model.insertion))}}} float32[B,{fh},S*N,{fd}]",
+        },
+        outputs={
+            "prefill": f"logits float32[B,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},T,{d}], cross_key/value.*",
+            "decode": f"logits float32[B,1,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},P+1,{d}]",
+        },
+        opset=opset,
+        notes=[
+            f"torch.onnx dynamo exporter (torch {torch.__version__}), opset {opset}; the model's own decoder call "
+            "(fusion pre-hooks, HF causal mask, DynamicCache rebuilt from flat tensors) is traced",
+            "decode takes one token per call; the LM weights are embedded (fp32)",
+        ],
+        path=out_dir,
+    )
+    if validate:
+        from edge_tslm.export.validate import validate_decoder_onnx
+
+        report.parity = validate_decoder_onnx(model, prefill_path, decode_path)
+        if strict and not report.parity["passed"]:
+            raise ParityError(f"{out_dir}: decoder parity failed: {report.parity}")
     report.seconds = round(time.perf_counter() - t0, 2)
     return report

@@ -36,7 +36,7 @@ CROSS_VALUE = "cross_value.{}"
 SEQ_AXIS = "tokens"
 PAST_AXIS = "past"
 MEDIA_AXIS = "media_slots"
-SERIES_AXIS = "series"
+SERIES_AXIS = "num_series"  # not "series": sympy has a function of that name
 
 # ---------------------------------------------------------------- parity tolerances (stated, checked)
 ENCODER_FP32_ATOL = 1e-4  # max |onnx - eager| over the latents
