@@ -204,3 +204,23 @@ def test_cli_export_writes_manifest(tmp_path):
     (enc,) = manifest["exported"]
     assert enc["component"] == "encoder" and enc["precision"] == "int8"
     assert enc["parity"]["passed"] and enc["files"]["encoder.onnx"] == manifest["files"]["encoder.onnx"]
+
+
+def test_decoder_export_with_one_shared_fusion_block(tmp_path):
+    """FusionConfig.shared: one block at every insertion point -> one cross K/V pair, still eager parity."""
+    import dataclasses
+
+    from conftest import open_gates
+
+    from edge_tslm.export.onnx import export_decoder_onnx, fusion_blocks
+
+    cfg_fusion = build_tiny().cfg.fusion
+    if "shared" not in {f.name for f in dataclasses.fields(cfg_fusion)}:
+        pytest.skip("FusionConfig has no 'shared' option in this tree")
+    model = build_tiny("flamingo", "tiny-llama", fusion=dataclasses.replace(cfg_fusion, shared=True))
+    assert len(model.insertion) > 1 and len(fusion_blocks(model)) == 1
+    open_gates(model, 0.7)
+    rep = export_decoder_onnx(model, tmp_path)
+    assert rep.parity["passed"], rep.parity
+    dec_inputs = [i.name for i in onnx.load(str(tmp_path / "decode.onnx")).graph.input]
+    assert [n for n in dec_inputs if n.startswith("cross_")] == [f"cross_key.{model.insertion[0]}", f"cross_value.{model.insertion[0]}"]

@@ -266,11 +266,24 @@ def export_encoder_onnx(
 
 
 class _CrossKV(dict):
-    """Decoder layer index -> (k, v) of that layer's fusion block, precomputed once per window by the prefill.
+    """Distinct-block index j (see fusion_blocks) -> (k, v) of that block, precomputed once per window by the prefill.
 
     Passed where the hooks expect the media; under ``decoder_export_patches`` each block's ``media_kv`` returns
     its own entry instead of projecting the media again.
     """
+
+
+def fusion_blocks(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """(first insertion layer, block) for each distinct fusion block: one entry when the block is shared
+    (FusionConfig.shared), whose cross K/V then serve every insertion point."""
+    seen: set[int] = set()
+    out = []
+    for i in model.insertion:
+        block = model.xattn[str(i)]
+        if id(block) not in seen:
+            seen.add(id(block))
+            out.append((i, block))
+    return out
 
 
 def _flat_cache(cache) -> list[torch.Tensor]:
@@ -331,8 +344,8 @@ class PrefillGraph(nn.Module):
         )
         logits = md.head(out.last_hidden_state[:, -1])  # (B, V)
         cross: list[torch.Tensor] = []
-        for i in md.insertion:
-            cross += list(md.xattn[str(i)].media_kv(media))  # (B, H, S * N, d) each
+        for _, block in fusion_blocks(md):
+            cross += list(block.media_kv(media))  # (B, H, S * N, d) each
         return (logits, *_flat_cache(out.past_key_values), *cross)
 
 
@@ -359,7 +372,7 @@ class DecodeGraph(nn.Module):
         cache = DynamicCache(config=md.lm.config)
         for i in range(n_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        media = _CrossKV({layer: (cross[2 * j], cross[2 * j + 1]) for j, layer in enumerate(md.insertion)})
+        media = _CrossKV({j: (cross[2 * j], cross[2 * j + 1]) for j in range(len(cross) // 2)})
         out = md.decoder()(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -376,12 +389,12 @@ def decoder_export_patches(model: nn.Module) -> Iterator[nn.Module]:
     """Let each fusion block take its precomputed cross K/V (a _CrossKV) in place of the media; eval mode."""
     was_training = model.training
     model.eval()
-    blocks = [model.xattn[str(i)] for i in model.insertion]
-    for layer, block in zip(model.insertion, blocks):
+    blocks = [b for _, b in fusion_blocks(model)]
+    for j, block in enumerate(blocks):
 
-        def media_kv(self, media, _layer=layer):
+        def media_kv(self, media, _j=j):
             if isinstance(media, _CrossKV):
-                return media[_layer]
+                return media[_j]
             return type(self).media_kv(self, media)
 
         block.media_kv = types.MethodType(media_kv, block)
@@ -399,7 +412,7 @@ def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
     n_layers = model.lm.config.num_hidden_layers
     present = [n.format(i) for i in range(n_layers) for n in (spec.PRESENT_KEY, spec.PRESENT_VALUE)]
     past = [n.format(i) for i in range(n_layers) for n in (spec.PAST_KEY, spec.PAST_VALUE)]
-    cross = [n.format(i) for i in model.insertion for n in (spec.CROSS_KEY, spec.CROSS_VALUE)]
+    cross = [n.format(i) for i, _ in fusion_blocks(model) for n in (spec.CROSS_KEY, spec.CROSS_VALUE)]
     return {
         "prefill_inputs": [spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_MEDIA, spec.DEC_TS_POSITIONS],
         "prefill_outputs": [spec.DEC_LOGITS, *present, *cross],
@@ -517,7 +530,7 @@ def export_decoder_onnx(
             "ts_positions int64[B,S]",
             "decode": f"input_ids int64[B,1], attention_mask int64[B,P+1], ts_positions int64[B,S], "
             f"past_key/value.{{0..{cfg.num_hidden_layers - 1}}} float32[B,{hkv},P,{d}], "
-            f"cross_key/value.{{{','.join(map(str, model.insertion))}}} float32[B,{fh},S*N,{fd}]",
+            f"cross_key/value.{{{','.join(str(i) for i, _ in fusion_blocks(model))}}} float32[B,{fh},S*N,{fd}]",
         },
         outputs={
             "prefill": f"logits float32[B,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},T,{d}], cross_key/value.*",
@@ -528,6 +541,8 @@ def export_decoder_onnx(
             f"torch.onnx dynamo exporter (torch {torch.__version__}), opset {opset}; the model's own decoder call "
             "(fusion pre-hooks, HF causal mask, DynamicCache rebuilt from flat tensors) is traced",
             "decode takes one token per call; the LM weights are embedded (fp32)",
+            f"fusion blocks at layers {list(model.insertion)}; cross K/V per distinct block "
+            f"{[i for i, _ in fusion_blocks(model)]} (a shared block has one pair)",
         ],
         path=out_dir,
     )
