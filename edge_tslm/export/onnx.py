@@ -114,7 +114,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 def _example_encoder_inputs(enc: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     p = enc.encoder.cfg.patch_len
-    K, L = 2, 16 * p  # a multiple of the patch: the solver rejects a non-multiple example; the graph pads any L
+    K, L = 2, 16 * p  # the graph pads any L; the parity check runs lengths that are not whole patches
     dev = next(enc.parameters()).device
     series = torch.randn(K, L, device=dev)
     mask = torch.ones(K, L, dtype=torch.bool, device=dev)
