@@ -39,6 +39,7 @@ class FusionConfig:
     dim_head: int = 64
     ff_mult: int = 1
     layers: tuple[int, ...] | None = None  # explicit insertion indices override every_k
+    shared: bool = False  # one block reused at every insertion point (edge_tslm.quantize.share_xattn_)
 
     def insertion_layers(self, num_layers: int) -> tuple[int, ...]:
         """Layers whose input passes through a gated cross-attention block."""

@@ -89,6 +89,11 @@ def from_pretrained(path: str | Path, *, backbone=None, device: str | torch.devi
     """Rebuild the model its config names, on its checksummed backbone, and load the trainable parts."""
     from edge_tslm.model.build import build_model
 
+    manifest = Path(path) / MANIFEST_FILE
+    if manifest.exists() and json.loads(manifest.read_text()).get(MANIFEST_TRANSFORMS):
+        from edge_tslm.quantize import load_compressed  # quantized / pruned / shared: re-applied from the recipe
+
+        return load_compressed(path, backbone=backbone, device=device)
     cfg = read_config(path)
     model = build_model(cfg, backbone)
     weights = Path(path) / WEIGHTS_FILE

@@ -42,7 +42,11 @@ class FlamingoTSLM(TSLMBase):
         layers = decoder_layers(lm)
         lm_dim = lm.config.hidden_size
         self.insertion = cfg.fusion.insertion_layers(len(layers))
-        self.xattn = nn.ModuleDict({str(i): GatedCrossAttention(lm_dim, cfg.encoder.dim, cfg.fusion) for i in self.insertion})
+        if cfg.fusion.shared:  # one block, the same module at every insertion point
+            block = GatedCrossAttention(lm_dim, cfg.encoder.dim, cfg.fusion)
+            self.xattn = nn.ModuleDict({str(i): block for i in self.insertion})
+        else:
+            self.xattn = nn.ModuleDict({str(i): GatedCrossAttention(lm_dim, cfg.encoder.dim, cfg.fusion) for i in self.insertion})
         self.new_tokens = NewTokenEmbedding(lm.get_input_embeddings(), base_vocab, len(SPECIAL_TOKENS))
         self._hooks = install_fusion_hooks(layers, {i: self.xattn[str(i)] for i in self.insertion})
         self.freeze_backbone()
