@@ -1,0 +1,292 @@
+"""The torch-free ONNX Runtime backend against the torch model it was exported from.
+
+One tiny-llama Flamingo (gates opened to 0.5 so the series reach the logits, a ChatML chat template and a
+custom system prompt so the prompt path is the real one) is exported once per module with
+``export_artifact(..., decoder=True)``; then: prompt ids equal ``batch.collate``'s, classify log-likelihoods
+equal ``model.classify`` (1e-3), greedy text equals ``model.generate``, a stream gives the torch backend's
+window scores, and a process with torch and transformers poisoned loads and runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+
+from conftest import build_tiny, open_gates, series_of, ts_text  # noqa: E402
+
+from edge_tslm.data.hapt import ACTIVITIES  # noqa: E402
+
+FS = 50.0
+CLASSIFY_ATOL = 1e-3
+SMOLLM2_DIR = Path.home() / ".cache" / "edge_tslm" / "backbones" / "smollm2-135m"
+CHATML = (SMOLLM2_DIR / "chat_template.jinja").read_text() if (SMOLLM2_DIR / "chat_template.jinja").is_file() else (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(torch model, artifact dir): tiny-llama Flamingo, gates 0.5, ChatML template, decoder exported."""
+    from edge_tslm.export import export_artifact
+
+    model = build_tiny("flamingo", "tiny-llama", labels=ACTIVITIES, task="har", fs=FS, pre_prompt="You classify motion.")
+    open_gates(model, 0.5)
+    model.tokenizer.chat_template = CHATML
+    out = tmp_path_factory.mktemp("onnx_artifact")
+    manifest = export_artifact(model, "onnx", out, decoder=True)
+    assert manifest["parity_passed"]
+    return model, out
+
+
+@pytest.fixture(scope="module")
+def backend(exported):
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    return OnnxBackend.from_pretrained(exported[1], threads=1)
+
+
+# ---------------------------------------------------------------- tokenizer: the torch path's ids, exactly
+
+
+def _texts():
+    return [ts_text(1), ts_text(3, "What is the activity? Answer: walking or not."), "no series at all, ünïcödé\n"]
+
+
+@pytest.mark.parametrize("use_jinja", [None, False], ids=["jinja2", "builtin-chatml"])
+def test_prompt_ids_equal_collate(exported, use_jinja):
+    from edge_tslm.model.batch import collate, encode_target
+    from edge_tslm.runtime.tokenizer import PromptTokenizer
+
+    model, art = exported
+    pt = PromptTokenizer(art / "tokenizer", use_jinja=use_jinja)
+    assert pt.renderer == ("jinja2" if use_jinja is None else "chatml")
+    for text in _texts():
+        for system in ("", "You classify motion."):
+            n = text.count("<ts>")
+            b = collate(model.tokenizer, [text], [series_of(np.random.default_rng(0), *[8] * n)], system=system)
+            assert pt.prompt_ids(text, system=system) == b.input_ids[0].tolist()
+            assert pt.prompt_ids(text, chat_format=False) == collate(
+                model.tokenizer, [text], [series_of(np.random.default_rng(0), *[8] * n)], chat_format=False
+            ).input_ids[0].tolist()
+    for lab in ACTIVITIES:
+        assert pt.encode_target(f"Answer: {lab}") == encode_target(model.tokenizer, f"Answer: {lab}")
+    ids = pt.prompt_ids(_texts()[1])
+    assert pt.decode(ids) == model.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_bos_rule_matches_encode_prompt(tmp_path):
+    """A backbone whose tokenizer adds BOS gets exactly one (prepended, never doubled); one without gets none."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    from edge_tslm.backbones import tiny_tokenizer
+    from edge_tslm.model.batch import encode_prompt
+    from edge_tslm.model.tokens import add_ts_tokens
+    from edge_tslm.runtime.tokenizer import PromptTokenizer
+
+    base = tiny_tokenizer()
+    tk = base.backend_tokenizer
+    tk.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", base.bos_token_id)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    add_ts_tokens(tok)
+    tok.save_pretrained(str(tmp_path))
+    pt = PromptTokenizer(tmp_path)
+    assert pt.wants_bos and tok("a").input_ids[0] == tok.bos_token_id
+    for rendered in ("hello <ts> there", "<s>already has one"):
+        assert pt.encode_prompt(rendered) == encode_prompt(tok, rendered)
+        assert pt.encode_prompt(rendered).count(tok.bos_token_id) == 1
+
+
+def test_builtin_renderer_only_for_chatml(tmp_path):
+    from edge_tslm.runtime.tokenizer import PromptTokenizer, is_chatml
+
+    assert is_chatml(CHATML)
+    gemma_like = "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    assert not is_chatml(gemma_like)
+    from edge_tslm.backbones import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.chat_template = gemma_like
+    tok.save_pretrained(str(tmp_path))
+    with pytest.raises(ImportError, match="jinja2"):
+        PromptTokenizer(tmp_path, use_jinja=False)
+
+
+@pytest.mark.slow
+def test_prompt_ids_equal_collate_smollm2(tmp_path):
+    """The real SmolLM2-135M tokenizer (cached by edge_tslm.backbones): ids equal the transformers path's."""
+    if not (SMOLLM2_DIR / "tokenizer.json").is_file():
+        pytest.skip(f"{SMOLLM2_DIR} not cached (load_backbone('smollm2-135m') once)")
+    from transformers import AutoTokenizer
+
+    from edge_tslm.model.batch import collate, encode_target
+    from edge_tslm.model.tokens import add_ts_tokens
+    from edge_tslm.prompts import build_model_input
+    from edge_tslm.runtime.stream import task_question
+    from edge_tslm.runtime.tokenizer import PromptTokenizer
+    from edge_tslm.signals import SignalMeta, validate
+
+    tok = AutoTokenizer.from_pretrained(str(SMOLLM2_DIR))
+    add_ts_tokens(tok)
+    tok.save_pretrained(str(tmp_path))
+    x = np.random.default_rng(0).normal(0, 0.3, (3, 128)).astype(np.float32)
+    mi = build_model_input(validate(x, SignalMeta(fs=FS, unit="g", channels=("x", "y", "z")), task_question("har")))
+    for use_jinja in (None, False):
+        pt = PromptTokenizer(tmp_path, use_jinja=use_jinja)
+        for text, series in [(mi.text, list(mi.series)), *[(t, [x[0]] * t.count("<ts>")) for t in _texts()]]:
+            for system in ("", "You read accelerometer windows."):
+                b = collate(tok, [text], [series], system=system)
+                assert pt.prompt_ids(text, system=system) == b.input_ids[0].tolist()
+        for lab in ACTIVITIES:
+            assert pt.encode_target(f"Answer: {lab}") == encode_target(tok, f"Answer: {lab}")
+        ids = pt.prompt_ids(mi.text)
+        assert pt.decode(ids) == tok.decode(ids, skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------- the backend against the torch model
+
+
+def test_backend_attributes_and_registry(exported, backend):
+    from edge_tslm.runtime.backend import load_backend
+
+    model, art = exported
+    assert backend.name == "onnx" and backend.labels == ACTIVITIES and backend.fs == FS and backend.task == "har"
+    assert backend.min_length == model.cfg.encoder.patch_len
+    assert backend.stop_ids == model.stop_ids()
+    assert load_backend(art, "auto").name == "onnx"  # auto prefers ONNX when the artifact has .onnx files
+
+
+def test_encode_media_equals_encode_media(exported, backend):
+    model, _ = exported
+    series = series_of(np.random.default_rng(3), 128, 100, 61)
+    media = backend.encode(series).value
+    b = model._batch(ts_text(3), series)
+    with torch.no_grad():
+        ref = model.encode_media(b.series, b.series_mask).numpy()
+    assert media.shape == ref.shape == (1, 3 * model.cfg.resampler.num_latents, model.cfg.encoder.dim)
+    assert np.abs(media - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "labels", [ACTIVITIES, ("walk", "walking"), ("yes", "no")], ids=["har", "prefix-of-another", "two"]
+)
+def test_classify_matches_torch(exported, backend, labels):
+    model, _ = exported
+    rng = np.random.default_rng(7)
+    for n in (1, 3):
+        series = series_of(rng, *[128] * n)
+        text = ts_text(n, "What is the activity?")
+        with torch.no_grad():
+            ref = model.classify(text, series, list(labels))
+        got = backend.classify(text, backend.encode(series), labels)
+        assert list(got) == list(labels)
+        diff = max(abs(got[k] - ref[k]) for k in labels)
+        assert diff <= CLASSIFY_ATOL, (diff, got, ref)
+    assert {"prefill_ms", "decode_ms", "encode_ms"} <= set(backend.last_timings)
+
+
+def test_media_change_the_scores(backend):
+    """The series reach the answer through the exported cross-attention (gates are open)."""
+    rng = np.random.default_rng(11)
+    text = ts_text(1)
+    a = backend.classify(text, backend.encode(series_of(rng, 128)), ACTIVITIES)
+    b = backend.classify(text, backend.encode([np.zeros(128, np.float32) + 3.0]), ACTIVITIES)
+    assert max(abs(a[k] - b[k]) for k in ACTIVITIES) > 1e-3
+
+
+def test_generate_matches_torch_greedy(exported, backend):
+    model, _ = exported
+    rng = np.random.default_rng(5)
+    for n in (1, 2):
+        series = series_of(rng, *[96] * n)
+        text = ts_text(n, "Explain briefly, then answer.")
+        with torch.no_grad():
+            ref = model.generate(text, series, max_new_tokens=24)
+        got = backend.generate(text, backend.encode(series), 24)
+        assert got == ref and len(got) > 0
+
+
+def test_bad_input_is_refused(backend):
+    with pytest.raises(ValueError, match="patch"):
+        backend.encode([np.zeros(2, np.float32)])
+    with pytest.raises(ValueError, match="markers"):
+        backend.classify(ts_text(2), backend.encode([np.zeros(16, np.float32)]), ACTIVITIES)
+
+
+def test_missing_decoder_is_backend_unavailable(exported, tmp_path):
+    import shutil
+
+    from edge_tslm.runtime.backend import BackendUnavailable, load_backend
+
+    _, art = exported
+    partial = tmp_path / "encoder_only"
+    partial.mkdir()
+    for f in ("encoder.onnx", "config.json"):
+        shutil.copy(art / f, partial / f)
+    with pytest.raises(BackendUnavailable, match="--decoder"):
+        load_backend(partial, "onnx")
+
+
+def test_stream_window_scores_equal_torch_backend(exported, backend):
+    from test_runtime_stream import har_signal, of
+
+    from edge_tslm.runtime.events import validate_event
+    from edge_tslm.runtime.stream import StreamConfig, Streamer
+    from edge_tslm.runtime.torch_backend import TorchBackend
+
+    model, _ = exported
+    x = har_signal([(0.3, 2.56), (0.02, 2.56)], fs=FS)
+    runs = {}
+    for be in (TorchBackend(model), backend):
+        cfg = StreamConfig(task="har", rationale_on="never", check_events=True)
+        st = Streamer(be, cfg, fs=FS)
+        events = st.feed(x) + st.finish()
+        assert all(validate_event(e) == [] for e in events)
+        runs[be.name] = of(events, "window")
+    t, o = runs["torch"], runs["onnx"]
+    assert len(t) == len(o) == 3
+    for wt, wo in zip(t, o):
+        assert wt["answer"] == wo["answer"]
+        np.testing.assert_allclose([wo["scores"][k] for k in ACTIVITIES], [wt["scores"][k] for k in ACTIVITIES], atol=1e-4)
+
+
+def test_no_torch_process_runs_the_artifact(exported, backend):
+    """torch and transformers poisoned in sys.modules: the ONNX backend still loads, classifies and generates."""
+    _, art = exported
+    series = series_of(np.random.default_rng(9), 128)
+    want = backend.classify(ts_text(1), backend.encode(series), ACTIVITIES)
+    code = (
+        "import sys, json\n"
+        "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "import numpy as np\n"
+        "import edge_tslm.runtime.onnx_backend\n"
+        "from edge_tslm.runtime import load_backend\n"
+        "be = load_backend(sys.argv[1], 'onnx', threads=1)\n"
+        "x = np.asarray(json.loads(sys.argv[2]), np.float32)\n"
+        f"text = {ts_text(1)!r}\n"
+        "enc = be.encode([x])\n"
+        "out = be.classify(text, enc, be.labels)\n"
+        "be.generate(text, enc, 4)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers') and sys.modules[m] is not None]\n"
+        "assert not bad, bad\n"
+        "print(json.dumps(out))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(art), json.dumps(series[0].tolist())], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert max(abs(got[k] - want[k]) for k in ACTIVITIES) < 1e-6
