@@ -160,13 +160,16 @@ def test_prompt_ids_equal_collate_smollm2(tmp_path):
 
 
 def test_backend_attributes_and_registry(exported, backend):
-    from edge_tslm.runtime.backend import load_backend
+    from edge_tslm.runtime.backend import BackendUnavailable, load_backend
 
     model, art = exported
     assert backend.name == "onnx" and backend.labels == ACTIVITIES and backend.fs == FS and backend.task == "har"
     assert backend.min_length == model.cfg.encoder.patch_len
     assert backend.stop_ids == model.stop_ids()
-    assert load_backend(art, "auto").name == "onnx"  # auto prefers ONNX when the artifact has .onnx files
+    assert load_backend(art, "auto", device="cpu").name == "onnx"  # auto prefers ONNX when the artifact has .onnx files
+    assert load_backend(art, "onnx", device="auto").providers[-1] == "CPUExecutionProvider"
+    with pytest.raises(BackendUnavailable, match="device"):
+        load_backend(art, "onnx", device="tpu")
 
 
 def test_encode_media_equals_encode_media(exported, backend):

@@ -139,9 +139,26 @@ class OnnxBackend:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, threads: int | None = None, providers: Sequence[str] | None = None, **options: Any
+        cls,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        device: str = "cpu",
+        use_jinja: bool | None = None,
     ) -> "OnnxBackend":
-        return cls(path, threads=threads, providers=providers, **options)
+        """threads: ORT intra-op threads (None: its default). providers: ORT execution providers (default CPU);
+        device: "cpu" | "cuda" | "auto" picks them when ``providers`` is not given ("auto": CUDA when this
+        onnxruntime build has it, else CPU)."""
+        if providers is None and device != "cpu":
+            have = ort.get_available_providers()
+            if device == "cuda" and "CUDAExecutionProvider" not in have:
+                raise BackendUnavailable(f"this onnxruntime has no CUDAExecutionProvider ({have}); pip install onnxruntime-gpu")
+            if device in ("cuda", "auto") and "CUDAExecutionProvider" in have:
+                providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            elif device not in ("auto", "cuda"):
+                raise BackendUnavailable(f"device must be cpu, cuda or auto for the onnx backend, got {device!r}")
+        return cls(path, threads=threads, providers=providers, use_jinja=use_jinja)
 
     def _stop_ids(self) -> set[int]:
         """The tokenizer's eos plus generation_config.json's eos ids when the artifact carries one."""
