@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--export", default="")
     ap.add_argument("--steps", default="", help="per stage, e.g. tsqa=150,har=2000")
     ap.add_argument("--minutes", default="", help="time limit per stage, e.g. tsqa=10,har=55")
+    ap.add_argument("--stop", default="", help="stop after this step per stage, schedule unchanged, e.g. har=704")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--rationale-prob", type=float, default=0.2)
@@ -56,6 +57,7 @@ def main() -> None:
         train_cfg=TrainConfig(batch_size=a.batch_size, eval_every=a.eval_every, bf16=a.bf16, seed=a.seed, epochs=1.0),
         stage_steps={k: int(v) for k, v in kv(a.steps).items()},
         stage_time_s={k: v * 60 for k, v in kv(a.minutes).items()},
+        stage_stop={k: int(v) for k, v in kv(a.stop).items()},
         rationale_prob=a.rationale_prob,
         balance=a.balance,
     )

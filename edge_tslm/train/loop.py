@@ -41,6 +41,7 @@ class TrainConfig:
     bf16: bool = False
     log_every: int = 10
     time_limit_s: float = 0.0  # stop cleanly (best checkpoint kept) after this long; 0: no limit
+    stop_step: int = 0  # stop after this step without changing the schedule (replays a time-limited run)
     progress: bool = True
 
 
@@ -154,6 +155,8 @@ def train(
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             progress(step, rec)
+            if cfg.stop_step and step >= cfg.stop_step:
+                stop = True
             if cfg.time_limit_s:  # every process joins the broadcast (rank 0's clock decides)
                 stop = _broadcast_flag(time.time() - t0 > cfg.time_limit_s, world, device) or stop
             if stop or step >= total:

@@ -50,6 +50,7 @@ def run_curriculum(
     train_cfg: TrainConfig = TrainConfig(),
     stage_steps: dict[str, int] | None = None,
     stage_time_s: dict[str, float] | None = None,
+    stage_stop: dict[str, int] | None = None,
     rationale_prob: float = 0.2,
     val_limit: int = 64,
     balance: float = 0.0,
@@ -70,6 +71,7 @@ def run_curriculum(
             out_dir=str(out / f"stage{k + 1}-{name}"),
             max_steps=(stage_steps or {}).get(name, train_cfg.max_steps),
             time_limit_s=(stage_time_s or {}).get(name, train_cfg.time_limit_s),
+            stop_step=(stage_stop or {}).get(name, train_cfg.stop_step),
         )
         results[name] = train(model, tr, va, cfg, metrics_extra={"stage": name})
         best = Path(cfg.out_dir) / "best"
