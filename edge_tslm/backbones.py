@@ -146,13 +146,13 @@ def _cached_gguf(name: str, gguf: Path) -> Path:
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "source.json").write_text(
-        json.dumps({"gguf": gguf.name, "gguf_sha256": _file_sha256(gguf), "weights_dequantized_from": "Q4"})
+        json.dumps({"gguf": gguf.name, "gguf_sha256": file_sha256(gguf), "weights_dequantized_from": "Q4"})
     )
     tmp.rename(out)
     return out
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -167,7 +167,7 @@ def _dir_sha256(path: Path) -> str:
         return json.loads(src.read_text())["gguf_sha256"]
     h = hashlib.sha256()
     for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        h.update(_file_sha256(f).encode())
+        h.update(file_sha256(f).encode())
     return h.hexdigest()
 
 

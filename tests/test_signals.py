@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
+import copy
 import subprocess
 import sys
 
@@ -212,9 +212,10 @@ def test_bad_prompt(prompt):
     refused("prompt", [[0.0, 1.0]], {"fs": 1}, prompt)
 
 
-def test_input_error_pickles_and_is_value_error():
+def test_input_error_copies_and_is_value_error():
+    # deepcopy goes through the same __reduce__ protocol that pickling (e.g. multiprocessing) uses
     err = InputError("meta.fs", "must be > 0")
-    back = pickle.loads(pickle.dumps(err))
+    back = copy.deepcopy(err)
     assert isinstance(back, ValueError) and back.field == "meta.fs" and str(back) == str(err)
 
 

@@ -5,7 +5,6 @@ The backbone is named and checksummed, never copied. No pickles anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edge_tslm import __version__
+from edge_tslm.backbones import file_sha256
 from edge_tslm.config import TSLMConfig
 from edge_tslm.constants import (
     CONFIG_FILE,
@@ -37,12 +37,7 @@ def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if model.is_adapter_param(k)}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = file_sha256  # one checksum for backbones and artifacts
 
 
 def save_pretrained(
