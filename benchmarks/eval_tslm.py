@@ -72,7 +72,7 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
         "backbone": cfg.backbone,
         "task": cfg.task,
         "split": split,
-        "precision": "fp32",
+        "precision": precision(manifest),
         "trained": manifest.get("metrics", {}),
         "metrics": rep,
         "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
@@ -85,17 +85,26 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
     }
 
 
+def precision(manifest: dict) -> str:
+    """fp32, or the transforms a compressed artifact re-applies on load (e.g. quantize:Int8WeightOnly)."""
+    ops = [f"{t.get('op')}:{t.get('config', {}).get('type', '') if isinstance(t.get('config'), dict) else ''}".rstrip(":")
+           for t in manifest.get("transforms", [])]
+    return ", ".join(ops) or "fp32"
+
+
 def write_markdown() -> None:
     lines = ["# TSLM results (test splits)", "", "Each row: `python benchmarks/eval_tslm.py --model <artifact>`; "
              "the baseline row: `python benchmarks/baseline.py` (same split).", "",
-             "| task | model | backbone | mode | n | accuracy | macro-F1 | challenge | AF F1 | ms/sample | machine |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "Compressed rows come from `edge-tslm quantize --model models/<name> --bits 8 --out runs/<name>-int8` first. "
+             "ms/sample is wall time of the whole evaluation on a shared machine, not a latency benchmark.", "",
+             "| task | model | precision | backbone | mode | n | accuracy | macro-F1 | challenge | AF F1 | ms/sample | machine |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for f in sorted(RESULTS.glob("tslm_*.json")):
         r = json.loads(f.read_text())
         m = r["metrics"]
         af = m["per_class_f1"].get("atrial fibrillation")
         lines.append(
-            f"| {r['task']}{'' if not r.get('subset') else ' (' + str(r['subset']['per_class']) + '/class subset)'} | {Path(r['model']).name} ({r['variant']}) | {r['backbone']} | {m['mode']} | {m['n']} | "
+            f"| {r['task']}{'' if not r.get('subset') else ' (' + str(r['subset']['per_class']) + '/class subset)'} | {Path(r['model']).name} ({r['variant']}) | {r['precision']} | {r['backbone']} | {m['mode']} | {m['n']} | "
             f"{m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m.get('challenge_score', float('nan')):.4f} | "
             f"{'' if af is None else f'{af:.4f}'} | {r['ms_per_sample']} | {r['machine']['cpu']}, {r['torch_threads']} threads |"
         )
@@ -103,7 +112,7 @@ def write_markdown() -> None:
         if r.get("baseline_same_subset"):
             bm = r["baseline_same_subset"]
             lines.append(
-                f"| {r['task']} | baseline (features + gradient boosting), same subset | – | – | {bm['n']} | "
+                f"| {r['task']} | baseline (features + gradient boosting), same subset | – | – | – | {bm['n']} | "
                 f"{bm['accuracy']:.4f} | {bm['macro_f1']:.4f} | – | – | – | – |"
             )
         elif b.exists():
@@ -111,7 +120,7 @@ def write_markdown() -> None:
             bm = bj["result"]["test"]
             baf = bm.get("per_class_f1", {}).get("atrial fibrillation")
             lines.append(
-                f"| {r['task']} | baseline (features + gradient boosting) | – | – | {bm.get('n', '')} | {bm['accuracy']:.4f} | "
+                f"| {r['task']} | baseline (features + gradient boosting) | – | – | – | {bm.get('n', '')} | {bm['accuracy']:.4f} | "
                 f"{bm['macro_f1']:.4f} | {bm.get('challenge_score', float('nan')):.4f} | {'' if baf is None else f'{baf:.4f}'} | – | – |"
             )
     lines += ["", "Per-class F1 and confusion matrices are in the JSON files beside this one."]
