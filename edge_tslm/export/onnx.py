@@ -327,26 +327,13 @@ class PrefillGraph(nn.Module):
     def forward(self, input_ids, attention_mask, media, ts_positions):
         from transformers import DynamicCache
 
-        from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, media_allowed
-
         md = self.model
-        B, T = input_ids.shape
-        tok_pos = torch.arange(T, device=input_ids.device)[None].expand(B, -1)  # (B, T)
-        allowed = media_allowed(ts_positions, tok_pos, md.cfg.resampler.num_latents)  # (B, T, S * N)
-        embeds = md.new_tokens(input_ids, md.lm.get_input_embeddings())  # (B, T, D)
-        out = md.decoder()(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            past_key_values=DynamicCache(config=md.lm.config),
-            use_cache=True,
-            position_ids=tok_pos,
-            **{MEDIA_KWARG: media, ALLOWED_KWARG: allowed},
-        )
-        logits = md.head(out.last_hidden_state[:, -1])  # (B, V)
+        hidden, cache = md._run(input_ids, attention_mask, media, ts_positions, DynamicCache(config=md.lm.config), 0, True)
+        logits = md.head(hidden[:, -1])  # (B, V)
         cross: list[torch.Tensor] = []
         for _, block in fusion_blocks(md):
             cross += list(block.media_kv(media))  # (B, H, S * N, d) each
-        return (logits, *_flat_cache(out.past_key_values), *cross)
+        return (logits, *_flat_cache(cache), *cross)
 
 
 class DecodeGraph(nn.Module):
@@ -359,29 +346,15 @@ class DecodeGraph(nn.Module):
     def forward(self, input_ids, attention_mask, ts_positions, *kv):
         from transformers import DynamicCache
 
-        from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, media_allowed
-
         md = self.model
         n_layers = md.lm.config.num_hidden_layers
         past, cross = kv[: 2 * n_layers], kv[2 * n_layers :]
-        B, T = input_ids.shape
-        P = past[0].shape[2]
-        tok_pos = (torch.arange(T, device=input_ids.device) + P)[None].expand(B, -1)  # (B, T) absolute positions
-        allowed = media_allowed(ts_positions, tok_pos, md.cfg.resampler.num_latents)  # (B, T, S * N)
-        embeds = md.new_tokens(input_ids, md.lm.get_input_embeddings())
         cache = DynamicCache(config=md.lm.config)
         for i in range(n_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         media = _CrossKV({j: (cross[2 * j], cross[2 * j + 1]) for j in range(len(cross) // 2)})
-        out = md.decoder()(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            past_key_values=cache,
-            use_cache=True,
-            position_ids=tok_pos,
-            **{MEDIA_KWARG: media, ALLOWED_KWARG: allowed},
-        )
-        return (md.head(out.last_hidden_state), *_flat_cache(out.past_key_values))  # (B, T, V), ...
+        hidden, cache = md._run(input_ids, attention_mask, media, ts_positions, cache, past[0].shape[2], True)
+        return (md.head(hidden), *_flat_cache(cache))  # (B, T, V), ...
 
 
 @contextlib.contextmanager

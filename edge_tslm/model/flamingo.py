@@ -78,8 +78,9 @@ class FlamingoTSLM(TSLMBase):
 
     # ------------------------------------------------------------------ LM passes
     def _run(self, input_ids, attention_mask, media, ts_pos, past, start: int, use_cache: bool):
-        T = input_ids.shape[1]
-        tok_pos = torch.arange(start, start + T, device=input_ids.device)[None].expand(input_ids.shape[0], -1)
+        B, T = input_ids.shape
+        # arange(T) + start (not arange(start, start + T)) also traces when start is a symbolic size (ONNX export)
+        tok_pos = (torch.arange(T, device=input_ids.device) + start)[None].expand(B, -1)  # (B, T) absolute positions
         allowed = media_allowed(ts_pos, tok_pos, self.cfg.resampler.num_latents)  # (B, T, S * N)
         embeds = self.new_tokens(input_ids, self.lm.get_input_embeddings())  # (B, T, D)
         out = self.decoder()(
