@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--freeze-token-rows", action="store_true", help="keep <ts>/<endofchunk> rows fixed (backward stops at the first fusion layer)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", default="", help="start from this artifact's adapter (e.g. the previous curriculum stage's best)")
+    ap.add_argument("--max-seconds", default="", help="crop a stage's signals, e.g. ecg_rhythm=15 (SoftPrompt: one LM token per patch)")
     ap.add_argument("--data", action="append", default=[], help="task=path, e.g. ecg_rhythm=../shared/data/physionet2017")
     a = ap.parse_args()
 
@@ -60,6 +61,7 @@ def main() -> None:
         stage_stop={k: int(v) for k, v in kv(a.stop).items()},
         rationale_prob=a.rationale_prob,
         balance=a.balance,
+        stage_max_seconds=kv(a.max_seconds),
     )
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"
     if a.export:

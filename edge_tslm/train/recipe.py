@@ -15,13 +15,22 @@ from edge_tslm.train.tasks import get_task
 
 
 def stage_examples(
-    task_name: str, split: str, data_path: str | None, rationale_prob: float, seed: int, limit: int = 0, balance: float = 0.0
+    task_name: str,
+    split: str,
+    data_path: str | None,
+    rationale_prob: float,
+    seed: int,
+    limit: int = 0,
+    balance: float = 0.0,
+    max_seconds: float | None = None,
 ) -> list[Example]:
     """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand).
 
     balance > 0 repeats each minority class up to that fraction of the majority class's count (the
     challenge score weighs rare AF as much as normal rhythm)."""
     task = get_task(task_name)
+    if max_seconds is not None:
+        task = replace(task, max_seconds=max_seconds)
     samples = task.load(split, data_path)
     n = min(len(samples), limit) if limit else len(samples)
     rng = np.random.default_rng(seed)
@@ -54,18 +63,24 @@ def run_curriculum(
     rationale_prob: float = 0.2,
     val_limit: int = 64,
     balance: float = 0.0,
+    stage_max_seconds: dict[str, float] | None = None,
 ) -> dict:
-    """Train stage after stage; the final model carries the last task's labels and sampling rate."""
+    """Train stage after stage; the final model carries the last task's labels and sampling rate.
+
+    stage_max_seconds crops a stage's signals shorter than its task's default (SoftPrompt pays one LM token
+    per patch, so a 60 s ECG at 150 Hz would be 2,250 soft tokens); the model's config records the crop."""
     out = Path(out_dir)
     results = {}
     for k, name in enumerate(stages):
         task = get_task(name)
+        if name in (stage_max_seconds or {}):
+            task = replace(task, max_seconds=stage_max_seconds[name])
         path = (data_paths or {}).get(name)
         model.cfg = model.cfg.replace(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds
         )
-        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance)
-        va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit)
+        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, max_seconds=task.max_seconds)
+        va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit, max_seconds=task.max_seconds)
         cfg = replace(
             train_cfg,
             out_dir=str(out / f"stage{k + 1}-{name}"),
