@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from edge_tslm.cli import answer, compress, demo, evaluate, export, stream, train
+from edge_tslm.cli import answer, bench, compress, demo, evaluate, export, stream, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Time-series language models, from training to devices.")
 app.command("demo")(demo.demo)
@@ -16,6 +16,7 @@ app.command("quantize")(compress.quantize)
 app.command("prune")(compress.prune)
 app.command("compress")(compress.compress)
 app.command("export")(export.export)
+app.command("bench")(bench.bench)
 
 if __name__ == "__main__":
     app()
