@@ -3,6 +3,7 @@ macro-F1, accuracy, per-class F1, the confusion matrix and, for ECG rhythm, the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Iterable, Sequence
 
@@ -44,14 +45,16 @@ def evaluate(
     y_true, y_pred, n_invalid, t0 = [], [], 0, time.time()
     samples = list(samples) if not isinstance(samples, Sequence) else samples
     n = min(len(samples), limit) if limit else len(samples)
-    for i in range(n):
-        s = samples[i]
-        pred, _, _ = predict(model, s, labels, mode)
-        y_true.append(s.label)
-        y_pred.append(pred if pred is not None else "<invalid>")
-        n_invalid += pred is None
-        if progress and (i + 1) % 50 == 0:
-            print(f"  {i + 1}/{n} evaluated", flush=True)
+    caching = model.prefix_caching() if hasattr(model, "prefix_caching") else contextlib.nullcontext()
+    with caching:  # the prompt text before the first series is computed once, not once per sample
+        for i in range(n):
+            s = samples[i]
+            pred, _, _ = predict(model, s, labels, mode)
+            y_true.append(s.label)
+            y_pred.append(pred if pred is not None else "<invalid>")
+            n_invalid += pred is None
+            if progress and (i + 1) % 50 == 0:
+                print(f"  {i + 1}/{n} evaluated", flush=True)
     rep = classification_report(y_true, y_pred, labels)
     rep["confusion"] = rep.pop("confusion_matrix")
     rep["n_invalid"] = n_invalid

@@ -21,6 +21,8 @@ class TSLMPipeline:
     def __init__(self, model):
         self.model = model
         self.labels = tuple(model.cfg.labels)
+        if hasattr(model, "set_prefix_caching"):
+            model.set_prefix_caching(True)  # the pipeline never changes weights: reuse the prompt's media-free prefix
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, backbone=None, device: str = "cpu") -> "TSLMPipeline":

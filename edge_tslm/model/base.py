@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +30,24 @@ class TSLMBase(nn.Module):
         super().__init__()
         self.cfg, self.tokenizer, self.info = cfg, tokenizer, info
         self.lm = lm
+        self._prefix = None  # a PrefixCache while prefix caching is on (inference only; see prefix_caching)
+
+    @contextlib.contextmanager
+    def prefix_caching(self) -> Iterator[None]:
+        """Reuse the media-free prompt prefix's KV across calls inside this block (weights must not change)."""
+        from edge_tslm.model.prefix_cache import PrefixCache
+
+        prev, self._prefix = self._prefix, PrefixCache()
+        try:
+            yield
+        finally:
+            self._prefix = prev
+
+    def set_prefix_caching(self, enabled: bool) -> None:
+        """For long-lived inference objects (pipeline, runtime backend) that never change the weights."""
+        from edge_tslm.model.prefix_cache import PrefixCache
+
+        self._prefix = PrefixCache() if enabled else None
 
     # ------------------------------------------------------------------ backbone parts
     def decoder(self) -> nn.Module:

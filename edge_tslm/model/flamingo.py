@@ -102,9 +102,17 @@ class FlamingoTSLM(TSLMBase):
     def prefill(self, batch: TSBatch):
         media = self.encode_media(batch.series, batch.series_mask)
         ts_pos = self.ts_positions(batch.input_ids, batch.series.shape[1])
-        cache = DynamicCache(config=self.lm.config)
-        hidden, cache = self._run(batch.input_ids, batch.attention_mask, media, ts_pos, cache, 0, True)
-        T = batch.input_ids.shape[1]
+        ids, mask = batch.input_ids, batch.attention_mask
+        B, T = ids.shape
+        start, cache, free = 0, None, 0
+        if self._prefix is not None and B == 1 and bool(mask.all()):
+            free = min(int(ts_pos.min()), T - 1)  # tokens before the first <ts> see no media: their KV is the LM's
+            start, cache = self._prefix.lookup(ids[0], free)
+        if cache is None:
+            start, cache = 0, DynamicCache(config=self.lm.config)
+        hidden, cache = self._run(ids[:, start:], mask if start == 0 else None, media, ts_pos, cache, start, True)
+        if free:
+            self._prefix.store(ids[0, :free], cache)
         return self.head(hidden[:, -1]), DecodeState(cache, T, {"media": media, "ts_pos": ts_pos})
 
     def decode(self, input_ids: torch.Tensor, state: DecodeState):
