@@ -16,23 +16,11 @@ from pathlib import Path
 
 import torch
 
+from edge_tslm.data.subset import stratified_subset  # noqa: F401  (shared with eval_runtime.py)
 from edge_tslm.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINE = {"har": "baseline_har.json", "ecg_rhythm": "baseline_ecg.json"}
-
-
-def stratified_subset(samples, per_class: int, seed: int = 0) -> list[int]:
-    """A fixed, seeded subset with up to per_class samples of each label (sorted by index)."""
-    import numpy as np
-
-    labels = [s.label for s in samples]
-    rng = np.random.default_rng(seed)
-    idx: list[int] = []
-    for lab in sorted(set(labels)):
-        members = [i for i, l in enumerate(labels) if l == lab]
-        idx += list(rng.choice(members, size=min(per_class, len(members)), replace=False))
-    return sorted(int(i) for i in idx)
 
 
 def har_baseline_on(indices: list[int]) -> dict:

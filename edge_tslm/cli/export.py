@@ -30,12 +30,20 @@ def export(
     opset: Annotated[int, typer.Option(help="onnx opset")] = 18,
     precision: Annotated[str, typer.Option(help="coreml compute precision: fp16 or fp32")] = "fp16",
     compress: Annotated[Optional[Compression], typer.Option(help="coreml weight compression")] = None,
+    weight_bits: Annotated[int, typer.Option(help="onnx --decoder: 4 (or 8) = block-quantized decoder weights (MatMulNBits) in one shared weights.onnx.data; 0 = fp32")] = 0,
+    block_size: Annotated[int, typer.Option(help="with --weight-bits: weights per quantization block (32 or 64, ...)")] = 32,
+    parity_windows: Annotated[int, typer.Option(help="with --weight-bits: real test windows per label for the 4-bit parity record (0: seeded random windows)")] = 1,
 ) -> None:
     """Export encoder + resampler (and optionally the fused decoder), parity-checked against PyTorch."""
     from edge_tslm.export import export_artifact
     from edge_tslm.model.artifact import from_pretrained
 
     m = from_pretrained(model)
+    inputs = None
+    if weight_bits and parity_windows:
+        from edge_tslm.export.compact import task_parity_inputs
+
+        inputs = task_parity_inputs(m.cfg, parity_windows)
     manifest = export_artifact(
         m,
         target.value,
@@ -46,12 +54,19 @@ def export(
         precision=precision,
         compress=compress.value if compress else None,
         source=model,
+        weight_bits=weight_bits,
+        block_size=block_size,
+        parity_inputs=inputs,
     )
     summary = {
         "out": str(out),
         "files": {k: v["size_bytes"] for k, v in manifest["files"].items()},
+        "total_size_bytes": manifest["total_size_bytes"],
         "parity_passed": manifest["parity_passed"],
     }
+    if "weight_quantization" in manifest:
+        wq = manifest["weight_quantization"]
+        summary["weight_quantization"] = {"sqnr": wq["weight_sqnr"], "parity": wq["parity"], "seconds": wq["seconds"]}
     typer.echo(json.dumps(summary, indent=1))
     if not manifest["parity_passed"]:
         raise typer.Exit(1)

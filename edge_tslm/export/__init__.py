@@ -53,6 +53,9 @@ def export_artifact(
     precision: str = "fp16",
     compress: str | None = None,
     source: str | Path | None = None,
+    weight_bits: int = 0,
+    block_size: int = 32,
+    parity_inputs: Any = None,
 ) -> dict[str, Any]:
     """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
 
@@ -60,6 +63,10 @@ def export_artifact(
     coreml: encoder.mlpackage (precision fp16|fp32, compress None|int8|int4|palettize). The directory also holds
     config.json (rebuilds the model's shapes) and manifest.json (every file's size and sha256, what was
     exported, the parity results).
+    weight_bits (onnx + decoder): 4 (or 8) -> the decoder graphs' weights block-quantized with onnxruntime's
+    MatMulNBits (``block_size`` wide blocks) and stored once in weights.onnx.data for both graphs
+    (edge_tslm.export.compact); the 4-bit parity record compares the artifact's OnnxBackend with the fp32 torch
+    model on ``parity_inputs`` ([(text, series)], default: seeded random windows).
     """
     import json
 
@@ -76,9 +83,12 @@ def export_artifact(
     )
     from edge_tslm.export.onnx import file_entry
 
+    if weight_bits and not (target == "onnx" and decoder):
+        raise ValueError("weight_bits quantizes the fused decoder: use target='onnx' with decoder=True (--decoder)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reports = []
+    compact = None
     if target == "onnx":
         from edge_tslm.export.onnx import export_decoder_onnx, export_encoder_onnx
 
@@ -95,6 +105,10 @@ def export_artifact(
     else:
         raise ValueError(f"target must be 'onnx' or 'coreml', got {target!r}")
     (out / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2))
+    if weight_bits:
+        from edge_tslm.export.compact import compact_export
+
+        compact = compact_export(model, out, reports[-1], bits=weight_bits, block_size=block_size, inputs=parity_inputs)
     files = {
         str(f.relative_to(out)): file_entry(f)
         for f in sorted(out.rglob("*"))
@@ -113,6 +127,8 @@ def export_artifact(
         "total_size_bytes": sum(f[MANIFEST_SIZE_BYTES] for f in files.values()),
         "parity_passed": all(_passed(r.parity) for r in reports),
     }
+    if compact is not None:
+        manifest["weight_quantization"] = compact
     assert all(MANIFEST_SHA256 in f for f in files.values())
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     return manifest

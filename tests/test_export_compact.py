@@ -1,0 +1,187 @@
+"""The compact ONNX artifact: 4-bit decoder weights (MatMulNBits) in one weights file shared by both graphs.
+
+One tiny-llama Flamingo (gates 0.5, HAR labels, ChatML) is exported once per module with
+``export_artifact(..., int8=True, decoder=True, weight_bits=4)``; the tests read that artifact. The fp32 sizes
+are those of the same export's graphs before compaction (recorded in the manifest), so no second export runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+
+from conftest import build_tiny, open_gates, series_of, ts_text  # noqa: E402
+
+from edge_tslm.data.hapt import ACTIVITIES  # noqa: E402
+from edge_tslm.export.compact import MAX_LABEL_LOGPROB_DIFF, WEIGHTS_FILE  # noqa: E402
+
+GRAPHS = ("prefill.onnx", "decode.onnx")
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def compact(tmp_path_factory):
+    """(torch model, artifact dir, manifest)."""
+    from edge_tslm.export import export_artifact
+
+    model = build_tiny("flamingo", "tiny-llama", labels=ACTIVITIES, task="har", fs=50.0, pre_prompt="You classify motion.")
+    open_gates(model, 0.5)
+    model.tokenizer.chat_template = CHATML
+    out = tmp_path_factory.mktemp("compact")
+    manifest = export_artifact(model, "onnx", out, int8=True, decoder=True, weight_bits=4, block_size=32)
+    return model, out, manifest
+
+
+def _external(path):
+    m = onnx.load(str(path), load_external_data=False)
+    refs = {}
+    for t in m.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            ext = {e.key: e.value for e in t.external_data}
+            refs[t.name] = (ext["location"], int(ext["offset"]), int(ext["length"]))
+    return m, refs
+
+
+def test_one_shared_weights_file(compact):
+    _, out, manifest = compact
+    assert {"encoder.onnx", *GRAPHS, WEIGHTS_FILE, "config.json"} <= set(manifest["files"])
+    refs = {g: _external(out / g)[1] for g in GRAPHS}
+    assert all(refs.values()), "both graphs keep their weights outside the protobuf"
+    assert {loc for r in refs.values() for loc, _, _ in r.values()} == {WEIGHTS_FILE}
+    # decode.onnx holds no bytes of its own: every tensor it references was written for prefill.onnx
+    pre_spans = set(refs["prefill.onnx"].values())
+    assert set(refs["decode.onnx"].values()) <= pre_spans
+    # one copy of each content in the file
+    data = (out / WEIGHTS_FILE).read_bytes()
+    spans = {(o, n) for r in refs.values() for _, o, n in r.values()}
+    hashes = [hashlib.sha256(data[o : o + n]).hexdigest() for o, n in spans]
+    assert len(hashes) == len(set(hashes))
+    sw = manifest["weight_quantization"]["shared_weights"]
+    assert sw["bytes_saved_by_sharing"] > 0 and sw["verified"]["locations"] == [WEIGHTS_FILE]
+
+
+def test_graphs_are_4bit_and_load(compact):
+    _, out, manifest = compact
+    for g in GRAPHS:
+        m, _ = _external(out / g)
+        ops = [n.op_type for n in m.graph.node]
+        inits = {t.name for t in m.graph.initializer}
+        assert "MatMulNBits" in ops and "GatherBlockQuantized" in ops and "Gemm" not in ops
+        assert not [n for n in m.graph.node if n.op_type == "MatMul" and n.input[1] in inits], "an fp32 weight MatMul is left"
+        assert not [n for n in m.graph.node if n.op_type == "Transpose" and n.input[0] in inits], "a weight left unfolded"
+        assert not [n for n in m.graph.node if n.op_type == "Gather" and n.input[0] in inits and "lm_head" in n.input[0]]
+        assert all(a.i == 4 for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits")
+        ort.InferenceSession(str(out / g), providers=["CPUExecutionProvider"])  # external data resolves
+    wq = manifest["weight_quantization"]
+    assert wq["config"]["bits"] == 4 and wq["config"]["block_size"] == 32
+    assert any("Gather" in t for t in wq["op_types_quantized"])
+
+
+def test_classify_agrees_with_torch(compact):
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model, out, _ = compact
+    be = OnnxBackend(out, threads=1)
+    rng = np.random.default_rng(21)
+    worst = 0.0
+    for i in range(6):
+        n = 1 + i % 3
+        series = series_of(rng, *[int(rng.integers(64, 200))] * n)
+        text = ts_text(n, "What is the activity?")
+        with torch.no_grad():
+            ref = model.classify(text, series, list(ACTIVITIES))
+        got = be.classify(text, be.encode(series), ACTIVITIES)
+        assert max(got, key=got.get) == max(ref, key=ref.get), (got, ref)
+        worst = max(worst, max(abs(got[k] - ref[k]) for k in ACTIVITIES))
+    assert worst <= MAX_LABEL_LOGPROB_DIFF
+
+
+def test_manifest_parity_sqnr_and_sizes(compact):
+    from edge_tslm.model.artifact import sha256_file
+
+    _, out, manifest = compact
+    wq = manifest["weight_quantization"]
+    assert manifest["parity_passed"] and wq["parity"]["passed"], wq["parity"]
+    assert wq["parity"]["tolerance"]["max_abs_label_logprob_diff"] == MAX_LABEL_LOGPROB_DIFF
+    dec = next(r for r in manifest["exported"] if r["component"] == "decoder")
+    assert dec["parity"]["fp32_graphs"]["passed"] and dec["precision"].startswith("int4")
+    assert wq["weight_sqnr"]["tensors"] > 0 and wq["weight_sqnr"]["min_db"] > 15  # 4-bit on Gaussian weights: ~21 dB
+    for name, f in manifest["files"].items():
+        assert f["sha256"] == sha256_file(out / name) and f["size_bytes"] == (out / name).stat().st_size
+    assert wq["compact_bytes"] < sum(wq["fp32_graph_bytes"].values())
+
+
+def test_tied_embedding_reads_lm_head_bytes():
+    """GatherBlockQuantized over the lm_head's MatMulNBits bytes returns the dequantized lm_head rows exactly."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_tslm.export.compact import CompactConfig, dequantize_matmul_nbits, quantize_graph
+
+    V, D = 40, 64
+    w = np.random.default_rng(0).standard_normal((V, D)).astype(np.float32)  # (V, D) tied table
+    g = helper.make_graph(
+        [
+            helper.make_node("Gather", ["emb", "ids"], ["h"], name="embed"),
+            helper.make_node("MatMul", ["h", "head_t"], ["logits"], name="head"),
+        ],
+        "tied",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", V]), helper.make_tensor_value_info("h", TensorProto.FLOAT, ["n", D])],
+        [numpy_helper.from_array(w, "emb"), numpy_helper.from_array(np.ascontiguousarray(w.T), "head_t")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    q, info = quantize_graph(m, CompactConfig(bits=4, block_size=32), sqnr=True)
+    assert info["tied_embedding"] and info["ops_after"]["GatherBlockQuantized"] == 1
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    mm = next(n for n in q.graph.node if n.op_type == "MatMulNBits")
+    w_hat = dequantize_matmul_nbits(inits[mm.input[1]], inits[mm.input[2]], inits[mm.input[3]], D, 4)  # (D, V)
+    ids = np.array([0, 7, 39, 7], np.int64)
+    h, logits = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"]).run(["h", "logits"], {"ids": ids})
+    np.testing.assert_allclose(h, w_hat.T[ids], atol=1e-6)
+    np.testing.assert_allclose(logits, h @ w_hat, rtol=1e-4, atol=1e-4)
+    assert 15 < info["weight_sqnr"]["overall_db"] < 30
+
+
+def test_weight_bits_needs_the_decoder(tmp_path):
+    from edge_tslm.export import export_artifact
+    from edge_tslm.export.compact import CompactConfig
+
+    with pytest.raises(ValueError, match="decoder"):
+        export_artifact(build_tiny(), "onnx", tmp_path, weight_bits=4)
+    with pytest.raises(ValueError, match="block_size"):
+        CompactConfig(block_size=24)
+    with pytest.raises(ValueError, match="bits"):
+        CompactConfig(bits=3)
+
+
+def test_cli_weight_bits_without_decoder_fails(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from edge_tslm.cli.export import export
+    from edge_tslm.model.artifact import save_pretrained
+
+    src = save_pretrained(build_tiny("flamingo", "tiny-llama"), tmp_path / "model")
+    app = typer.Typer()
+    app.command()(export)
+    res = CliRunner().invoke(app, ["--model", str(src), "--out", str(tmp_path / "o"), "--weight-bits", "4", "--parity-windows", "0"])
+    assert res.exit_code != 0 and "decoder" in str(res.exception)
+    assert not (tmp_path / "o" / "encoder.onnx").exists()
+
+
+def test_manifest_is_json_serialisable(compact):
+    _, out, manifest = compact
+    assert json.loads((out / "manifest.json").read_text())["weight_quantization"]["config"]["bits"] == 4
