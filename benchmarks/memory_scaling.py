@@ -116,7 +116,7 @@ def make_example(n_series: int, length: int, seed: int = 0):
 
 
 def run_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", backbone: str = "smollm2-135m",
-             seed: int = 0, threads: int = 1, warmup: bool = True) -> dict:
+             seed: int = 0, threads: int = 1, warmup: bool = True, train_token_rows: bool = True) -> dict:
     """Build the model, measure the idle baseline, run one training step, return the step's extra memory."""
     import gc
 
@@ -131,7 +131,7 @@ def run_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", b
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t_load = time.time()
-    model = build_model(TSLMConfig(variant=variant, backbone=backbone)).to(device)
+    model = build_model(TSLMConfig(variant=variant, backbone=backbone, train_token_rows=train_token_rows)).to(device)
     model.train()
     tc = TrainConfig(batch_size=1)
     opt = torch.optim.AdamW(param_groups(model, tc.lr_encoder, tc.lr_fusion, tc.lr_tokens, tc.weight_decay), betas=(0.9, 0.95))
@@ -196,7 +196,7 @@ def run_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", b
         "baseline_mib": round(base / 2**20, 1), "baseline_vmsize_mib": round(base_status.get("VmSize", 0) / 2**20, 1),
         "method": method, "loss": round(float(loss.detach()), 4), "lm_sequence_tokens": seq, "text_tokens": lm_tokens,
         "step_s": round(step_s, 2), "load_s": round(load_s, 1), "torch_threads": torch.get_num_threads(),
-        "warmup": warmup,
+        "warmup": warmup, "train_token_rows": train_token_rows,
     }
 
 
@@ -210,7 +210,8 @@ def _cell_main(spec: dict) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
     try:
         res = run_cell(spec["variant"], spec["n_series"], spec["length"], device=spec["device"],
-                       backbone=spec["backbone"], seed=spec.get("seed", 0), threads=spec.get("threads", 1))
+                       backbone=spec["backbone"], seed=spec.get("seed", 0), threads=spec.get("threads", 1),
+                       train_token_rows=spec.get("train_token_rows", True))
     except (MemoryError, RuntimeError) as e:  # CPU: allocator refused under RLIMIT_AS; CUDA: OOM
         msg = str(e)
         oom = isinstance(e, MemoryError) or any(w in msg for w in ("DefaultCPUAllocator", "can't allocate", "out of memory", "bad_alloc"))
@@ -222,10 +223,11 @@ def _cell_main(spec: dict) -> None:
 
 
 def measure_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", backbone: str = "smollm2-135m",
-                 cap_gb: float = 10.0, timeout_s: float = 900.0, threads: int = 1, seed: int = 0) -> dict:
+                 cap_gb: float = 10.0, timeout_s: float = 900.0, threads: int = 1, seed: int = 0,
+                 train_token_rows: bool = True) -> dict:
     """Run one cell in a fresh subprocess under the cap and the timeout; never raises for OOM or timeouts."""
     spec = dict(variant=variant, n_series=n_series, length=length, device=device, backbone=backbone,
-                cap_gb=cap_gb, threads=threads, seed=seed)
+                cap_gb=cap_gb, threads=threads, seed=seed, train_token_rows=train_token_rows)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads or os.environ.get("OMP_NUM_THREADS", "1")),
            "MKL_NUM_THREADS": str(threads or 1), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.time()
@@ -265,7 +267,8 @@ def growth(cells: list[dict], variant: str) -> dict | None:
             "step_max_cell": [shi["n_series"], shi["length"]],
             "step_ratio": round(shi["step_mib"] / max(slo["step_mib"], 1.0), 2),
             "not_measured": [[c["n_series"], c["length"], c["status"]] for c in cells
-                             if c["variant"] == variant and c["status"] != "ok"]}
+                             if c["variant"] == variant and c["status"] not in ("ok", "not_run")],
+            "not_run": [[c["n_series"], c["length"]] for c in cells if c["variant"] == variant and c["status"] == "not_run"]}
 
 
 def _cell_text(c: dict | None, key: str = "step_mib") -> str:
@@ -275,7 +278,8 @@ def _cell_text(c: dict | None, key: str = "step_mib") -> str:
         return f"{c[key]:,.0f}"
     return {"over_cap": f"over the {c.get('cap_gb') or 'device'} GB cap" if c.get("cap_gb") else "out of memory",
             "timed_out": f"timed out (> {c.get('timeout_s', 0):.0f} s)",
-            "skipped": "not run (a smaller N at this L was over the cap / timed out)"}.get(c["status"], "error")
+            "skipped": "not run (a smaller N at this L was over the cap / timed out)",
+            "not_run": "not run (time budget)"}.get(c["status"], "error")
 
 
 def write_markdown(res: dict) -> str:
@@ -286,6 +290,8 @@ def write_markdown(res: dict) -> str:
     lines = [
         "# Training-step memory: SoftPrompt vs Flamingo (N series x L samples)", "",
         f"`{res['command']}` — backbone `{res['backbone']}`, device `{res['device']}`, batch 1, fp32, "
+        f"default TSLMConfig of each variant with train_token_rows={res.get('train_token_rows', True)} (True: the <ts>/"
+        f"<endofchunk> rows train, so the backward reaches the LM's first layer in both variants), "
         f"one training step (forward + backward + clip + AdamW step) per fresh subprocess; {m['cpu']}, "
         f"{m['cores']} cores, {m['ram_gb']} GB RAM, torch {m['versions'].get('torch')}, load average "
         f"{res['load_avg_1min_start']} -> {res['load_avg_1min_end']}.", "",
@@ -315,8 +321,10 @@ def write_markdown(res: dict) -> str:
                          f"L={g['max_cell'][1]:,}) = x{g['peak_ratio']}; the step's own memory "
                          f"{g['step_min_mib']:,.0f} -> {g['step_max_mib']:,.0f} MiB.")
             if g["not_measured"]:
-                lines.append(f"Not measured: {', '.join(f'N={a} L={b:,} ({s})' for a, b, s in g['not_measured'])} "
+                lines.append(f"Did not fit / finish: {', '.join(f'N={a} L={b:,} ({s})' for a, b, s in g['not_measured'])} "
                              "— each needs more than the largest measured figure.")
+            if g.get("not_run"):
+                lines.append(f"Not run within the time budget: {', '.join(f'N={a} L={b:,}' for a, b in g['not_run'])}.")
             lines.append("")
     lines += ["Also in the JSON: absolute peaks, idle baseline, LM sequence length (SoftPrompt splices one token "
               "per patch of 4 samples; Flamingo feeds only text tokens), step seconds (1 thread, shared machine).",
@@ -330,11 +338,17 @@ def verdict(res: dict) -> str:
     parts = []
     if g_f:
         ok = g_f["peak_ratio"] <= 1.10 and not g_f["not_measured"]
-        parts.append(f"Flamingo whole-process peak x{g_f['peak_ratio']} across the grid ({'meets' if ok else 'misses'} the "
+        partial = f" over the {len(g_f.get('not_run', []))} cells measured" if g_f.get("not_run") else " across the grid"
+        partial = partial.replace(f"the {len(g_f.get('not_run', []))} cells measured", "the measured cells") + (
+            f", {len(g_f['not_run'])} cells not run in the time budget" if g_f.get("not_run") else "")
+        judged = ("meets" if ok else "misses") if not g_f.get("not_run") else (
+            "within 10 % on the measured cells, the full grid was not run" if ok else "misses")
+        parts.append(f"Flamingo whole-process peak x{g_f['peak_ratio']}{partial} ({judged} the "
                      f"<= 10 % goal; the step's own memory {g_f['step_min_mib']:,.0f} -> {g_f['step_max_mib']:,.0f} MiB)")
     if g_s:
-        extra = (f"; {len(g_s['not_measured'])} cells over the cap / timed out / not run, so its true growth is larger"
-                 if g_s["not_measured"] else "")
+        extra = (f"; {len(g_s['not_measured'])} cells over the cap / timed out (or implied by a smaller N that was), "
+                 "so its true growth is larger" if g_s["not_measured"] else "")
+        extra += f"; {len(g_s['not_run'])} cells not run in the time budget" if g_s.get("not_run") else ""
         parts.append(f"SoftPrompt whole-process peak x{g_s['peak_ratio']} over the measured cells (step's own memory "
                      f"{g_s['step_min_mib']:,.0f} -> {g_s['step_max_mib']:,.0f} MiB){extra}")
     return "; ".join(parts) + "."
@@ -364,7 +378,8 @@ def plot(res: dict, path: Path) -> None:
         ax.set_xlabel("samples per series L")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("peak memory of one training step, GiB (model included)")
-    axes[1].legend(title="x: over cap / timed out", fontsize=8)
+    if axes[1].get_legend_handles_labels()[0] or axes[0].get_legend_handles_labels()[0]:
+        (axes[1] if axes[1].get_legend_handles_labels()[0] else axes[0]).legend(title="x: over cap / timed out", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -382,6 +397,14 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per cell")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT, help="writes <out>.json, .md, .png")
+    ap.add_argument("--freeze-token-rows", action="store_true",
+                    help="TSLMConfig(train_token_rows=False), as models/flamingo-har was trained: the backward then stops "
+                         "at the first fusion block instead of reaching the embeddings (default: the library default, True)")
+    ap.add_argument("--order", default="grid", choices=["grid", "corners"],
+                    help="grid: L by L, N by N; corners: N=min and N=max at every L, longest L first (for a short time budget)")
+    ap.add_argument("--resume", action="store_true", help="reuse the cells in <out>.partial.jsonl, run only the rest")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop starting new cells after this long; the rest are recorded 'not run'")
     ap.add_argument("--markdown-only", action="store_true")
     a = ap.parse_args()
     if a.cell:
@@ -395,30 +418,57 @@ def main() -> None:
     else:
         info = machine()
         cells = []
-        grid = [(v, n, L) for L in (int(x) for x in a.lengths.split(",")) for n in (int(x) for x in a.series.split(","))
-                for v in a.variants.split(",")]
+        lengths, ns = [int(x) for x in a.lengths.split(",")], [int(x) for x in a.series.split(",")]
+        grid = [(v, n, L) for L in lengths for n in ns for v in a.variants.split(",")]
+        if a.order == "corners":  # smallest and largest N at every L, longest L first (the growth figures), then the rest
+            edge = {min(ns), max(ns)}
+            first = sorted((c for c in grid if c[1] in edge), key=lambda c: (-c[2], c[1]))
+            grid = first + [c for c in grid if c[1] not in edge]
         partial = a.out.with_suffix(".partial.jsonl")
-        partial.write_text("")
-        skip: set[tuple[str, int]] = set()  # (variant, L): a smaller N already failed at this L -> larger N also would
+        done: dict[tuple[str, int, int], dict] = {}
+        if a.resume and partial.exists():  # keep what an interrupted run measured; run only the rest
+            for line in partial.read_text().splitlines():
+                c = json.loads(line)
+                if c["status"] not in ("not_run",):
+                    done[(c["variant"], c["n_series"], c["length"])] = c
+        else:
+            partial.write_text("")
+        t_start = time.time()
+        failed: dict[tuple[str, int], int] = {}  # (variant, L) -> smallest N over the cap / timed out there
+        for c in done.values():
+            if c["status"] in ("over_cap", "timed_out"):
+                k = (c["variant"], c["length"])
+                failed[k] = min(failed.get(k, 10**9), c["n_series"])
         for v, n, L in grid:
-            if (v, L) in skip:
+            if (v, n, L) in done and done[(v, n, L)]["status"] != "skipped":
+                cells.append(done[(v, n, L)])
+                continue
+            if n > failed.get((v, L), 10**9):  # more series of the same length need more memory and time
                 c = {"variant": v, "n_series": n, "length": L, "device": a.device, "backbone": a.backbone,
                      "status": "skipped", "reason": "a smaller N at this L was over the cap / timed out"}
+            elif a.max_minutes is not None and time.time() - t_start > 60 * a.max_minutes:
+                c = {"variant": v, "n_series": n, "length": L, "device": a.device, "backbone": a.backbone,
+                     "status": "not_run", "reason": f"--max-minutes {a.max_minutes} spent (shared machine)"}
             else:
                 c = measure_cell(v, n, L, device=a.device, backbone=a.backbone, cap_gb=a.cap_gb,
-                                 timeout_s=a.timeout, threads=a.threads)
+                                 timeout_s=a.timeout, threads=a.threads, train_token_rows=not a.freeze_token_rows)
                 if c["status"] in ("over_cap", "timed_out"):
-                    skip.add((v, L))
+                    failed[(v, L)] = min(failed.get((v, L), 10**9), n)
             c["load_avg_1min"] = round(os.getloadavg()[0], 2)
             cells.append(c)
             print(json.dumps({k: c.get(k) for k in ("variant", "n_series", "length", "status", "step_mib", "peak_mib",
                                                      "step_s", "wall_s")}), flush=True)
-            with partial.open("a") as f:
-                f.write(json.dumps(c) + "\n")
+            if c["status"] != "not_run":
+                with partial.open("a") as f:
+                    f.write(json.dumps(c) + "\n")
+        rank = {(v, n, L): i for i, (v, n, L) in enumerate(
+            (v, n, L) for L in lengths for n in ns for v in a.variants.split(","))}
+        cells.sort(key=lambda c: rank.get((c["variant"], c["n_series"], c["length"]), 10**9))
         res = {"backbone": a.backbone, "device": a.device, "cap_gb": a.cap_gb if a.device == "cpu" else None,
-               "timeout_s": a.timeout, "threads": a.threads, "machine": info,
+               "timeout_s": a.timeout, "threads": a.threads, "train_token_rows": not a.freeze_token_rows, "machine": info,
                "load_avg_1min_start": info["load_avg_1min_at_start"], "load_avg_1min_end": round(os.getloadavg()[0], 2),
-               "command": "python " + " ".join(sys.argv), "cells": cells}
+               "command": "python " + " ".join(sys.argv), "cells": cells,
+               "resumed_cells": len(done)}
     res["growth"] = {v: growth(res["cells"], v) for v in ("flamingo", "softprompt")}
     res["verdict"] = verdict(res)
     jpath.write_text(json.dumps(res, indent=1))

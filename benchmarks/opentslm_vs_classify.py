@@ -134,6 +134,13 @@ def main() -> None:
 
         r = run_path(f"classify-onnx ({onnx_dir})", onnx_classify, samples, labels)
         r["artifact"] = str(onnx_dir)
+        man = onnx_dir / "manifest.json"
+        if man.exists():  # which build of the artifact was measured (another process may rebuild it later)
+            import hashlib
+
+            r["artifact_manifest_sha256"] = hashlib.sha256(man.read_bytes()).hexdigest()
+            r["artifact_precision"] = [f"{e.get('component')}: {e.get('precision')}"
+                                       for e in json.loads(man.read_text()).get("exported", [])]
         paths.append(r)
 
     ref = paths[1]

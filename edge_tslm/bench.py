@@ -60,7 +60,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls, **kw: Any) -> "BenchConfig":
-        return cls(**{"per_class": 2, "reps": 3, "decode_tokens": 8, "timeout_s": 300.0, **kw})
+        return cls(**{"per_class": 2, "reps": 3, "decode_tokens": 8, "timeout_s": 600.0, **kw})
 
 
 # ------------------------------------------------------------------------------------------------ discovery
