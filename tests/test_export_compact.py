@@ -83,10 +83,12 @@ def test_graphs_are_4bit_and_load(compact):
         assert not [n for n in m.graph.node if n.op_type == "MatMul" and n.input[1] in inits], "an fp32 weight MatMul is left"
         assert not [n for n in m.graph.node if n.op_type == "Transpose" and n.input[0] in inits], "a weight left unfolded"
         assert not [n for n in m.graph.node if n.op_type == "Gather" and n.input[0] in inits and "lm_head" in n.input[0]]
-        assert all(a.i == 4 for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits")
+        bits = {n.name: a.i for n in m.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+        kept = set(manifest["weight_quantization"]["graphs"][g]["kept_at_keep_bits"])
+        assert kept and all(b == (8 if n.rsplit("_Q", 1)[0] in kept else 4) for n, b in bits.items()), bits
         ort.InferenceSession(str(out / g), providers=["CPUExecutionProvider"])  # external data resolves
     wq = manifest["weight_quantization"]
-    assert wq["config"]["bits"] == 4 and wq["config"]["block_size"] == 32
+    assert wq["config"]["bits"] == 4 and wq["config"]["block_size"] == 32 and wq["config"]["keep_scopes"] == ["xattn"]
     assert any("Gather" in t for t in wq["op_types_quantized"])
 
 
@@ -143,7 +145,7 @@ def test_tied_embedding_reads_lm_head_bytes():
         [numpy_helper.from_array(w, "emb"), numpy_helper.from_array(np.ascontiguousarray(w.T), "head_t")],
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    q, info = quantize_graph(m, CompactConfig(bits=4, block_size=32), sqnr=True)
+    q, info = quantize_graph(m, CompactConfig(bits=4, block_size=32), sqnr=True)  # the tied head is always rtn
     assert info["tied_embedding"] and info["ops_after"]["GatherBlockQuantized"] == 1
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
     mm = next(n for n in q.graph.node if n.op_type == "MatMulNBits")
@@ -153,6 +155,42 @@ def test_tied_embedding_reads_lm_head_bytes():
     np.testing.assert_allclose(h, w_hat.T[ids], atol=1e-6)
     np.testing.assert_allclose(logits, h @ w_hat, rtol=1e-4, atol=1e-4)
     assert 15 < info["weight_sqnr"]["overall_db"] < 30
+
+
+def test_minmax_reproduces_q4_1_grid_weights():
+    """Weights already on a 32-wide min/max affine 4-bit grid (GGUF Q4_1's form) come back exactly with "minmax";
+    onnxruntime's default (integer zero points, range stretched to 0) cannot represent them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_tslm.export.compact import CompactConfig, dequantize_matmul_nbits, quantize_graph
+
+    rng = np.random.default_rng(0)
+    N, K = 48, 128
+    q = rng.integers(0, 16, (N, K // 32, 32))
+    q[..., 0], q[..., 1] = 0, 15  # as GGUF's quantizer leaves them: the block's min and max are grid ends
+    d = rng.uniform(1e-3, 1e-2, (N, K // 32, 1)).astype(np.float16).astype(np.float32)
+    m = -rng.uniform(0, 0.08, (N, K // 32, 1)).astype(np.float16).astype(np.float32)
+    w = np.ascontiguousarray((q * d + m).reshape(N, K).T.astype(np.float32))  # (K, N)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
+        "grid",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", N])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    sqnr = {}
+    for algo in ("minmax", "rtn"):
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+        qm, info = quantize_graph(model, CompactConfig(algorithm=algo), sqnr=True)
+        sqnr[algo] = info["weight_sqnr"]["overall_db"]
+        x = rng.standard_normal((3, K)).astype(np.float32)
+        (y,) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        if algo == "minmax":
+            inits = {t.name: numpy_helper.to_array(t) for t in qm.graph.initializer}
+            w_hat = dequantize_matmul_nbits(inits["w_Q4"], inits["w_scales"], inits["w_zero_points"], K, 4)
+            np.testing.assert_allclose(w_hat, w, atol=1e-6)
+            np.testing.assert_allclose(y, x @ w, rtol=1e-4, atol=1e-4)
+    assert sqnr["minmax"] > 100 > 40 > sqnr["rtn"], sqnr
 
 
 def test_weight_bits_needs_the_decoder(tmp_path):

@@ -32,6 +32,9 @@ def export(
     compress: Annotated[Optional[Compression], typer.Option(help="coreml weight compression")] = None,
     weight_bits: Annotated[int, typer.Option(help="onnx --decoder: 4 (or 8) = block-quantized decoder weights (MatMulNBits) in one shared weights.onnx.data; 0 = fp32")] = 0,
     block_size: Annotated[int, typer.Option(help="with --weight-bits: weights per quantization block (32 or 64, ...)")] = 32,
+    weight_algorithm: Annotated[str, typer.Option(help="with --weight-bits: minmax (min/max affine blocks, float zero points; exact on GGUF Q4_1 weights) or rtn (onnxruntime default, integer zero points)")] = "minmax",
+    keep_scopes: Annotated[str, typer.Option(help="with --weight-bits: comma-separated module scopes kept at --keep-bits (default: the fusion blocks)")] = "xattn",
+    keep_bits: Annotated[int, typer.Option(help="with --weight-bits: bits for --keep-scopes (8, or 0 = fp32)")] = 8,
     parity_windows: Annotated[int, typer.Option(help="with --weight-bits: real test windows per label for the 4-bit parity record (0: seeded random windows)")] = 1,
 ) -> None:
     """Export encoder + resampler (and optionally the fused decoder), parity-checked against PyTorch."""
@@ -56,6 +59,9 @@ def export(
         source=model,
         weight_bits=weight_bits,
         block_size=block_size,
+        weight_algorithm=weight_algorithm,
+        keep_scopes=tuple(x for x in keep_scopes.split(",") if x),
+        keep_bits=keep_bits,
         parity_inputs=inputs,
     )
     summary = {

@@ -55,6 +55,9 @@ def export_artifact(
     source: str | Path | None = None,
     weight_bits: int = 0,
     block_size: int = 32,
+    weight_algorithm: str = "minmax",
+    keep_scopes: tuple[str, ...] = ("xattn",),
+    keep_bits: int = 8,
     parity_inputs: Any = None,
 ) -> dict[str, Any]:
     """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
@@ -65,7 +68,7 @@ def export_artifact(
     exported, the parity results).
     weight_bits (onnx + decoder): 4 (or 8) -> the decoder graphs' weights block-quantized with onnxruntime's
     MatMulNBits (``block_size`` wide blocks) and stored once in weights.onnx.data for both graphs
-    (edge_tslm.export.compact); the 4-bit parity record compares the artifact's OnnxBackend with the fp32 torch
+    (edge_tslm.export.compact: weight_algorithm rtn|minmax, MatMuls under ``keep_scopes`` at ``keep_bits``); the 4-bit parity record compares the artifact's OnnxBackend with the fp32 torch
     model on ``parity_inputs`` ([(text, series)], default: seeded random windows).
     """
     import json
@@ -106,9 +109,12 @@ def export_artifact(
         raise ValueError(f"target must be 'onnx' or 'coreml', got {target!r}")
     (out / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2))
     if weight_bits:
-        from edge_tslm.export.compact import compact_export
+        from edge_tslm.export.compact import CompactConfig, compact_export
 
-        compact = compact_export(model, out, reports[-1], bits=weight_bits, block_size=block_size, inputs=parity_inputs)
+        ccfg = CompactConfig(
+            bits=weight_bits, block_size=block_size, algorithm=weight_algorithm, keep_scopes=tuple(keep_scopes), keep_bits=keep_bits
+        )
+        compact = compact_export(model, out, reports[-1], ccfg, inputs=parity_inputs)
     files = {
         str(f.relative_to(out)): file_entry(f)
         for f in sorted(out.rglob("*"))

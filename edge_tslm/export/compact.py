@@ -50,12 +50,25 @@ class CompactConfig:
     symmetric: bool = False  # asymmetric (scale + zero point per block), like GGUF Q4_1
     accuracy_level: int | None = None  # MatMulNBits compute type; None: fp32 activations
     tie_embedding: bool = True  # embedding Gather reads the lm_head's quantized bytes when the weights are tied
+    # MatMuls whose exporter name scope contains one of these (e.g. "xattn": the trained fusion blocks) get
+    # keep_bits instead (8: MatMulNBits 8-bit; 0: stay fp32)
+    keep_scopes: tuple[str, ...] = ("xattn",)  # the trained fusion blocks: 3.3M parameters on SmolLM2
+    keep_bits: int = 8
+    # "rtn": onnxruntime's default blockwise quantizer (uint4 zero points, the range stretched to include 0);
+    # "minmax": its HQQ quantizer without the HQQ optimisation and with float zero points, i.e. plain min/max
+    # affine blocks (GGUF Q4_1's form): it reproduces weights that already lie on such a grid exactly. The tied
+    # lm_head always uses "rtn" (GatherBlockQuantized takes integer zero points only).
+    algorithm: str = "minmax"
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
             raise ValueError(f"weight bits must be 4 or 8 (MatMulNBits + GatherBlockQuantized), got {self.bits}")
         if self.block_size < 16 or self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size must be a power of two >= 16, got {self.block_size}")
+        if self.algorithm not in ("rtn", "minmax"):
+            raise ValueError(f"algorithm must be 'rtn' or 'minmax', got {self.algorithm!r}")
+        if self.keep_bits not in (0, 4, 8):
+            raise ValueError(f"keep_bits must be 0 (fp32), 4 or 8, got {self.keep_bits}")
 
 
 @contextlib.contextmanager
@@ -165,7 +178,16 @@ def tied_embeddings(graph) -> list[tuple[str, str]]:
     return pairs
 
 
-def _tie_to_matmul_nbits(graph, gather_name: str, nbits_name: str, cfg: CompactConfig) -> None:
+_SUFFIX = __import__("re").compile(r"_Q(2|4|8)$")  # MatMulNBitsQuantizer appends _Q<bits> to node and weight names
+
+
+def _bits_of(node) -> int:
+    from onnx import helper
+
+    return next(int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "bits")
+
+
+def _tie_to_matmul_nbits(graph, gather_name: str, nbits_name: str, block_size: int) -> None:
     """Gather(E, ids) -> GatherBlockQuantized(E_q, ids, scales, zp) over the lm_head MatMulNBits' own tensors.
 
     MatMulNBits stores W^T (K=D, N=V) as (N, K/bs, bs*bits/8) uint8 with scales (N, K/bs) and packed zero points
@@ -187,16 +209,32 @@ def _tie_to_matmul_nbits(graph, gather_name: str, nbits_name: str, cfg: CompactC
         "GatherBlockQuantized",
         ins,
         list(g.output),
-        name=f"{g.name}_Q{cfg.bits}",
+        name=f"{g.name}_Q{_bits_of(mm)}",
         domain="com.microsoft",
-        bits=cfg.bits,
-        block_size=cfg.block_size,
+        bits=_bits_of(mm),
+        block_size=block_size,
         gather_axis=0,
         quantize_axis=1,
     )
     i = list(graph.node).index(g)
     graph.node.remove(g)
     graph.node.insert(i, new)
+
+
+SCOPE_KEY = "pkg.torch.onnx.name_scopes"  # the torch.onnx exporter's module path of each node
+
+
+def weights_in_scopes(graph, scopes: Sequence[str]) -> set[str]:
+    """Initializers read by nodes whose module path contains one of ``scopes`` (read before metadata is stripped)."""
+    if not scopes:
+        return set()
+    inits = {t.name for t in graph.initializer}
+    out: set[str] = set()
+    for n in graph.node:
+        path = next((p.value for p in n.metadata_props if p.key == SCOPE_KEY), "")
+        if any(sc in path for sc in scopes):
+            out |= {i for i in n.input if i in inits}
+    return out | {f"{w}.T" for w in out}  # the names gemm_to_matmul / fold_weight_transposes give their transposes
 
 
 def strip_debug_metadata(graph) -> int:
@@ -208,6 +246,25 @@ def strip_debug_metadata(graph) -> int:
         del n.metadata_props[:]
         n.doc_string = ""
     return n_bytes
+
+
+def _minmax_config(bits: int, block_size: int):
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+    return HQQWeightOnlyQuantConfig(block_size=block_size, bits=bits, op_types_to_quantize=("MatMul",))
+
+
+def _minmax_quantizer(config):
+    """onnxruntime's HQQWeightOnlyQuantizer with optimize=False, round_zero=False: min/max affine blocks with float
+    zero points (w = (q - zp) * scale, q in [0, 2**bits - 1]); the packing and MatMulNBits node are ORT's."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantizer
+
+    class MinMax(HQQWeightOnlyQuantizer):
+        def quantize_internal(self, tensor, bits=4, channel_wise=True, group_size=64, optimize=True, round_zero=True, axis=1):
+            w_q, scale, zero = super().quantize_internal(tensor.double(), bits, channel_wise, group_size, False, False, axis)
+            return w_q, scale.to(tensor.dtype), zero.to(tensor.dtype)  # computed in float64, stored as the weight's dtype
+
+    return MinMax(config)
 
 
 def _drop_unused_initializers(graph) -> int:
@@ -236,6 +293,8 @@ def dequantize_matmul_nbits(packed: np.ndarray, scales: np.ndarray, zp: np.ndarr
         q = packed.reshape(N, kb, -1)
     if zp is None:
         z = np.full((N, kb), 1 << (bits - 1), np.float32)
+    elif zp.dtype.kind == "f":  # float zero points (minmax / HQQ): one per block, unpacked
+        z = zp.reshape(N, kb).astype(np.float32)
     elif bits == 4:
         z = np.stack([zp & 0x0F, zp >> 4], -1).reshape(N, -1)[:, :kb].astype(np.float32)  # (N, kb)
     else:
@@ -248,29 +307,33 @@ def _sqnr_db(signal: float, noise: float) -> float:
     return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
 
 
-def weight_sqnr(graph, fp32: dict[str, np.ndarray], bits: int) -> dict[str, Any]:
+def weight_sqnr(graph, fp32: dict[str, np.ndarray]) -> dict[str, Any]:
     """SQNR (dB) of every MatMulNBits weight against the fp32 weight it replaced: overall, min, median, lm_head."""
     inits = _inits(graph)
     per: dict[str, float] = {}
     sig = noise = 0.0
+    by_bits: dict[int, list[float]] = {}
     for n in graph.node:
         if n.op_type != "MatMulNBits":
             continue
-        src = n.input[1].rsplit(f"_Q{bits}", 1)[0]
+        src = _SUFFIX.sub("", n.input[1])
         w = fp32.get(src)
         if w is None:
             continue
         zp = _array(inits[n.input[3]]) if len(n.input) > 3 and n.input[3] else None
-        w_hat = dequantize_matmul_nbits(_array(inits[n.input[1]]), _array(inits[n.input[2]]), zp, w.shape[0], bits)
+        w_hat = dequantize_matmul_nbits(_array(inits[n.input[1]]), _array(inits[n.input[2]]), zp, w.shape[0], _bits_of(n))
         s, e = float(np.sum(w.astype(np.float64) ** 2)), float(np.sum((w.astype(np.float64) - w_hat) ** 2))
         sig, noise = sig + s, noise + e
         per[src] = _sqnr_db(s, e)
+        acc = by_bits.setdefault(_bits_of(n), [0.0, 0.0, 0])
+        acc[0], acc[1], acc[2] = acc[0] + s, acc[1] + e, acc[2] + 1
     vals = sorted(per.values())
     return {
         "tensors": len(per),
         "overall_db": round(_sqnr_db(sig, noise), 2) if per else None,
         "min_db": round(vals[0], 2) if vals else None,
         "median_db": round(float(np.median(vals)), 2) if vals else None,
+        "by_bits": {str(b): {"tensors": a[2], "overall_db": round(_sqnr_db(a[0], a[1]), 2)} for b, a in sorted(by_bits.items())},
         "reference": "each MatMul weight of the fp32 ONNX graph (= the dequantized fp32 torch weight)",
     }
 
@@ -283,28 +346,43 @@ def quantize_graph(model, cfg: CompactConfig, *, sqnr: bool = False) -> tuple[An
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     graph = model.graph
+    kept_weights = weights_in_scopes(graph, cfg.keep_scopes)
     stripped = strip_debug_metadata(graph)
     gemms = gemm_to_matmul(graph)
     folded = fold_weight_transposes(graph)
     ties = tied_embeddings(graph) if cfg.tie_embedding else []
+    kept = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in kept_weights]
     weights = {n.input[1] for n in graph.node if n.op_type == "MatMul"}
     fp32 = {t.name: _array(t) for t in graph.initializer if t.name in weights} if sqnr else {}
     ops_before = _op_counts(graph)
-    with _quiet_quantizer():
-        q = MatMulNBitsQuantizer(
-            model,
-            bits=cfg.bits,
-            block_size=cfg.block_size,
-            is_symmetric=cfg.symmetric,
-            accuracy_level=cfg.accuracy_level,
-            op_types_to_quantize=("MatMul",),
-        )
-        q.process()
-    out = q.model.model
+    out = model
+    heads = [m for _, m in ties]
+    # Each pass quantizes every constant-weight MatMul it does not exclude; later passes take what is left.
+    passes = [(cfg.bits, cfg.algorithm, [*kept, *heads])]
+    if heads:
+        passes.append((cfg.bits, "rtn", kept))
+    if kept and cfg.keep_bits:
+        passes.append((cfg.keep_bits, "rtn", []))
+    for bits, algo, exclude in passes:
+        with _quiet_quantizer():
+            q = MatMulNBitsQuantizer(
+                out,
+                bits=bits,
+                block_size=cfg.block_size,
+                is_symmetric=cfg.symmetric,
+                accuracy_level=cfg.accuracy_level,
+                nodes_to_exclude=exclude,
+                op_types_to_quantize=("MatMul",),
+                algo_config=_minmax_config(bits, cfg.block_size) if algo == "minmax" else None,
+            )
+            if algo == "minmax":
+                q.node_quantizer = _minmax_quantizer(q.algo_config)
+            q.process()
+        out = q.model.model
     graph = out.graph
     tied = []
     if ties:
-        by_matmul = {n.name.rsplit(f"_Q{cfg.bits}", 1)[0]: n.name for n in graph.node if n.op_type == "MatMulNBits"}
+        by_matmul = {_SUFFIX.sub("", n.name): n.name for n in graph.node if n.op_type == "MatMulNBits"}
         emb_dim = {t.name: list(t.dims) for t in graph.initializer}
         for gather, matmul in ties:
             nbits = by_matmul.get(matmul)
@@ -312,12 +390,13 @@ def quantize_graph(model, cfg: CompactConfig, *, sqnr: bool = False) -> tuple[An
             D = emb_dim[node.input[0]][1]
             if nbits is None or D % cfg.block_size:
                 continue  # not quantized, or blocks would pad past D: keep the fp32 Gather
-            _tie_to_matmul_nbits(graph, gather, nbits, cfg)
+            _tie_to_matmul_nbits(graph, gather, nbits, cfg.block_size)
             tied.append({"gather": gather, "matmul_nbits": nbits})
     _drop_unused_initializers(graph)
     ops_after = _op_counts(graph)
     info = {
         "stripped_node_metadata_bytes": stripped,
+        "kept_at_keep_bits": kept,
         "gemm_to_matmul": gemms,
         "weight_transposes_folded": folded,
         "tied_embedding": tied,
@@ -326,7 +405,7 @@ def quantize_graph(model, cfg: CompactConfig, *, sqnr: bool = False) -> tuple[An
         "fp32_matmuls_left": ops_after.get("MatMul", 0),  # activation x activation (attention), no weights
     }
     if sqnr:
-        info["weight_sqnr"] = weight_sqnr(graph, fp32, cfg.bits)
+        info["weight_sqnr"] = weight_sqnr(graph, fp32)
     return out, info
 
 
@@ -554,9 +633,10 @@ def validate_compact(
 
 
 GGUF_NOTE = (
-    "SmolLM2-135M's LM weights come from a Q4_1 GGUF (32-wide affine blocks): a 4-bit re-quantization with "
-    "32-wide blocks can reproduce them almost exactly, so a small F1 drop here says little about 4-bit "
-    "quantization of an LM trained in higher precision; see weight_sqnr (vs the dequantized fp32 weights)"
+    "SmolLM2-135M's transformer weights come from a Q4_1 GGUF (32-wide min/max affine blocks): 4-bit 'minmax' "
+    "blocks of 32 reproduce them exactly (see weight_sqnr.by_bits, vs the dequantized fp32 weights), so a small "
+    "F1 drop here says little about 4-bit quantization of an LM trained in higher precision. The tied token "
+    "embedding / lm_head is not on a 4-bit grid in the GGUF: its 4-bit rtn quantization is a real loss"
 )
 
 
@@ -565,20 +645,21 @@ def compact_export(
     out_dir: Path,
     decoder_report: Any,
     *,
-    bits: int = 4,
-    block_size: int = 32,
+    cfg: CompactConfig = CompactConfig(),
     inputs: Sequence[tuple[str, Sequence[np.ndarray]]] | None = None,
 ) -> dict[str, Any]:
     """export_artifact's step after the fp32 decoder export: compact the graphs, update the decoder report's files,
     precision, notes and parity (the fp32 graphs' parity is kept under "fp32_graphs"), return the manifest record."""
     from edge_tslm.export.onnx import file_entry
 
-    rec = compact_decoder(out_dir, CompactConfig(bits=bits, block_size=block_size))
+    bits, block_size = cfg.bits, cfg.block_size
+    rec = compact_decoder(out_dir, cfg)
     r = decoder_report
     r.files = {f: file_entry(out_dir / f) for f in (*DECODER_GRAPHS, WEIGHTS_FILE)}
     r.precision = f"int{bits} weights (block {block_size}), fp32 activations"
     r.notes = [n for n in r.notes if "weights are embedded" not in n] + [
-        f"decode takes one token per call; LM + fusion weights {bits}-bit (MatMulNBits, block {block_size}), "
+        f"decode takes one token per call; weights {bits}-bit (MatMulNBits, block {block_size}, {cfg.algorithm}; "
+        f"tied lm_head/embedding rtn; scopes {list(cfg.keep_scopes)} at {cfg.keep_bits or 32} bits), "
         f"stored once in {WEIGHTS_FILE} for both graphs (external data, deduplicated by content)",
         "the exporter's per-node debug metadata (stack traces) is stripped",
     ]
