@@ -2,6 +2,7 @@
 
     python benchmarks/soak.py --ecg runs/compact-ecg --ecg-minutes 60 --har runs/compact-har --har-minutes 10
     python benchmarks/soak.py --har fake --har-minutes 60        # the cheap numpy backend (says so in the report)
+    python benchmarks/soak.py --ecg runs/compact-ecg --run har:runs/compact-har:10 --run har:fake:60
 
 Signal: real recordings played back to back (HAR: the HAPT UCI test subjects' continuous recordings, in
 subject/experiment order; ECG: PhysioNet 2017 test-split records, or the MIT-BIH excerpt looped without
@@ -118,24 +119,21 @@ def expected_windows(n: int, fs: float, faults: list[Fault], window_s: float, ho
 
 
 def flags_by_fault(windows: list[dict], faults: list[Fault], fs: float) -> dict:
-    """Per fault kind: windows overlapping a fault of that kind, how many were flagged/unusable, flag counts.
-
-    Windows overlapping no fault are reported under "none" (flags there are false alarms, or real artefacts
-    of the recording)."""
+    """Per fault kind: windows overlapping a fault of that kind (and no other), how many were flagged/unusable,
+    flag counts. Windows overlapping faults of several kinds are counted under "several"; windows overlapping
+    none under "none" (flags there are false alarms, or real artefacts of the recording)."""
     spans = [(f.kind, *f.span_s(fs)) for f in faults]
-    starts = np.array([s for _, s, _ in spans]) if spans else np.zeros(0)
     out: dict[str, dict] = {}
     for w in windows:
         a, b = w["start_s"], w["end_s"]
         hit = {k for k, s, e in spans if s < b and e > a} if spans else set()
-        for kind in hit or {"none"}:
-            d = out.setdefault(kind, {"windows": 0, "flagged": 0, "unusable": 0, "flags": Counter()})
-            d["windows"] += 1
-            flags = w["quality"]["flags"]
-            d["flagged"] += bool(flags)
-            d["unusable"] += not w["quality"]["usable"]
-            d["flags"].update(flags)
-    del starts
+        kind = "none" if not hit else hit.pop() if len(hit) == 1 else "several"
+        d = out.setdefault(kind, {"windows": 0, "flagged": 0, "unusable": 0, "flags": Counter()})
+        d["windows"] += 1
+        flags = w["quality"]["flags"]
+        d["flagged"] += bool(flags)
+        d["unusable"] += not w["quality"]["usable"]
+        d["flags"].update(flags)
     return {k: {**v, "flags": dict(sorted(v["flags"].items()))} for k, v in sorted(out.items())}
 
 
@@ -277,7 +275,8 @@ def soak_one(task: str, artifact: str, x: np.ndarray, fs: float, desc: str, a: a
     from edge_tslm.runtime.stream import TASKS
 
     preset = TASKS[task]
-    faults = plan_faults(x.shape[1], fs, a.fault_every)
+    every = a.fault_every or (20.0 if task == "har" else 90.0)
+    faults = plan_faults(x.shape[1], fs, every)
     y, t = inject(x, fs, faults, seed=0)
     sig = tmp / f"{task}.npz"
     np.savez(sig, x=y, t=t)
@@ -311,6 +310,7 @@ def soak_one(task: str, artifact: str, x: np.ndarray, fs: float, desc: str, a: a
         "load_s": child["load_s"],
         "loadavg_start": load0,
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+        "fault_every_s": every,
         "faults": dict(Counter(f.kind for f in faults)),
         "fault_plan": [asdict(f) for f in faults][:400],
         "windows_expected": exp,
@@ -360,10 +360,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ecg", help="ECG artifact dir, or 'fake'")
     ap.add_argument("--har-minutes", type=float, default=10.0)
     ap.add_argument("--ecg-minutes", type=float, default=60.0)
-    ap.add_argument("--fault-every", type=float, default=60.0, help="seconds between injected faults")
+    ap.add_argument("--fault-every", type=float, default=None,
+                    help="seconds between injected faults (default: 20 for har, 90 for afib, so most 30 s windows see one fault at most)")
     ap.add_argument("--rss-every", type=int, default=10, help="sample RSS every N windows")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--run", action="append", default=[], metavar="TASK:ARTIFACT:MINUTES",
+                    help="another soak, e.g. har:fake:60 or afib:runs/compact-ecg:60 (repeatable; runs after --ecg/--har)")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--task", help=argparse.SUPPRESS)
@@ -374,21 +377,30 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.worker:
         return worker(a)
-    if not (a.har or a.ecg):
-        ap.error("pass --har and/or --ecg")
+    jobs = ([("afib", a.ecg, a.ecg_minutes)] if a.ecg else []) + ([("har", a.har, a.har_minutes)] if a.har else [])
+    for spec in a.run:
+        task, _, rest = spec.partition(":")
+        art, _, minutes = rest.rpartition(":")
+        if task not in ("har", "afib") or not art:
+            ap.error(f"--run takes TASK:ARTIFACT:MINUTES with TASK har or afib, got {spec!r}")
+        jobs.append((task, art, float(minutes)))
+    if not jobs:
+        ap.error("pass --har, --ecg and/or --run")
     from edge_tslm.machine import machine
 
     command = "python benchmarks/soak.py " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:]))
     res = {"command": command, "machine": machine(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        if a.ecg:
-            x, fs, desc = ecg_hour(a.ecg_minutes)
-            res["runs"].append(soak_one("afib", a.ecg, x, fs, desc, a, Path(tmp)))
-        if a.har:
-            x, desc = har_hour(a.har_minutes)
-            res["runs"].append(soak_one("har", a.har, x, 50.0, desc, a, Path(tmp)))
+        for task, art, minutes in jobs:
+            if task == "afib":
+                x, fs, desc = ecg_hour(minutes)
+            else:
+                (x, desc), fs = har_hour(minutes), 50.0
+            res["runs"].append(soak_one(task, art, x, fs, desc, a, Path(tmp)))
+            a.out.with_suffix(".partial.json").write_text(json.dumps(res, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))
+    a.out.with_suffix(".partial.json").unlink(missing_ok=True)
     a.out.with_suffix(".md").write_text(markdown(res))
     print(a.out.with_suffix(".md").read_text())
 

@@ -109,10 +109,14 @@ def score(pairs: list[tuple[str, str | None]], labels: tuple[str, ...]) -> dict:
     }
 
 
+THREADS: list[str] = []  # ["--threads", "N"] when asked
+HAR_EXTRA: list[str] = []  # ["--hop-s", "2.56"] when asked
+
+
 def stream_cli(model: str, input_path: Path, task: str, backend: str, extra: list[str] = ()) -> tuple[list[dict], float, str]:
     exe = Path(sys.executable).parent / "edge-tslm"
     cmd = [str(exe) if exe.exists() else "edge-tslm", "stream", "--model", model, "--input", str(input_path), "--task", task,
-           "--backend", backend, "--rationale", "never", *extra]
+           "--backend", backend, "--rationale", "never", *THREADS, *extra]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -120,19 +124,20 @@ def stream_cli(model: str, input_path: Path, task: str, backend: str, extra: lis
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()], time.perf_counter() - t, " ".join(cmd[1:])
 
 
-def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_seconds: float | None) -> dict:
+def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_seconds: float | None, experiments: set[int] | None = None) -> dict:
     from edge_tslm.data.hapt import ACTIVITIES, load_hapt_recordings
 
     names = np.array([*ACTIVITIES, ""], dtype=object)
     out = {"recordings": [], "pure": [], "majority": [], "schema_errors": []}
-    for rec in sorted((r for r in load_hapt_recordings() if r.subject in subjects), key=lambda r: r.experiment):
+    recs = [r for r in load_hapt_recordings() if r.subject in subjects and (not experiments or r.experiment in experiments)]
+    for rec in sorted(recs, key=lambda r: r.experiment):
         n = rec.acc.shape[1] if max_seconds is None else min(rec.acc.shape[1], int(max_seconds * 50))
         lab = names[np.where(rec.labels[:n] >= 0, rec.labels[:n], len(ACTIVITIES))].astype(str)
         csv = tmp / f"hapt_s{rec.subject}_e{rec.experiment}.csv"
         t = np.arange(n) / 50.0
         np.savetxt(csv, np.column_stack([t, rec.acc[:, :n].T]), delimiter=",", header="t,x,y,z", comments="", fmt="%.5f")
         print(f"[har] subject {rec.subject} experiment {rec.experiment}: {n / 50:.0f} s ...", file=sys.stderr, flush=True)
-        events, wall, cmd = stream_cli(model, csv, "har", backend)
+        events, wall, cmd = stream_cli(model, csv, "har", backend, HAR_EXTRA)
         errs = check_stream(events)
         out["schema_errors"] += [f"s{rec.subject}/e{rec.experiment}: {e}" for e in errs]
         wins = [e for e in events if e["type"] == "window"]
@@ -193,7 +198,7 @@ def markdown(res: dict) -> str:
     if h:
         b = h.get("benchmark", {})
         L += [f"## HAR — `{res['har_model']}`, UCI test subject(s) {res['har_subjects']}", "",
-              f"{len(h['recordings'])} continuous recordings, {h['windows']} windows (2.56 s, hop 1.28 s) streamed by the CLI; "
+              f"{len(h['recordings'])} continuous recording(s), {h['windows']} windows (2.56 s, hop {res.get('har_hop_s') or 1.28:g} s) streamed by the CLI; "
               f"schema/order errors: **{h['n_schema_errors']}**.", "",
               "| windows scored | n | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
         for key, name in (("pure_windows", "pure (one activity, no transition)"), ("majority_windows", "majority activity ≥ 50 %")):
@@ -223,10 +228,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--har-seconds", type=float, default=None, help="crop each recording (default: whole)")
     ap.add_argument("--ecg-per-class", type=int, default=3)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--hop-s", type=float, default=None, help="HAR hop in s (default: the CLI's 1.28; 2.56 = no overlap, half the windows)")
+    ap.add_argument("--threads", type=int, default=0, help="backend CPU threads passed to edge-tslm stream (0: its default)")
+    ap.add_argument("--experiments", default="", help="comma-separated HAPT experiment ids to keep (default: all of the subjects')")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_agreement.json")
     a = ap.parse_args(argv)
     if not (a.har or a.ecg):
         ap.error("pass --har and/or --ecg")
+    if a.threads:
+        THREADS[:] = ["--threads", str(a.threads)]
+    if a.hop_s:
+        HAR_EXTRA[:] = ["--hop-s", str(a.hop_s)]
     from edge_tslm.machine import machine
 
     res: dict = {"command": "python benchmarks/stream_agreement.py " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:])),
@@ -234,8 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if a.har:
             subjects = [int(s) for s in a.subjects.split(",")]
-            res.update(har_model=a.har, har_subjects=subjects)
-            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds)
+            res.update(har_model=a.har, har_subjects=subjects, har_hop_s=a.hop_s)
+            exps = {int(e) for e in a.experiments.split(",") if e}
+            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None)
         if a.ecg:
             res["ecg_model"] = a.ecg
             res["ecg"] = ecg_part(a.ecg, a.ecg_per_class, a.backend)

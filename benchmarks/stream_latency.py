@@ -1,6 +1,7 @@
 """Per-window latency and peak memory of the streaming process, one fresh subprocess per artifact.
 
     python benchmarks/stream_latency.py --har runs/compact-har --ecg runs/compact-ecg
+    python benchmarks/stream_latency.py --har runs/compact-har --run har:runs/onnx-har   # + the fp32-decoder export
     python benchmarks/stream_latency.py --har models/flamingo-har --backend torch   # the torch path, for comparison
 
 For each (task, artifact) a child process (this file with ``--worker``) loads the backend and streams a real
@@ -133,17 +134,25 @@ def decoder_weight_bytes(artifact: Path) -> dict | None:
 
 
 def copy_bandwidth(mib: int = 256, repeats: int = 5) -> dict:
-    """numpy copy of a ``mib`` MiB array, best of ``repeats``: bytes/s counting read + write (STREAM 'Copy')."""
+    """numpy copy of a ``mib`` MiB array, best of ``repeats``: bytes/s counting read + write (STREAM 'Copy').
+
+    Timed twice: wall clock, and this thread's CPU time (which does not count time the scheduler gave to other
+    processes, so it holds on a shared, loaded machine). ``read_plus_write_gb_s`` is the better of the two."""
     a = np.ones(mib * 2**20 // 8, dtype=np.float64)
     b = np.empty_like(a)
-    best = float("inf")
+    np.copyto(b, a)  # touch every page first
+    best_wall = best_cpu = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         np.copyto(b, a)
-        best = min(best, time.perf_counter() - t)
+        best_wall = min(best_wall, time.perf_counter() - t)
+        best_cpu = min(best_cpu, max(time.thread_time() - c, 1e-9))
     nbytes = a.nbytes
     del a, b
-    return {"array_mib": mib, "repeats": repeats, "best_s": best, "read_plus_write_gb_s": 2 * nbytes / best / 1e9, "copied_gb_s": nbytes / best / 1e9}
+    best = min(best_wall, best_cpu)
+    return {"array_mib": mib, "repeats": repeats, "best_wall_s": best_wall, "best_cpu_s": best_cpu,
+            "wall_gb_s": 2 * nbytes / best_wall / 1e9, "cpu_time_gb_s": 2 * nbytes / best_cpu / 1e9,
+            "read_plus_write_gb_s": 2 * nbytes / best / 1e9}
 
 
 def stage_stats(events: list[dict]) -> dict:
@@ -201,11 +210,30 @@ def worker(args: argparse.Namespace) -> None:
     n_chunks = (x.shape[1] + chunk - 1) // chunk
     # Rationales on demand for a few windows spread over the stream (after the first decisions).
     ask_at = set(np.linspace(n_chunks // 4, n_chunks - 1, args.rationales).astype(int).tolist()) if args.rationales else set()
+    import resource
+
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    # CPU time (all threads) of the feed calls that completed exactly one window: with --threads 1 it is what the
+    # window costs a core of its own, whatever else the machine runs (the wall-clock figures are under that load).
+    cpu_decision: list[float] = []
+    cpu_rationale: list[tuple[float, float]] = []
     t_stream = time.perf_counter()
     for k, a in enumerate(range(0, x.shape[1], chunk)):
         if k in ask_at:
             streamer.request_rationale()
-        events.extend(streamer.feed(Chunk(x[:, a : a + chunk])))
+        c0 = cpu_s()
+        new = streamer.feed(Chunk(x[:, a : a + chunk]))
+        c1 = cpu_s()
+        events.extend(new)
+        wins = [e for e in new if e["type"] == "window"]
+        if len(wins) == 1 and wins[0]["answer"] is not None:
+            if wins[0]["rationale"] is None:
+                cpu_decision.append((c1 - c0) * 1000)
+            elif wins[0].get("stages_ms", {}).get("rationale_new_tokens"):
+                cpu_rationale.append(((c1 - c0) * 1000, wins[0]["stages_ms"]["rationale_new_tokens"]))
     events.extend(streamer.finish())
     stream_s = time.perf_counter() - t_stream
     summary = events[-1]
@@ -225,11 +253,22 @@ def worker(args: argparse.Namespace) -> None:
                 "usable": summary["usable"],
                 "decisions": summary["decisions"],
                 "stages": stage_stats(events),
+                "cpu_ms": _cpu_stats(cpu_decision, cpu_rationale),
                 "example_rationale": first_rationale,
                 "loadavg_end": [round(v, 2) for v in os.getloadavg()],
             }
         )
     )
+
+
+def _cpu_stats(decision: list[float], rationale: list[tuple[float, float]]) -> dict:
+    from edge_tslm.runtime.events import percentiles
+
+    out: dict = {"decision": {**percentiles(decision), "n": len(decision)}}
+    if rationale and decision:
+        base = float(np.median(decision))
+        out["rationale_ms_per_token"] = round(sum(c - base for c, _ in rationale) / sum(n for _, n in rationale), 3)
+    return out
 
 
 def run_child(task: str, artifact: Path, backend: str, signal: np.ndarray, fs: float, a: argparse.Namespace, tmp: Path) -> dict:
@@ -257,10 +296,18 @@ def artifact_info(path: Path) -> dict:
         files = m.get("files", {})
         info["files_bytes"] = {k: v.get("size_bytes") for k, v in files.items() if isinstance(v, dict)}
         info["total_bytes"] = int(sum(v for v in info["files_bytes"].values() if isinstance(v, int)))
-        for k in ("weight_bits", "quantization", "decoder_weight_bits", "int8", "compact"):
-            if k in m:
-                info[k] = m[k]
+        info["parity_passed"] = m.get("parity_passed")
+        info["manifest_sha256_16"] = __import__("hashlib").sha256(man.read_bytes()).hexdigest()[:16]
+        info["manifest_mtime"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(man.stat().st_mtime))
+        wq = m.get("weight_quantization")
+        if isinstance(wq, dict):
+            info["weight_quantization"] = {"config": wq.get("config"), "weight_sqnr_db": (wq.get("weight_sqnr") or {}).get("overall_db"),
+                                           "parity_passed": (wq.get("parity") or {}).get("passed")}
     return info
+
+
+def _int(v):
+    return "–" if v is None else f"{v:,}"
 
 
 def _fmt(v, nd=1):
@@ -268,36 +315,51 @@ def _fmt(v, nd=1):
 
 
 def markdown(res: dict) -> str:
-    L = ["# Streaming latency and memory", "", f"Command: `{res['command']}`", "",
+    multi = len({r.get("command", res["command"]) for r in res["runs"]}) > 1
+    head = ["Commands, notes and copy bandwidth: per run, listed below the tables.", ""] if multi else (
+        [f"Command: `{res['command']}`", ""] + ([f"**Note:** {res['note']}", ""] if res.get("note") else []))
+    L = ["# Streaming latency and memory", ""] + head + [
          f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, {res['machine']['ram_gb']} GB RAM; "
-         f"onnxruntime {res['machine']['versions'].get('onnxruntime')}; load average (1/5/15 min) at start {res['loadavg_start']}, "
-         f"at end {res['loadavg_end']} (the CPU was shared with other jobs: figures are pessimistic where the load is high).", "",
-         f"Copy bandwidth (numpy copy of {res['bandwidth']['array_mib']} MiB, best of {res['bandwidth']['repeats']}, read + write bytes): "
-         f"**{res['bandwidth']['read_plus_write_gb_s']:.2f} GB/s**.", "",
-         "| task | artifact | backend | signal | windows | decision p50 / p95 ms | encoder p50 | prefill p50 | label scoring p50 | peak RSS MB | goal p50 | goal RSS |",
-         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+         f"onnxruntime {res['machine']['versions'].get('onnxruntime')}; load average (1/5/15 min) " + (f"at start {res['loadavg_start']}, "
+         f"at end {res['loadavg_end']}" if not multi else "per run below") + " (the CPU was shared with other jobs: wall-clock figures are pessimistic where the load is high).", "",
+         f"Copy bandwidth (numpy copy of {res['bandwidth']['array_mib']} MiB, best of {res['bandwidth']['repeats']}, read + write bytes, "
+         f"timed by wall clock and by thread CPU time, the better taken): "
+         + (f"**{res['bandwidth']['read_plus_write_gb_s']:.2f} GB/s** (again after the runs: "
+            f"{res.get('bandwidth_again', res['bandwidth'])['read_plus_write_gb_s']:.2f} GB/s; the bound uses the first)." if not multi else
+            "measured in each run's own invocation (below); each run's bound uses its own."), "",
+         f"Backend threads: {res.get('threads') or 'onnxruntime default'}. Wall-clock figures are under the load above; "
+         "**CPU ms** is the CPU time of the streaming process per window (all its threads): with 1 thread, what a window costs a core of its own.", "",
+         "| task | artifact | backend | windows | decision p50 / p95 ms (wall) | CPU ms p50 | encoder p50 | prefill p50 | label scoring p50 | peak RSS MB | goal p50 | goal RSS |",
+         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["runs"]:
         s = r["stages"]
         g = GOALS["har_decision_p50_ms"] if r["task"] == "har" else GOALS["ecg_decision_p50_ms"]
         d = s.get("decision", {})
         L.append(
-            f"| {r['task']} | `{r['artifact']['path']}` | {r['backend']} | {r['window_s']:g} s windows | {r['windows']} | "
-            f"{_fmt(d.get('p50'))} / {_fmt(d.get('p95'))} | {_fmt(s.get('encode', {}).get('p50'))} | {_fmt(s.get('prefill', {}).get('p50'))} | "
+            f"| {r['task']} ({r['window_s']:g} s) | `{r['artifact']['path']}` | {r['backend']} | {r['windows']} | "
+            f"{_fmt(d.get('p50'))} / {_fmt(d.get('p95'))} | {_fmt(r.get('cpu_ms', {}).get('decision', {}).get('p50'))} | {_fmt(s.get('encode', {}).get('p50'))} | {_fmt(s.get('prefill', {}).get('p50'))} | "
             f"{_fmt(s.get('label_scoring', {}).get('p50'))} | {_fmt(r['peak_rss_mb'])} | ≤ {g:g} ({'met' if d.get('p50') is not None and d['p50'] <= g else 'missed'}) | "
             f"≤ {GOALS['peak_rss_mb']:g} ({'met' if r['peak_rss_mb'] is not None and r['peak_rss_mb'] <= GOALS['peak_rss_mb'] else 'missed'}) |"
         )
     L += ["", "Rationale decoding (greedy, KV cache) against the memory-bandwidth bound (decoder weight bytes read per token ÷ copy bandwidth):", "",
-          "| task | artifact | tokens | ms/token | weight bytes/token | bound ms/token | ratio | goal ≤ 1.5× |", "|---|---|---:|---:|---:|---:|---:|---|"]
+          "| task | artifact | tokens | ms/token (wall) | CPU ms/token | weight bytes/token | bound ms/token | ratio wall / CPU | goal ≤ 1.5× |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in res["runs"]:
         rat = r["stages"].get("rationale")
         b = r.get("bandwidth_bound")
         if not rat:
             continue
         L.append(
-            f"| {r['task']} | `{r['artifact']['path']}` | {rat['tokens']} | {rat['ms_per_token']:.1f} | "
-            f"{(b or {}).get('bytes_per_token', '–'):,} | {_fmt((b or {}).get('bound_ms_per_token'), 2)} | {_fmt((b or {}).get('ratio'), 2)} | "
+            f"| {r['task']} | `{r['artifact']['path']}` | {rat['tokens']} | {rat['ms_per_token']:.1f} | {_fmt(r.get('cpu_ms', {}).get('rationale_ms_per_token'))} | "
+            f"{_int((b or {}).get('bytes_per_token'))} | {_fmt((b or {}).get('bound_ms_per_token'), 2)} | {_fmt((b or {}).get('ratio'), 2)} / {_fmt((b or {}).get('ratio_cpu'), 2)} | "
             f"{'met' if b and b['ratio'] <= GOALS['decode_vs_bound'] else 'missed' if b else '–'} |"
         )
+    if len({r.get("command") for r in res["runs"]}) > 1:
+        L += ["", "Runs (each with its own command, copy bandwidth and note):", ""] + [
+            f"- {r['task']} `{r['artifact']['path']}`: `{r.get('command')}`; bandwidth {r['bandwidth']['read_plus_write_gb_s']:.2f} GB/s; "
+            f"load {r.get('loadavg_start')} → {r.get('loadavg_end')}" + (f"; **note:** {r['note']}" if r.get("note") else "") for r in res["runs"]]
+    L += ["", "Artifacts:", ""] + [f"- `{r['artifact']['path']}`: manifest {r['artifact'].get('manifest_mtime')} (sha256 {r['artifact'].get('manifest_sha256_16')}…), "
+                                  f"parity passed: {r['artifact'].get('parity_passed')}, weight quantization: {r['artifact'].get('weight_quantization')}, "
+                                  f"{(r['artifact'].get('total_bytes') or 0) / 2**20:.0f} MiB" for r in res["runs"]]
     L += ["", "Signals:", ""] + [f"- {r['task']}: {r['signal']}" for r in res["runs"]]
     L += ["", "Decision = prepare (quality check, resampling, description text) + encode + classify (one prefill, then the",
           "label tokens scored over a tiled cache), read from each window event's `latency_ms` / `stages_ms`. Peak RSS is",
@@ -320,7 +382,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rationales", type=int, default=2, help="windows per run whose rationale is generated")
     ap.add_argument("--rationale-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads (0: its default)")
+    ap.add_argument("--run", action="append", default=[], metavar="TASK:ARTIFACT",
+                    help="another artifact to measure, e.g. har:runs/onnx-har (fp32 decoder) or afib:models/flamingo-ecg (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_latency.json")
+    ap.add_argument("--append", action="store_true", help="add these runs to the existing results file (each run keeps its command, bandwidth, note)")
+    ap.add_argument("--note", default="", help="a note saved with the results (e.g. which build of the artifact was measured)")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON (adding --note if given)")
     # worker
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--task", help=argparse.SUPPRESS)
@@ -331,22 +398,41 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.worker:
         return worker(a)
-    if not (a.har or a.ecg):
-        ap.error("pass --har and/or --ecg")
+    if a.markdown_only:
+        res = json.loads(a.out.read_text())
+        if a.note:
+            res["note"] = a.note
+            a.out.write_text(json.dumps(res, indent=1))
+        a.out.with_suffix(".md").write_text(markdown(res))
+        return print(a.out.with_suffix(".md").read_text())
+    todo = ([("har", a.har)] if a.har else []) + ([("afib", a.ecg)] if a.ecg else [])
+    for spec in a.run:
+        task, _, art = spec.partition(":")
+        if task not in ("har", "afib") or not art:
+            ap.error(f"--run takes TASK:ARTIFACT with TASK har or afib, got {spec!r}")
+        todo.append((task, Path(art)))
+    if not todo:
+        ap.error("pass --har, --ecg and/or --run")
     from edge_tslm.machine import machine
 
     command = "python benchmarks/stream_latency.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
-    res: dict = {"command": command, "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()], "goals": GOALS}
+    res: dict = {"command": command, "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()], "goals": GOALS,
+                 "threads": a.threads, "nice": os.nice(0), "note": a.note}
     res["bandwidth"] = copy_bandwidth()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
-        if a.har:
-            x, _, desc = har_recording(seconds=a.har_seconds)
-            jobs.append(("har", a.har, x, 50.0, desc, 2.56))
-        if a.ecg:
-            x, fs, desc = ecg_stream(a.ecg_seconds)
-            jobs.append(("afib", a.ecg, x, fs, desc, 30.0))
+        signals: dict = {}
+        for task, art in todo:
+            if task not in signals:
+                if task == "har":
+                    x, _, desc = har_recording(seconds=a.har_seconds)
+                    signals[task] = (x, 50.0, desc, 2.56)
+                else:
+                    x, fs, desc = ecg_stream(a.ecg_seconds)
+                    signals[task] = (x, fs, desc, 30.0)
+            x, fs, desc, win = signals[task]
+            jobs.append((task, art, x, fs, desc, win))
         for task, art, x, fs, desc, win in jobs:
             print(f"[{task}] streaming {x.shape[1] / fs:.0f} s through {art} in a fresh process ...", file=sys.stderr, flush=True)
             r = run_child(task, art, a.backend, x, fs, a, Path(tmp))
@@ -357,13 +443,23 @@ def main(argv: list[str] | None = None) -> None:
                 bound_ms = wb["bytes_per_token"] / (res["bandwidth"]["read_plus_write_gb_s"] * 1e9) * 1e3
                 wb["bound_ms_per_token"] = round(bound_ms, 3)
                 wb["ratio"] = round(rat["ms_per_token"] / bound_ms, 2) if rat else None
+                cpu_tok = r.get("cpu_ms", {}).get("rationale_ms_per_token")
+                wb["ratio_cpu"] = round(cpu_tok / bound_ms, 2) if cpu_tok else None
             r["bandwidth_bound"] = wb
+            r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads)
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)
-    res["runs"] = runs
     res["bandwidth_again"] = copy_bandwidth()  # the same measurement after the runs (the machine is shared)
     res["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    res["runs"] = runs
+    if a.append and a.out.is_file():
+        old = json.loads(a.out.read_text())
+        for r in old.get("runs", []):  # runs from before --append existed carry the file-level fields
+            for k in ("command", "note", "bandwidth", "threads"):
+                r.setdefault(k, old.get(k))
+        res["runs"] = old.get("runs", []) + runs
+        res["commands"] = old.get("commands", [old.get("command")]) + [command]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))
     a.out.with_suffix(".md").write_text(markdown(res))
