@@ -322,10 +322,18 @@ def write_markdown(res: dict) -> str:
                          f"{g['step_min_mib']:,.0f} -> {g['step_max_mib']:,.0f} MiB.")
             if g["not_measured"]:
                 lines.append(f"Did not fit / finish: {', '.join(f'N={a} L={b:,} ({s})' for a, b, s in g['not_measured'])} "
-                             "— each needs more than the largest measured figure.")
+                             "— over_cap: needs more than the cap; timed_out: ran out of time (see below); skipped: a "
+                             "smaller N at the same L already did not fit / finish.")
             if g.get("not_run"):
                 lines.append(f"Not run within the time budget: {', '.join(f'N={a} L={b:,}' for a, b in g['not_run'])}.")
             lines.append("")
+    slow = [c for c in cells if c["status"] == "timed_out"]
+    if slow:
+        desc = [f"{c['variant']} N={c['n_series']} L={c['length']:,} (load average {c.get('load_avg_1min')})" for c in slow]
+        lines += [f"Timed out: {', '.join(desc)}"
+                  " — a timeout on this shared 2-core machine is CPU starvation (niced, 1 thread), not a memory "
+                  "verdict: these cells did not reach the cap within the time; rerun them on an idle machine "
+                  "(`--resume` reruns only missing cells after deleting their lines from the .partial.jsonl).", ""]
     lines += ["Also in the JSON: absolute peaks, idle baseline, LM sequence length (SoftPrompt splices one token "
               "per patch of 4 samples; Flamingo feeds only text tokens), step seconds (1 thread, shared machine).",
               "", "Goal: Flamingo grows <= 10 % across the grid while SoftPrompt grows several-fold. "
@@ -346,8 +354,11 @@ def verdict(res: dict) -> str:
         parts.append(f"Flamingo whole-process peak x{g_f['peak_ratio']}{partial} ({judged} the "
                      f"<= 10 % goal; the step's own memory {g_f['step_min_mib']:,.0f} -> {g_f['step_max_mib']:,.0f} MiB)")
     if g_s:
-        extra = (f"; {len(g_s['not_measured'])} cells over the cap / timed out (or implied by a smaller N that was), "
-                 "so its true growth is larger" if g_s["not_measured"] else "")
+        over = [x for x in g_s["not_measured"] if x[2] == "over_cap"]
+        late = [x for x in g_s["not_measured"] if x[2] != "over_cap"]
+        extra = f"; {len(over)} cells over the {res.get('cap_gb')} GB cap, so its true growth is larger" if over else ""
+        extra += (f"; {len(late)} cells timed out or skipped after a timeout (CPU-starved, no memory figure)"
+                  if late else "")
         extra += f"; {len(g_s['not_run'])} cells not run in the time budget" if g_s.get("not_run") else ""
         parts.append(f"SoftPrompt whole-process peak x{g_s['peak_ratio']} over the measured cells (step's own memory "
                      f"{g_s['step_min_mib']:,.0f} -> {g_s['step_max_mib']:,.0f} MiB){extra}")

@@ -125,10 +125,22 @@ def markdown(res: dict) -> str:
         "after a TSQA stage): read the F1 column as \"what a short fine-tune reaches\", not as the setting's "
         "potential; the latency columns do not depend on training.",
     ]
+    if res.get("not_run"):
+        lines.append(f"Not run (the run was stopped at its time budget on a shared machine): patch_len "
+                     f"{', '.join(str(p) for p in res['not_run'])}.")
     if b["init"] != "scratch":
         lines.append(f"Every setting starts from `{b['init_model']}` with a fresh patch convolution; its other weights "
                      "were trained behind patch_len 4, which favours patch_len 4.")
     return "\n".join(lines) + "\n"
+
+
+def header(a, *, n, idx, info, train_examples, val_examples, command) -> dict:
+    return {
+        "budget": {"steps": a.steps, "batch": a.batch, "seed": a.seed, "per_class": a.per_class, "reps": a.reps,
+                   "threads": a.threads, "init": a.init, "init_model": a.init_model, "train_examples": train_examples,
+                   "val_examples": val_examples},
+        "n": n, "subset_indices": idx, "machine": info, "command": command,
+    }
 
 
 def main() -> None:
@@ -146,9 +158,30 @@ def main() -> None:
     ap.add_argument("--runs", default="runs/patch_len", help="training outputs (not committed)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--markdown-only", action="store_true")
+    ap.add_argument("--from-partial", action="store_true",
+                    help="<out>.partial.jsonl -> results, for a run stopped before every setting finished (give the "
+                         "same budget flags and the original command with --command)")
+    ap.add_argument("--keep-partial", action="store_true",
+                    help="append to <out>.partial.jsonl (settings split over several runs with the same budget flags)")
+    ap.add_argument("--command", default="", help="with --from-partial: the command that produced the partial rows")
     a = ap.parse_args()
     if a.markdown_only:
         res = json.loads(a.out.with_suffix(".json").read_text())
+        a.out.with_suffix(".md").write_text(markdown(res))
+        print(markdown(res))
+        return
+    if a.from_partial:  # an interrupted run: the settings it finished, the rest listed as not run
+        rows = [json.loads(x) for x in a.out.with_suffix(".partial.jsonl").read_text().splitlines() if x.strip()]
+        wanted = [int(x) for x in a.patch_lens.split(",")]
+        rows = sorted({r["patch_len"]: r for r in rows}.values(),  # the last row of a setting, in --patch-lens order
+                      key=lambda r: wanted.index(r["patch_len"]) if r["patch_len"] in wanted else 99)
+        from edge_tslm.machine import machine
+
+        res = header(a, n=rows[0]["n"] if rows else 0, idx=None, info=machine(), train_examples=a.steps * a.batch,
+                     val_examples=a.val, command=a.command or "?")
+        res.update(rows=rows, not_run=[p for p in wanted if p not in {r["patch_len"] for r in rows}],
+                   assembled_by="python " + " ".join(sys.argv))
+        a.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
         a.out.with_suffix(".md").write_text(markdown(res))
         print(markdown(res))
         return
@@ -171,6 +204,8 @@ def main() -> None:
     test_samples = [test[i] for i in idx]
     rows = []
     partial = a.out.with_suffix(".partial.jsonl")
+    if not a.keep_partial:
+        partial.write_text("")
     for p in (int(x) for x in a.patch_lens.split(",")):
         print(f"patch_len {p}: training {a.steps} steps x {a.batch} ...", flush=True)
         r = run_setting(p, a, base_cfg, train_ex, val_ex, test_samples, labels)
@@ -178,13 +213,9 @@ def main() -> None:
         rows.append(r)
         with partial.open("a") as f:
             f.write(json.dumps(r) + "\n")
-    res = {
-        "budget": {"steps": a.steps, "batch": a.batch, "seed": a.seed, "per_class": a.per_class, "reps": a.reps,
-                   "threads": a.threads, "init": a.init, "init_model": a.init_model, "train_examples": len(train_ex),
-                   "val_examples": len(val_ex)},
-        "n": len(idx), "subset_indices": idx, "rows": rows, "machine": info,
-        "command": "python " + " ".join(sys.argv),
-    }
+    res = header(a, n=len(idx), idx=idx, info=info, train_examples=len(train_ex), val_examples=len(val_ex),
+                 command="python " + " ".join(sys.argv))
+    res["rows"] = rows
     a.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     a.out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))

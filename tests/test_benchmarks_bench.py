@@ -188,6 +188,6 @@ def test_memory_growth_and_markdown_from_cells():
            "load_avg_1min_end": 0}
     res["growth"] = {v: M.growth(cells, v) for v in ("flamingo", "softprompt")}
     res["verdict"] = M.verdict(res)
-    assert "meets" in res["verdict"] and "over the cap" in res["verdict"]
+    assert "meets" in res["verdict"] and "over the 10.0 GB cap" in res["verdict"]
     md = M.write_markdown(res)
     assert "over the 10.0 GB cap" in md and "## softprompt" in md
