@@ -333,7 +333,8 @@ def soak_one(task: str, artifact: str, x: np.ndarray, fs: float, desc: str, a: a
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    L = ["# Soak: long real signal, faster than real time, with injected faults", "", f"Command: `{res['command']}`", "",
+    cmds = res.get("commands") or [res["command"]]
+    L = ["# Soak: long real signal, faster than real time, with injected faults", "", "Command(s): " + "; ".join(f"`{c}`" for c in cmds), "",
          f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM (shared with other jobs; load averages in the JSON).", "",
          "| task | backend | signal min | × real time | windows expected / events | schema errors | RSS start / middle / end MB | slope MB/h (2nd half) |",
          "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -345,7 +346,11 @@ def markdown(res: dict) -> str:
                  f"{s.get('slope_mb_per_hour')} ({s.get('slope_second_half_mb_per_hour')}) |")
     for r in res["runs"]:
         L += ["", f"## {r['task']} — {r['backend']}{' (fake numpy backend)' if r['fake_backend'] else ''}", "", f"Signal: {r['signal']}.", "",
-              f"Faults injected: {r['faults']}. Summary flags: {r['summary_flags']}. Warnings: {r['warnings']}.", "",
+              *([f"**Note:** {r['note']}", ""] if r.get("note") else []),
+              f"Command: `{r.get('command', res['command'])}`. Load average {r['loadavg_start']} → {r['loadavg_end']}; "
+              f"{r['wall_s']:.0f} s wall (model load {r['load_s']:.0f} s); torch imported by the streaming process: {r['torch_imported']}.", "",
+              f"Faults injected (one every {r.get('fault_every_s', 20)} s): {r['faults']}. Summary flags: {r['summary_flags']}. Warnings: {r['warnings']}. "
+              f"Decisions: {r['decisions']}.", "",
               "| windows overlapping | windows | flagged | unusable | flags |", "|---|---:|---:|---:|---|"]
         for k, v in r["flags_by_fault"].items():
             L.append(f"| {k} | {v['windows']} | {v['flagged']} | {v['unusable']} | {v['flags']} |")
@@ -368,6 +373,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run", action="append", default=[], metavar="TASK:ARTIFACT:MINUTES",
                     help="another soak, e.g. har:fake:60 or afib:runs/compact-ecg:60 (repeatable; runs after --ecg/--har)")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")
+    ap.add_argument("--note", default="", help="a note saved with this invocation's runs (e.g. which build of the artifact)")
+    ap.add_argument("--note-for", default="", metavar="TASK:ARTIFACT",
+                    help="with --markdown-only: attach --note to this existing run of the results file")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the existing file's runs (each with its command), replacing those with the same task and artifact")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--task", help=argparse.SUPPRESS)
     ap.add_argument("--artifact", help=argparse.SUPPRESS)
@@ -377,6 +388,18 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.worker:
         return worker(a)
+    if a.markdown_only:
+        res = json.loads(a.out.read_text())
+        if a.note and a.note_for:
+            task, _, art = a.note_for.partition(":")
+            hits = [r for r in res["runs"] if r["task"] == task and r["artifact"] == art]
+            if not hits:
+                ap.error(f"no run {a.note_for!r} in {a.out}")
+            for r in hits:
+                r["note"] = a.note
+            a.out.write_text(json.dumps(res, indent=1))
+        a.out.with_suffix(".md").write_text(markdown(res))
+        return print(a.out.with_suffix(".md").read_text())
     jobs = ([("afib", a.ecg, a.ecg_minutes)] if a.ecg else []) + ([("har", a.har, a.har_minutes)] if a.har else [])
     for spec in a.run:
         task, _, rest = spec.partition(":")
@@ -396,9 +419,15 @@ def main(argv: list[str] | None = None) -> None:
                 x, fs, desc = ecg_hour(minutes)
             else:
                 (x, desc), fs = har_hour(minutes), 50.0
-            res["runs"].append(soak_one(task, art, x, fs, desc, a, Path(tmp)))
+            res["runs"].append({**soak_one(task, art, x, fs, desc, a, Path(tmp)), "command": command, "note": a.note})
             a.out.with_suffix(".partial.json").write_text(json.dumps(res, indent=1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
+    if a.append and a.out.is_file():
+        old = json.loads(a.out.read_text())
+        new_keys = {(r["task"], r["artifact"]) for r in res["runs"]}
+        kept = [{**r, "command": r.get("command", old.get("command"))} for r in old.get("runs", []) if (r["task"], r["artifact"]) not in new_keys]
+        res["runs"] = kept + res["runs"]
+        res["commands"] = sorted({r["command"] for r in res["runs"]})
     a.out.write_text(json.dumps(res, indent=1))
     a.out.with_suffix(".partial.json").unlink(missing_ok=True)
     a.out.with_suffix(".md").write_text(markdown(res))

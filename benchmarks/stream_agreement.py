@@ -124,19 +124,21 @@ def stream_cli(model: str, input_path: Path, task: str, backend: str, extra: lis
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()], time.perf_counter() - t, " ".join(cmd[1:])
 
 
-def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_seconds: float | None, experiments: set[int] | None = None) -> dict:
+def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_seconds: float | None, experiments: set[int] | None = None,
+             start_s: float = 0.0) -> dict:
     from edge_tslm.data.hapt import ACTIVITIES, load_hapt_recordings
 
     names = np.array([*ACTIVITIES, ""], dtype=object)
     out = {"recordings": [], "pure": [], "majority": [], "schema_errors": []}
     recs = [r for r in load_hapt_recordings() if r.subject in subjects and (not experiments or r.experiment in experiments)]
     for rec in sorted(recs, key=lambda r: r.experiment):
-        n = rec.acc.shape[1] if max_seconds is None else min(rec.acc.shape[1], int(max_seconds * 50))
-        lab = names[np.where(rec.labels[:n] >= 0, rec.labels[:n], len(ACTIVITIES))].astype(str)
+        a0 = int(round(start_s * 50))
+        n = rec.acc.shape[1] - a0 if max_seconds is None else min(rec.acc.shape[1] - a0, int(max_seconds * 50))
+        lab = names[np.where(rec.labels[a0 : a0 + n] >= 0, rec.labels[a0 : a0 + n], len(ACTIVITIES))].astype(str)
         csv = tmp / f"hapt_s{rec.subject}_e{rec.experiment}.csv"
-        t = np.arange(n) / 50.0
-        np.savetxt(csv, np.column_stack([t, rec.acc[:, :n].T]), delimiter=",", header="t,x,y,z", comments="", fmt="%.5f")
-        print(f"[har] subject {rec.subject} experiment {rec.experiment}: {n / 50:.0f} s ...", file=sys.stderr, flush=True)
+        t = np.arange(n) / 50.0  # the stream's times start at 0 at the excerpt's first sample
+        np.savetxt(csv, np.column_stack([t, rec.acc[:, a0 : a0 + n].T]), delimiter=",", header="t,x,y,z", comments="", fmt="%.5f")
+        print(f"[har] subject {rec.subject} experiment {rec.experiment}: {a0 / 50:g}-{(a0 + n) / 50:g} s ...", file=sys.stderr, flush=True)
         events, wall, cmd = stream_cli(model, csv, "har", backend, HAR_EXTRA)
         errs = check_stream(events)
         out["schema_errors"] += [f"s{rec.subject}/e{rec.experiment}: {e}" for e in errs]
@@ -145,7 +147,7 @@ def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_secon
             out["pure"].append((window_truth(w["start_s"], w["end_s"], lab, 50.0, PURE), w["answer"]))
             out["majority"].append((window_truth(w["start_s"], w["end_s"], lab, 50.0, MAJORITY), w["answer"]))
         s = events[-1]
-        out["recordings"].append({"subject": rec.subject, "experiment": rec.experiment, "seconds": round(n / 50, 1), "windows": len(wins),
+        out["recordings"].append({"subject": rec.subject, "experiment": rec.experiment, "start_s": a0 / 50, "seconds": round(n / 50, 1), "windows": len(wins),
                                   "usable": s.get("usable"), "segments": s.get("segments"), "events": dict(Counter(e["type"] for e in events)),
                                   "wall_s": round(wall, 1), "latency_ms": s.get("latency_ms"), "peak_rss_mb": s.get("peak_rss_mb"),
                                   "flags": s.get("flags"), "command": cmd.replace(str(tmp), "<tmp>")})
@@ -191,6 +193,10 @@ def ecg_part(model: str, per_class: int, backend: str) -> dict:
             "schema_errors": errs[:50], "n_schema_errors": len(errs), "selection": f"{per_class} test-split records per class, seeded (0)"}
 
 
+def _recs(h: dict) -> str:
+    return ", ".join(f"s{r['subject']}/e{r['experiment']} {r.get('start_s', 0):g}–{r.get('start_s', 0) + r['seconds']:g} s" for r in h["recordings"])
+
+
 def markdown(res: dict) -> str:
     L = ["# `edge-tslm stream` on real recordings: event format and agreement with the labels", "", f"Command: `{res['command']}`", "",
          f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores; load average at start {res['loadavg_start']}, end {res['loadavg_end']}.", ""]
@@ -198,7 +204,7 @@ def markdown(res: dict) -> str:
     if h:
         b = h.get("benchmark", {})
         L += [f"## HAR — `{res['har_model']}`, UCI test subject(s) {res['har_subjects']}", "",
-              f"{len(h['recordings'])} continuous recording(s), {h['windows']} windows (2.56 s, hop {res.get('har_hop_s') or 1.28:g} s) streamed by the CLI; "
+              f"{len(h['recordings'])} continuous recording(s) ({_recs(h)}), {h['windows']} windows (2.56 s, hop {res.get('har_hop_s') or 1.28:g} s) streamed by the CLI; "
               f"schema/order errors: **{h['n_schema_errors']}**.", "",
               "| windows scored | n | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
         for key, name in (("pure_windows", "pure (one activity, no transition)"), ("majority_windows", "majority activity ≥ 50 %")):
@@ -226,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ecg", help="ECG artifact")
     ap.add_argument("--subjects", default="2", help="comma-separated UCI test subjects for HAR")
     ap.add_argument("--har-seconds", type=float, default=None, help="crop each recording (default: whole)")
+    ap.add_argument("--har-start", type=float, default=0.0, help="start each HAR recording at this second")
     ap.add_argument("--ecg-per-class", type=int, default=3)
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--hop-s", type=float, default=None, help="HAR hop in s (default: the CLI's 1.28; 2.56 = no overlap, half the windows)")
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             subjects = [int(s) for s in a.subjects.split(",")]
             res.update(har_model=a.har, har_subjects=subjects, har_hop_s=a.hop_s)
             exps = {int(e) for e in a.experiments.split(",") if e}
-            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None)
+            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None, a.har_start)
         if a.ecg:
             res["ecg_model"] = a.ecg
             res["ecg"] = ecg_part(a.ecg, a.ecg_per_class, a.backend)

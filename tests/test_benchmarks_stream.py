@@ -327,3 +327,53 @@ def test_demo_window_truth():
     assert window_truth(names, 0.0, 1.0, 50.0) == "walking"
     assert window_truth(names, 1.0, 3.0, 50.0) == "transition"
     assert window_truth(names, 10.0, 11.0, 50.0) == ""
+
+
+def test_demo_falls_back_to_torch_with_a_message(monkeypatch, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    import edge_tslm.cli.demo as demo
+    import edge_tslm.runtime.backend as rb
+
+    loaded = []
+
+    def fake_load(path, kind="auto", **kw):
+        loaded.append((Path(path), kind))
+        if kind == "onnx":
+            raise rb.BackendUnavailable("no graphs")
+        return FakeBackend()
+
+    def no_export(*a, **k):
+        raise RuntimeError("export impossible here")
+
+    monkeypatch.setattr(rb, "load_backend", fake_load)
+    monkeypatch.setattr(demo, "ensure_compact", no_export)
+    out = io.StringIO()
+    con = Console(file=out, width=200)
+    be, desc = demo._load(tmp_path, None, "auto", con, 0)
+    assert isinstance(be, FakeBackend) and desc.startswith("torch") and loaded == [(tmp_path, "torch")]
+    assert "export impossible here" in out.getvalue() and "torch backend" in out.getvalue()
+    # an explicit artifact that cannot load: same fallback; --backend onnx: the error instead
+    be, desc = demo._load(tmp_path, tmp_path / "art", "auto", con, 0)
+    assert desc.startswith("torch") and loaded[-2] == (tmp_path / "art", "onnx")
+    with pytest.raises(rb.BackendUnavailable):
+        demo._load(tmp_path, tmp_path / "art", "onnx", con, 0)
+
+
+def test_demo_stream_table_and_summary():
+    import io
+
+    from rich.console import Console
+
+    import edge_tslm.cli.demo as demo
+
+    out = io.StringIO()
+    con = Console(file=out, width=200)
+    x = _signal(12)
+    names = ["walking"] * x.shape[1]
+    events = demo._stream(con, "t", FakeBackend(), "har", x, 50.0, truth=lambda s, e: demo.window_truth(names, s, e, 50.0), t_offset=100.0)
+    text = out.getvalue()
+    assert events[-1]["type"] == "summary" and "rationale" in text and "summary" in text and "100.0" in text
+    assert all(validate_event(e) == [] for e in events)
