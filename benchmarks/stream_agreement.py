@@ -99,10 +99,13 @@ def score(pairs: list[tuple[str, str | None]], labels: tuple[str, ...]) -> dict:
         return {"n": 0}
     y = [t for t, _ in pairs]
     p = [a if a is not None else "<none>" for _, a in pairs]
+    present = [lab for lab in labels if lab in set(y)]
     return {
         "n": len(pairs),
         "accuracy": round(accuracy(y, p), 4),
         "macro_f1": round(macro_f1(y, p, labels), 4),
+        "macro_f1_present_classes": round(macro_f1(y, p, present), 4) if present else None,  # classes absent from the truth count 0 above
+        "present_classes": present,
         "per_class_f1": {k: round(v, 4) for k, v in per_class_f1(y, p, labels).items()},
         "true": dict(sorted(Counter(y).items())),
         "answered": dict(sorted(Counter(p).items())),
@@ -159,7 +162,8 @@ def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_secon
     if bench.is_file():
         b = json.loads(bench.read_text())
         m = b.get("metrics", {})
-        res["benchmark"] = {"file": str(bench.relative_to(REPO)), "macro_f1": m.get("macro_f1"), "n": m.get("n"), "subset": b.get("subset")}
+        res["benchmark"] = {"file": str(bench.relative_to(REPO)), "macro_f1": m.get("macro_f1"), "n": m.get("n"),
+                            "per_class_f1": m.get("per_class_f1"), "subset": {k: v for k, v in (b.get("subset") or {}).items() if k != "indices"}}
     return res
 
 
@@ -206,11 +210,16 @@ def markdown(res: dict) -> str:
         L += [f"## HAR — `{res['har_model']}`, UCI test subject(s) {res['har_subjects']}", "",
               f"{len(h['recordings'])} continuous recording(s) ({_recs(h)}), {h['windows']} windows (2.56 s, hop {res.get('har_hop_s') or 1.28:g} s) streamed by the CLI; "
               f"schema/order errors: **{h['n_schema_errors']}**.", "",
-              "| windows scored | n | accuracy | macro-F1 |", "|---|---:|---:|---:|"]
+              "| windows scored | n | accuracy | macro-F1 (6 classes) | macro-F1 (classes present) |", "|---|---:|---:|---:|---:|"]
         for key, name in (("pure_windows", "pure (one activity, no transition)"), ("majority_windows", "majority activity ≥ 50 %")):
             s = h[key]
-            L.append(f"| {name} | {s.get('n')} | {s.get('accuracy', '–')} | {s.get('macro_f1', '–')} |")
-        L.append(f"| benchmark: `{b.get('file')}` (600-window stratified subset, all 9 test subjects) | {b.get('n')} | – | {b.get('macro_f1')} |")
+            L.append(f"| {name} | {s.get('n')} | {s.get('accuracy', '–')} | {s.get('macro_f1', '–')} | {s.get('macro_f1_present_classes', '–')} "
+                     f"({len(s.get('present_classes') or [])}) |")
+        bf = b.get("macro_f1")
+        L.append(f"| benchmark: `{b.get('file')}` (600-window stratified subset, all 9 test subjects) | {b.get('n')} | – | "
+                 f"{'–' if bf is None else round(bf, 4)} | (6) |")
+        if b.get("per_class_f1"):
+            L += ["", f"Benchmark per-class F1: { {k: round(v, 3) for k, v in b['per_class_f1'].items()} }"]
         L += ["", f"Per-class F1 (pure windows): {h['pure_windows'].get('per_class_f1')}", "",
               f"Answered (pure windows): {h['pure_windows'].get('answered')}; true: {h['pure_windows'].get('true')}", ""]
     e = res.get("ecg")

@@ -159,6 +159,8 @@ def test_score_macro_f1_and_unanswered():
     # F1 a = 2*1/(2*1+0+1) = 2/3; F1 b = 2*1/(2+1+1) = 0.5
     assert s["macro_f1"] == pytest.approx((2 / 3 + 0.5) / 2, abs=1e-4)
     assert s["answered"]["<none>"] == 1
+    assert s["macro_f1_present_classes"] == s["macro_f1"] and s["present_classes"] == ["a", "b"]
+    assert agree.score([("a", "a")], ("a", "b", "c"))["macro_f1_present_classes"] == 1.0
     assert agree.score([], labels) == {"n": 0}
 
 
