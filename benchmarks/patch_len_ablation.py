@@ -113,18 +113,24 @@ def markdown(res: dict) -> str:
         f"median of {b['reps']}; {b['threads']} thread(s); {m['cpu']}, {m['cores']} cores, load average "
         f"{m['load_avg_1min_at_start']} at start (shared machine: latencies are pessimistic).", "",
         "| patch_len | patches per HAR series | final val loss | encoder ms (HAR window, 3x128) | encoder ms (3x10,000) | "
-        "classify p50 ms | p95 ms | macro-F1 | accuracy | train s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "classify p50 ms | p95 ms | macro-F1 | accuracy | train s | load avg (1 min) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
         lines.append(f"| {r['patch_len']} | {r['patches_per_har_series']} | {r['final_val_loss']:.4f} | "
                      f"{r['encoder_ms_har_window']:.1f} | {r['encoder_ms_3x10000']:.1f} | {r['classify_ms_p50']:.1f} | "
-                     f"{r['classify_ms_p95']:.1f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} | {r['train_s']:.0f} |")
+                     f"{r['classify_ms_p95']:.1f} | {r['macro_f1']:.4f} | {r['accuracy']:.4f} | {r['train_s']:.0f} | "
+                     f"{r.get('load_avg_1min', '–')} |")
     lines += [
         "", f"This is a {b['steps']}-step budget, far below a real training run (models/flamingo-har: 704 steps x 8 "
         "after a TSQA stage): read the F1 column as \"what a short fine-tune reaches\", not as the setting's "
         "potential; the latency columns do not depend on training.",
     ]
+    loads = [r.get("load_avg_1min") for r in res["rows"] if r.get("load_avg_1min") is not None]
+    if loads and max(loads) > 1.5 * min(loads):
+        lines.append(f"The machine's load changed between rows ({min(loads)} to {max(loads)}, last column; the other "
+                     "developers' jobs): latency differences between rows mix patch_len with load. Read them beside "
+                     "the patch counts, and rerun on an idle machine for clean timings.")
     if res.get("not_run"):
         lines.append(f"Not run (the run was stopped at its time budget on a shared machine): patch_len "
                      f"{', '.join(str(p) for p in res['not_run'])}.")
