@@ -644,8 +644,8 @@ def compact_export(
     model: Any,
     out_dir: Path,
     decoder_report: Any,
-    *,
     cfg: CompactConfig = CompactConfig(),
+    *,
     inputs: Sequence[tuple[str, Sequence[np.ndarray]]] | None = None,
 ) -> dict[str, Any]:
     """export_artifact's step after the fp32 decoder export: compact the graphs, update the decoder report's files,
