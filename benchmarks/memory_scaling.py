@@ -295,7 +295,10 @@ def write_markdown(res: dict) -> str:
         f"one training step (forward + backward + clip + AdamW step) per fresh subprocess; {m['cpu']}, "
         f"{m['cores']} cores, {m['ram_gb']} GB RAM, torch {m['versions'].get('torch')}, load average "
         f"{res['load_avg_1min_start']} -> {res['load_avg_1min_end']}.", "",
-        f"First table per variant: MiB the step adds to the loaded, warmed-up model "
+        (f"The last of several runs: {res['resumed_cells']} cells were measured by earlier runs of this script "
+           "(`python benchmarks/memory_scaling.py --timeout 600`, then `--resume` runs) and reused from "
+           "memory_scaling.partial.jsonl; each cell's load average is in the JSON. " if res.get("resumed_cells") else "")
+        + f"First table per variant: MiB the step adds to the loaded, warmed-up model "
         f"({cells[0].get('method', '') if cells else ''}; noise about +-10 MiB between identical runs); second: the "
         f"whole process's peak, the paper's kind of figure. "
         f"CPU cap: RLIMIT_AS {res['cap_gb']} GB per subprocess; timeout {res['timeout_s']:.0f} s.", "",
@@ -380,9 +383,13 @@ def plot(res: dict, path: Path) -> None:
                          and c["status"] == "ok")
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=f"N={n}")
-            bad = [c["length"] for c in cells if c["variant"] == variant and c["n_series"] == n and c["status"] != "ok"]
-            for L in bad:
-                ax.scatter([L], [res["cap_gb"] or 1], marker="x", color="red")
+            for c in cells:
+                if c["variant"] != variant or c["n_series"] != n or c["status"] in ("ok", "not_run"):
+                    continue
+                if c["status"] == "over_cap":  # needs more than the cap: drawn at the cap
+                    ax.scatter([c["length"]], [res["cap_gb"] or 1], marker="x", color="red")
+                elif n == min(x["n_series"] for x in cells):  # timed out: no memory figure, marked once per L
+                    ax.annotate("timed out\n(no figure)", (c["length"], 1.0), fontsize=7, ha="center", color="grey")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"{variant} ({res['backbone']}, {res['device']})")
@@ -390,7 +397,7 @@ def plot(res: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("peak memory of one training step, GiB (model included)")
     if axes[1].get_legend_handles_labels()[0] or axes[0].get_legend_handles_labels()[0]:
-        (axes[1] if axes[1].get_legend_handles_labels()[0] else axes[0]).legend(title="x: over cap / timed out", fontsize=8)
+        (axes[1] if axes[1].get_legend_handles_labels()[0] else axes[0]).legend(title="red x: over the cap", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -49,7 +49,10 @@ def section_memory(r: dict | None) -> list[str]:
         return out + ["Not run yet: `python benchmarks/memory_scaling.py`.", ""]
     cells = r["cells"]
     lengths = sorted({c["length"] for c in cells})
-    out += [f"`{r['command']}` ({r['backbone']}, {r['device']}, batch 1, one training step per fresh process, "
+    resumed = (f" — the last of several runs: {r['resumed_cells']} cells were measured by earlier runs of the same "
+               "script (`python benchmarks/memory_scaling.py --timeout 600`, then `--resume`) and reused from "
+               "memory_scaling.partial.jsonl" if r.get("resumed_cells") else "")
+    out += [f"`{r['command']}`{resumed} ({r['backbone']}, {r['device']}, batch 1, one training step per fresh process, "
             f"{_machine(r['machine'])}). Whole-process peak in MiB (model included); "
             f"[table](benchmarks/results/memory_scaling.md), [plot](benchmarks/results/memory_scaling.png).", "",
             "| variant | N | " + " | ".join(f"L={L:,}" for L in lengths) + " |", "|---|---:|" + "---:|" * len(lengths)]
@@ -99,10 +102,13 @@ def section_patch(r: dict | None) -> list[str]:
     out += [f"`{r['command']}` — {b['steps']} steps x batch {b['batch']} per setting (init `{b['init']}`), F1 on "
             f"{r['n']} test windows ({b['per_class']}/class): a short-budget ablation, F1 is indicative only; "
             "[details](benchmarks/results/patch_len.md).", "",
-            "| patch_len | encoder ms (3x128) | encoder ms (3x10,000) | classify p50 ms | macro-F1 |", "|---:|---:|---:|---:|---:|"]
+            "| patch_len | encoder ms (3x128) | encoder ms (3x10,000) | classify p50 ms | macro-F1 | load avg |",
+            "|---:|---:|---:|---:|---:|---:|"]
     for x in r["rows"]:
         out.append(f"| {x['patch_len']} | {x['encoder_ms_har_window']:.1f} | {x['encoder_ms_3x10000']:.1f} | "
-                   f"{x['classify_ms_p50']:.1f} | {x['macro_f1']:.4f} |")
+                   f"{x['classify_ms_p50']:.1f} | {x['macro_f1']:.4f} | {x.get('load_avg_1min', '–')} |")
+    out.append("")
+    out.append("The load changed between rows (other developers' jobs), so latency differences mix patch_len with load.")
     return out + [""]
 
 
