@@ -43,14 +43,19 @@ def cache_root() -> Path:
 
 
 def compact_options(export_fn: Any = None) -> dict:
-    """Export options for the compact artifact: int8 encoder + fused decoder, and 4-bit decoder weights when
-    this version of ``export_artifact`` takes ``weight_bits`` (else the decoder stays fp32)."""
+    """Export options for the compact artifact: int8 encoder + fused decoder, 4-bit LM weights with the fusion
+    blocks and the tied lm_head at 8 bits, when this version of ``export_artifact`` takes them (else fp32)."""
     if export_fn is None:
         from edge_tslm.export import export_artifact as export_fn
     opts: dict = {"int8": True, "decoder": True}
     try:
-        if "weight_bits" in inspect.signature(export_fn).parameters:
+        params = inspect.signature(export_fn).parameters
+        if "weight_bits" in params:
             opts["weight_bits"] = 4
+        if "keep_scopes" in params:
+            # the tied lm_head/embedding at 8 bits (it is Q8_0 in the GGUF): at 4 bits HAR lost 15.6 F1 points,
+            # at 8 bits 3.1 (benchmarks/results/compression.md), for 118 MiB instead of 104
+            opts["keep_scopes"] = ("xattn", "lm_head")
     except (TypeError, ValueError):
         pass
     return opts
