@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edge_tslm.data.subset import stratified_indices
+
 MARK = "BENCH_RESULT "
 
 # (name, path template) tried for a task; missing ones are skipped with a printed reason.
@@ -317,18 +319,8 @@ def load_samples(cfg: BenchConfig):
 
     task = get_task(cfg.task)
     test = task.load("test", None)
-    idx = stratified_subset([s.label for s in test], cfg.per_class, cfg.seed)
+    idx = stratified_indices([s.label for s in test], cfg.per_class, cfg.seed)
     return [test[i] for i in idx], task.spec.labels, idx
-
-
-def stratified_subset(labels: Sequence[str], per_class: int, seed: int = 0) -> list[int]:
-    """Up to per_class indices of each label, seeded, sorted (the same rule as benchmarks/eval_tslm.py)."""
-    rng = np.random.default_rng(seed)
-    idx: list[int] = []
-    for lab in sorted(set(labels)):
-        members = [i for i, l in enumerate(labels) if l == lab]
-        idx += list(rng.choice(members, size=min(per_class, len(members)), replace=False))
-    return sorted(int(i) for i in idx)
 
 
 def _one_main(spec: dict) -> None:

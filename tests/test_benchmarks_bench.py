@@ -22,9 +22,9 @@ from edge_tslm.bench import (  # noqa: E402
     failed_row,
     markdown,
     pareto_front,
-    stratified_subset,
     write_outputs,
 )
+from edge_tslm.data.subset import stratified_indices as stratified_subset  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------ Pareto

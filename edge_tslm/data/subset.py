@@ -13,7 +13,11 @@ def stratified_subset(samples: Sequence[Any], per_class: int, seed: int = 0) -> 
     ``samples``: anything with a ``.label`` (Samples, or lazy records whose label is known without reading
     the signal); the same labels and seed give the same indices whichever is passed.
     """
-    labels = [s.label for s in samples]
+    return stratified_indices([s.label for s in samples], per_class, seed)
+
+
+def stratified_indices(labels: Sequence[str], per_class: int, seed: int = 0) -> list[int]:
+    """stratified_subset over the labels alone."""
     rng = np.random.default_rng(seed)
     idx: list[int] = []
     for lab in sorted(set(labels)):
