@@ -34,8 +34,7 @@ RECOVER = ["--recover-steps", "40"]
 ROWS: dict[str, list[str]] = {
     "fp32": [],
     "int8": ["quantize", "--bits", "8"],
-    # 4-bit for the LM's linear layers only: the 5M-parameter adapter at 4 bits (nf4, 21 dB SQNR) lost
-    # 37 F1 points on HAR (measured, see the notes in compression.md); kept fp32 it costs 19 MiB
+    # 4-bit (bitsandbytes nf4 on CPU) for the LM's linear layers; the 5M-parameter adapter stays fp32 (19 MiB)
     "int4": ["quantize", "--bits", "4", "--parts", "llm"],
     "pruned": ["prune", "--sparsity", "0.5"],
     "shared": ["compress", "--share", *RECOVER, "--bits", "0"],
@@ -74,7 +73,7 @@ def score(task: str, row: str, per_class: int, threads: int) -> dict:
     """Load the artifact, reset the peak-RSS counter, evaluate the subset; runs in its own process."""
     import torch
 
-    from benchmarks.eval_tslm import stratified_subset
+    from edge_tslm.data.subset import stratified_subset
     from edge_tslm.evaluate import evaluate
     from edge_tslm.machine import machine
     from edge_tslm.quantize import load_compressed
@@ -123,10 +122,11 @@ def _mib(n: float) -> str:
 def write_tables() -> None:
     rows = [json.loads(f.read_text()) for f in sorted(ROWS_DIR.glob("*.json"))]
     order = list(ROWS) + ["compact-onnx"]
+    per_class = {r["task"]: r["subset"]["per_class"] for r in rows}  # the torch rows' subset, per task
     for rt in sorted(RESULTS.glob("runtime_compact*.json")):  # benchmarks/eval_runtime.py on compact ONNX exports
         r = json.loads(rt.read_text())
-        if r.get("subset", {}).get("per_class") == 25 and r["task"] in SOURCE:
-            rows.append(_onnx_row(r["task"], r))
+        if r["task"] in per_class and (r.get("subset") or {}).get("per_class") == per_class[r["task"]]:
+            rows.append(_onnx_row(r["task"], r))  # only ONNX rows scored on the same windows
     rows.sort(key=lambda r: (list(SOURCE).index(r["task"]), order.index(r["row"] if r["row"] in order else "compact-onnx")))
     fp32_disk = {r["task"]: r["disk_total_bytes"] for r in map(_flat, rows) if r["row"] == "fp32"}
     fp32_f1 = {r["task"]: r["macro_f1"] for r in map(_flat, rows) if r["row"] == "fp32"}
@@ -213,7 +213,7 @@ def main() -> None:
                     print(f"built {task} {row} in {secs} s")
                 cmd = [sys.executable, __file__, "--task", task, "--row", row, "--per-class", str(a.per_class),
                        "--threads", str(a.threads), "--score-only"]
-                subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                subprocess.run(cmd, cwd=ROOT, check=True)
     write_tables()
 
 
