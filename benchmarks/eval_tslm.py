@@ -35,7 +35,7 @@ def har_baseline_on(indices: list[int]) -> dict:
     return classification_report(y, list(clf.predict(X)), ACTIVITIES)
 
 
-def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_class: int = 0) -> dict:
+def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_class: int = 0, device: str = "cpu") -> dict:
     from edge_tslm.evaluate import evaluate
     from edge_tslm.model.artifact import from_pretrained, read_config
     from edge_tslm.train.tasks import get_task
@@ -45,7 +45,7 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
     cfg = read_config(model_dir)
     task = get_task(cfg.task)
     info = machine()
-    model = from_pretrained(model_dir)
+    model = from_pretrained(model_dir, device=device)
     samples = task.load(split, None)
     subset = stratified_subset(samples, per_class) if per_class else None
     if subset is not None:
@@ -68,6 +68,7 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
         "seconds": round(elapsed, 1),
         "ms_per_sample": round(1000 * elapsed / max(1, rep["n"]), 1),
         "torch_threads": torch.get_num_threads(),
+        "device": device,
         "machine": info,
         "command": "python " + " ".join(sys.argv),
     }
@@ -124,10 +125,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--per-class", type=int, default=0, help="score a seeded stratified subset of N per class")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps (the torch model's device)")
     ap.add_argument("--markdown-only", action="store_true")
     a = ap.parse_args()
     if not a.markdown_only:
-        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class)
+        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device)
         suffix = "" if a.mode == "classify" else f"_{a.mode}"
         (RESULTS / f"tslm_{a.model.name}{suffix}.json").write_text(json.dumps(res, indent=1))
     write_markdown()

@@ -469,11 +469,11 @@ def run_bench(cfg: BenchConfig, *, quick: bool, out_dir: Path, extra: Sequence[t
     """Discover, measure each (artifact, device) in a subprocess, write bench.json / bench.md / plots."""
     from edge_tslm.machine import machine
 
-    info = machine()
     arts, skipped = discover(cfg.task, extra, root)
     for s in skipped:
         echo(f"skip {s['artifact']}: {s['reason']}")
     devs, why = devices()
+    info = machine()  # after devices(): torch is loaded then, so the record names the GPU
     if device_list:
         why.update({d: "not asked for (--device)" for d in devs if d not in device_list})
         devs = [d for d in devs if d in device_list]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +36,7 @@ def machine(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {
+        "gpu": _gpu(),
         "load_avg_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -43,3 +45,17 @@ def machine(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict:
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+def _gpu() -> str | None:
+    """The CUDA device's name and memory when torch is already loaded (never imports torch: the runtime is torch-free)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            return f"{p.name}, {p.total_memory / 2**30:.1f} GiB, CUDA {torch.version.cuda}, torch {torch.__version__}"
+        if torch is not None and torch.backends.mps.is_available():
+            return "Apple MPS"
+    except Exception:  # a broken driver must not lose the result it describes
+        return None
+    return None

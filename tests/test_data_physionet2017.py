@@ -66,3 +66,24 @@ def test_mitbih_208_excerpt():
     sig, meta = p17.load_mitbih_208_excerpt()
     assert sig.shape == (1, 108000) and sig.dtype == np.float32
     assert meta.fs == 360.0 and meta.unit == "mV"
+
+
+@needs_data
+def test_scipy_reader_matches_wfdb():
+    """Without wfdb the challenge's .mat files are read with scipy: same millivolts, same rate."""
+    wfdb = pytest.importorskip("wfdb")
+    for rec in p17.list_records()[:3]:
+        got, fs = p17._read_mat_record(_path / rec.name)
+        want = wfdb.rdrecord(str(_path / rec.name))
+        assert fs == want.fs == p17.FS
+        np.testing.assert_array_equal(got, want.p_signal)
+
+
+def test_scipy_reader_uses_header_gain_and_baseline(tmp_path):
+    from scipy.io import savemat
+
+    (tmp_path / "X1.hea").write_text("X1 1 300 4 05:05:15 1/05/2000\nX1.mat 16+24 200(10)/mV 16 0 -127 0 0 ECG\n")
+    savemat(str(tmp_path / "X1.mat"), {"val": np.array([[10, 210, -190, 110]], dtype=np.int16)}, format="4")
+    sig, fs = p17._read_mat_record(tmp_path / "X1")
+    assert fs == 300.0 and sig.shape == (4, 1)
+    np.testing.assert_allclose(sig[:, 0], [0.0, 1.0, -1.0, 0.5])

@@ -40,11 +40,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", default="", help="start from this artifact's adapter (e.g. the previous curriculum stage's best)")
     ap.add_argument("--max-seconds", default="", help="crop a stage's signals, e.g. ecg_rhythm=15 (SoftPrompt: one LM token per patch)")
+    ap.add_argument("--device", default="auto", help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
+    ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
+    ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")
+    ap.add_argument("--val-limit", type=int, default=64, help="validation examples per stage (early stopping's loss)")
     ap.add_argument("--data", action="append", default=[], help="task=path, e.g. ecg_rhythm=../shared/data/physionet2017")
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
     model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows))
+    device = a.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    model.to(device)
     if a.init:
         from edge_tslm.train.recipe import load_adapter
 
@@ -55,13 +63,15 @@ def main() -> None:
         a.stages.split(","),
         a.out,
         data_paths=dict(p.split("=", 1) for p in a.data),
-        train_cfg=TrainConfig(batch_size=a.batch_size, eval_every=a.eval_every, bf16=a.bf16, seed=a.seed, epochs=1.0),
+        train_cfg=TrainConfig(batch_size=a.batch_size, eval_every=a.eval_every, bf16=a.bf16, seed=a.seed, epochs=a.epochs,
+                              patience=a.patience),
         stage_steps={k: int(v) for k, v in kv(a.steps).items()},
         stage_time_s={k: v * 60 for k, v in kv(a.minutes).items()},
         stage_stop={k: int(v) for k, v in kv(a.stop).items()},
         rationale_prob=a.rationale_prob,
         balance=a.balance,
         stage_max_seconds=kv(a.max_seconds),
+        val_limit=a.val_limit,
     )
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"
     if a.export:

@@ -138,17 +138,40 @@ def split_records(split: str, path: str | Path | None = None, seed: int = 0) -> 
 
 @functools.lru_cache(maxsize=8192)
 def read_signal(directory: str, name: str) -> np.ndarray:
-    """Read one WFDB record as (1, L) float32 mV (cached)."""
-    import wfdb
-
-    rec = wfdb.rdrecord(str(Path(directory) / name))
-    if rec.p_signal is None or rec.p_signal.shape[1] != 1:
-        raise ValueError(f"{name}: expected one signal, got {None if rec.p_signal is None else rec.p_signal.shape}")
-    if float(rec.fs) != FS:
-        raise ValueError(f"{name}: expected {FS} Hz, header says {rec.fs}")
-    sig = np.nan_to_num(rec.p_signal[:, 0]).astype(np.float32)[None, :]
+    """Read one WFDB record as (1, L) float32 mV (cached); wfdb when installed, else the challenge's .mat via scipy."""
+    try:
+        import wfdb
+    except ImportError:
+        wfdb = None
+    if wfdb is None:
+        p_signal, fs = _read_mat_record(Path(directory) / name)
+    else:
+        rec = wfdb.rdrecord(str(Path(directory) / name))
+        p_signal, fs = rec.p_signal, rec.fs
+    if p_signal is None or p_signal.shape[1] != 1:
+        raise ValueError(f"{name}: expected one signal, got {None if p_signal is None else p_signal.shape}")
+    if float(fs) != FS:
+        raise ValueError(f"{name}: expected {FS} Hz, header says {fs}")
+    sig = np.nan_to_num(p_signal[:, 0]).astype(np.float32)[None, :]
     sig.setflags(write=False)  # cached and shared: keep callers from editing it in place
     return sig
+
+
+def _read_mat_record(base: Path) -> tuple[np.ndarray, float]:
+    """A one-signal WFDB record whose samples sit in a MATLAB v4 .mat (the 2017 challenge's layout), read with
+    scipy: the header line gives fs, and the signal line gain and baseline -> (L, 1) physical units."""
+    from scipy.io import loadmat
+
+    lines = [ln for ln in (base.with_suffix(".hea")).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    head, sigline = lines[0].split(), lines[1].split()
+    if int(head[1]) != 1:
+        raise ValueError(f"{base.name}: expected one signal, the header names {head[1]}")
+    fs = float(head[2].split("/")[0])
+    gain_field = sigline[2].split("/")[0]  # e.g. "1000/mV" or "1000(0)/mV"
+    gain = float(gain_field.split("(")[0]) or 200.0
+    baseline = float(gain_field.split("(")[1].rstrip(")")) if "(" in gain_field else float(sigline[4]) if len(sigline) > 4 else 0.0
+    val = loadmat(str(base.with_suffix(".mat")))["val"].astype(np.float64)  # (1, L) digital units
+    return ((val[0] - baseline) / gain)[:, None], fs
 
 
 def load_sample(directory: str, name: str, code: str) -> Sample:
