@@ -193,6 +193,34 @@ def test_minmax_reproduces_q4_1_grid_weights():
     assert sqnr["minmax"] > 100 > 40 > sqnr["rtn"], sqnr
 
 
+@pytest.mark.parametrize("bits", [4, 8])
+def test_accuracy_level_4_is_set_and_close(bits):
+    """accuracy_level=4 (int8 activations; onnxruntime's fast CPU kernels) lands on every MatMulNBits node and
+    keeps the product within quantization error of fp32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_tslm.export.compact import CompactConfig, quantize_graph
+
+    rng = np.random.default_rng(1)
+    K, N = 128, 64
+    w = (rng.standard_normal((K, N)) * 0.05).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
+        "acc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", N])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    qm, _ = quantize_graph(model, CompactConfig(bits=bits, algorithm="rtn", accuracy_level=4))
+    nodes = [n for n in qm.graph.node if n.op_type == "MatMulNBits"]
+    assert nodes and all({a.name: helper.get_attribute_value(a) for a in n.attribute}.get("accuracy_level") == 4 for n in nodes)
+    x = rng.standard_normal((5, K)).astype(np.float32)
+    (y,) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    rel = np.linalg.norm(y - x @ w) / np.linalg.norm(x @ w)
+    assert rel < (0.15 if bits == 4 else 0.02), rel
+
+
 def test_weight_bits_needs_the_decoder(tmp_path):
     from edge_tslm.export import export_artifact
     from edge_tslm.export.compact import CompactConfig

@@ -58,6 +58,7 @@ def export_artifact(
     weight_algorithm: str = "minmax",
     keep_scopes: tuple[str, ...] = ("xattn",),
     keep_bits: int = 8,
+    accuracy_level: int | None = None,
     parity_inputs: Any = None,
 ) -> dict[str, Any]:
     """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
@@ -112,7 +113,8 @@ def export_artifact(
         from edge_tslm.export.compact import CompactConfig, compact_export
 
         ccfg = CompactConfig(
-            bits=weight_bits, block_size=block_size, algorithm=weight_algorithm, keep_scopes=tuple(keep_scopes), keep_bits=keep_bits
+            bits=weight_bits, block_size=block_size, algorithm=weight_algorithm, keep_scopes=tuple(keep_scopes), keep_bits=keep_bits,
+            accuracy_level=accuracy_level
         )
         compact = compact_export(model, out, reports[-1], ccfg, inputs=parity_inputs)
     files = {

@@ -656,7 +656,8 @@ def compact_export(
     rec = compact_decoder(out_dir, cfg)
     r = decoder_report
     r.files = {f: file_entry(out_dir / f) for f in (*DECODER_GRAPHS, WEIGHTS_FILE)}
-    r.precision = f"int{bits} weights (block {block_size}), fp32 activations"
+    acts = "fp32 activations" if cfg.accuracy_level is None else f"activations at MatMulNBits accuracy_level {cfg.accuracy_level}"
+    r.precision = f"int{bits} weights (block {block_size}), {acts}"
     r.notes = [n for n in r.notes if "weights are embedded" not in n] + [
         f"decode takes one token per call; weights {bits}-bit (MatMulNBits, block {block_size}, {cfg.algorithm}; "
         f"tied lm_head/embedding rtn; scopes {list(cfg.keep_scopes)} at {cfg.keep_bits or 32} bits), "
