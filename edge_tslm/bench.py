@@ -27,18 +27,27 @@ from edge_tslm.data.subset import stratified_indices
 
 MARK = "BENCH_RESULT "
 
-# (name, path template) tried for a task; missing ones are skipped with a printed reason.
+# (name, path template) tried for a task, first hit per name; {short} is the artifact stem (har, ecg), as in
+# models/flamingo-ecg. runs/compress/... is where benchmarks/compression.py builds its rows; the compact ONNX
+# recipes are the README's. Missing ones are skipped with a printed reason.
 DEFAULT_ARTIFACTS: tuple[tuple[str, str], ...] = (
-    ("fp32", "models/flamingo-{task}"),
-    ("int8", "runs/flamingo-{task}-int8"),
-    ("int4", "runs/flamingo-{task}-int4"),
-    ("int4", "runs/flamingo-{task}-nf4"),
-    ("pruned", "runs/flamingo-{task}-pruned"),
-    ("shared", "runs/flamingo-{task}-shared"),
-    ("onnx", "runs/onnx-{task}"),
-    ("compact-onnx", "runs/compact-{task}"),
-    ("softprompt-fp32", "models/softprompt-{task}"),
+    ("fp32", "models/flamingo-{short}"),
+    ("int8", "runs/compress/{short}-int8"),
+    ("int8", "runs/flamingo-{short}-int8"),
+    ("int4", "runs/compress/{short}-int4"),
+    ("int4", "runs/flamingo-{short}-int4"),
+    ("pruned", "runs/compress/{short}-pruned"),
+    ("pruned", "runs/flamingo-{short}-pruned"),
+    ("shared", "runs/compress/{short}-shared"),
+    ("shared", "runs/flamingo-{short}-shared"),
+    ("combined", "runs/compress/{short}-combined"),
+    ("onnx", "runs/onnx-{short}"),
+    ("compact-onnx", "runs/compact4f-{short}"),
+    ("compact-onnx", "runs/compact-{short}"),
+    ("compact8-onnx", "runs/compact8f-{short}"),
+    ("softprompt-fp32", "models/softprompt-{short}"),
 )
+SHORT = {"ecg_rhythm": "ecg"}  # task -> artifact stem where they differ
 ONNX_FILES = ("encoder.onnx", "prefill.onnx", "decode.onnx", "config.json", "tokenizer/tokenizer.json")
 TORCH_FILES = ("config.json", "adapter.safetensors")
 
@@ -83,7 +92,7 @@ def discover(task: str, extra: Sequence[tuple[str, str]] = (), root: Path = Path
     """-> (artifacts to run [{name, path, kind}], skipped [{name, path, reason}]); a name keeps its first hit."""
     found, skipped, names = [], [], set()
     for name, tmpl in list(extra) + list(DEFAULT_ARTIFACTS):
-        path = root / tmpl.format(task=task)
+        path = root / tmpl.format(task=task, short=SHORT.get(task, task))
         if name in names:
             continue
         kind, reason = artifact_kind(path)

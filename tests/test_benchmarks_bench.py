@@ -83,6 +83,17 @@ def test_discover_skips_missing_and_incomplete_with_reasons(tmp_path):
     assert artifact_kind(tmp_path / "nope")[0] is None
 
 
+def test_discover_finds_compression_rows_and_ecg_stems(tmp_path):
+    """ECG artifacts are named flamingo-ecg (not -ecg_rhythm); compression.py's rows live in runs/compress/."""
+    for d in ("models/flamingo-ecg", "runs/compress/ecg-int8"):
+        (tmp_path / d).mkdir(parents=True)
+        for f in ("config.json", "adapter.safetensors"):
+            (tmp_path / d / f).write_bytes(b"{}")
+    found, _ = discover("ecg_rhythm", root=tmp_path)
+    assert {a["artifact"]: a["path"] for a in found} == {
+        "fp32": str(tmp_path / "models/flamingo-ecg"), "int8": str(tmp_path / "runs/compress/ecg-int8")}
+
+
 def test_stratified_subset_matches_eval_tslm_rule():
     from eval_tslm import stratified_subset as ref
 
