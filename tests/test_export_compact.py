@@ -181,7 +181,7 @@ def test_minmax_reproduces_q4_1_grid_weights():
     sqnr = {}
     for algo in ("minmax", "rtn"):
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-        qm, info = quantize_graph(model, CompactConfig(algorithm=algo), sqnr=True)
+        qm, info = quantize_graph(model, CompactConfig(algorithm=algo, fold_zero_points=False), sqnr=True)
         sqnr[algo] = info["weight_sqnr"]["overall_db"]
         x = rng.standard_normal((3, K)).astype(np.float32)
         (y,) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
@@ -219,6 +219,39 @@ def test_accuracy_level_4_is_set_and_close(bits):
     (y,) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     rel = np.linalg.norm(y - x @ w) / np.linalg.norm(x @ w)
     assert rel < (0.15 if bits == 4 else 0.02), rel
+
+
+@pytest.mark.parametrize("accuracy_level", [None, 4])
+def test_folded_zero_points_compute_the_same_product(accuracy_level):
+    """Folding the float zero points out (fast kernels) leaves x @ W unchanged: exactly in fp32 compute, within
+    the int8 activation rounding at accuracy_level 4. No float zero point is left."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_tslm.export.compact import CompactConfig, quantize_graph
+
+    rng = np.random.default_rng(2)
+    K, N = 96, 40
+    w = (rng.standard_normal((K, N)) * 0.05 + 0.01).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
+        "fold",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", N])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    x = rng.standard_normal((2, 3, K)).astype(np.float32)
+    ys = {}
+    for fold in (False, True):
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+        qm, info = quantize_graph(model, CompactConfig(fold_zero_points=fold, accuracy_level=accuracy_level if fold else None))
+        (ys[fold],) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        nodes = [n for n in qm.graph.node if n.op_type == "MatMulNBits"]
+        zp = {t.name: t for t in qm.graph.initializer}[nodes[0].input[3]]
+        assert len(nodes) == 1 and (zp.data_type == TensorProto.UINT8) == fold  # float zero points only unfolded
+    assert info["zero_points_folded"]
+    tol = 1e-5 if accuracy_level is None else 2e-2
+    rel = np.linalg.norm(ys[True] - ys[False]) / np.linalg.norm(ys[False])
+    assert rel < tol, rel
 
 
 def test_weight_bits_needs_the_decoder(tmp_path):

@@ -59,6 +59,10 @@ class CompactConfig:
     # affine blocks (GGUF Q4_1's form): it reproduces weights that already lie on such a grid exactly. The tied
     # lm_head always uses "rtn" (GatherBlockQuantized takes integer zero points only).
     algorithm: str = "minmax"
+    # min/max blocks store float zero points, which send MatMulNBits down onnxruntime's slow path (the weight is
+    # dequantized on every call: 20x slower than fp32 per decode row, benchmarks/results/matmulnbits_micro.md).
+    # Folding rewrites each as the zero-point-free MatMulNBits (fast kernels) plus an exact fp32 correction.
+    fold_zero_points: bool = True
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
@@ -405,8 +409,69 @@ def quantize_graph(model, cfg: CompactConfig, *, sqnr: bool = False) -> tuple[An
         "fp32_matmuls_left": ops_after.get("MatMul", 0),  # activation x activation (attention), no weights
     }
     if sqnr:
-        info["weight_sqnr"] = weight_sqnr(graph, fp32)
+        info["weight_sqnr"] = weight_sqnr(graph, fp32)  # before the fold: it reads the zero points
+    if cfg.fold_zero_points:
+        info["zero_points_folded"] = fold_float_zero_points(graph, cfg.accuracy_level)
     return out, info
+
+
+def fold_float_zero_points(graph, accuracy_level: int | None = None) -> list[str]:
+    """MatMulNBits with float zero points -> the same node without them + an exact fp32 correction.
+
+    w = (q - z) s = (q - 2^(b-1)) s + (2^(b-1) - z) s, so x @ W = MatMulNBits(x; q, s) + (x @ S) @ C with S (K, kb)
+    the 0/1 block-membership matrix (block sums of x, shared by every node of that K) and C (kb, N) the per-block
+    offsets: kb = K/bs extra fp32 numbers per output column, 1 bit per weight, what the float zero points cost.
+    ``accuracy_level`` is set on each folded node (onnxruntime's HQQ/min-max quantizer leaves it unset).
+    Returns the folded node names."""
+    from onnx import helper, numpy_helper
+
+    inits = _inits(graph)
+    block_sum: dict[tuple[int, int], str] = {}
+    nodes, folded = [], []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "MatMulNBits" or len(node.input) < 4 or not node.input[3]:
+            continue
+        zp = _array(inits[node.input[3]])
+        if zp.dtype.kind != "f":
+            continue  # integer zero points: already the fast kernels
+        at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        K, N, bits, bs = int(at["K"]), int(at["N"]), int(at["bits"]), int(at["block_size"])
+        kb = -(-K // bs)
+        scales = _array(inits[node.input[2]]).reshape(N, kb).astype(np.float64)
+        C = ((float(1 << (bits - 1)) - zp.reshape(N, kb).astype(np.float64)) * scales).T  # (kb, N)
+        if (K, bs) not in block_sum:
+            S = np.zeros((K, kb), np.float32)  # (K, kb): S[k, k // bs] = 1
+            S[np.arange(K), np.arange(K) // bs] = 1.0
+            block_sum[(K, bs)] = f"zp_fold.block_sum.K{K}.bs{bs}"
+            graph.initializer.append(numpy_helper.from_array(S, block_sum[(K, bs)]))
+        c_name = f"{node.input[1]}.zp_fold_offsets"
+        graph.initializer.append(numpy_helper.from_array(C.astype(np.float32), c_name))
+        out = node.output[0]
+        main, sums, corr = f"{out}/zp_fold_main", f"{out}/zp_fold_block_sums", f"{out}/zp_fold_correction"
+        node.output[0] = main
+        # integer zero points at the grid's middle (2^(b-1), what an absent zero point means too): with them
+        # present onnxruntime takes its int8-activation kernels at accuracy_level 4, without them it does not
+        mid_name = f"zp_fold.mid.N{N}.kb{kb}.b{bits}"
+        if mid_name not in inits:
+            mid = np.full((N, -(-kb * bits // 8)), 0x88 if bits == 4 else 1 << (bits - 1), np.uint8)  # packed
+            inits[mid_name] = numpy_helper.from_array(mid, mid_name)
+            graph.initializer.append(inits[mid_name])
+        node.input[3] = mid_name
+        if accuracy_level is not None:
+            keep = [a for a in node.attribute if a.name != "accuracy_level"]
+            del node.attribute[:]
+            node.attribute.extend([*keep, helper.make_attribute("accuracy_level", int(accuracy_level))])
+        nodes += [
+            helper.make_node("MatMul", [node.input[0], block_sum[(K, bs)]], [sums], name=f"{node.name}/zp_fold_sums"),
+            helper.make_node("MatMul", [sums, c_name], [corr], name=f"{node.name}/zp_fold_offsets"),
+            helper.make_node("Add", [main, corr], [out], name=f"{node.name}/zp_fold_add"),
+        ]
+        folded.append(node.name)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused_initializers(graph)
+    return folded
 
 
 def _op_counts(graph) -> dict[str, int]:
