@@ -112,15 +112,18 @@ def section_patch(r: dict | None) -> list[str]:
     return out + [""]
 
 
-def section_bench(r: dict | None) -> list[str]:
-    out = ["#### `edge-tslm bench`: size, memory, latency, F1 per artifact", ""]
+def section_bench(r: dict | None, where: str = "", title: str = "`edge-tslm bench`: size, memory, latency, F1 per artifact") -> list[str]:
+    out = [f"#### {title}", ""]
     if r is None:
         return out + ["Not run yet: `edge-tslm bench --quick`.", ""]
     c = r["config"]
-    out += [f"`{r['command']}` — {'--quick, ' if r['quick'] else ''}F1 on {r['n']} HAR test windows ({c['per_class']}/class), "
-            f"{c['threads']} thread(s), {_machine(r['machine'])}, load average {r['machine'].get('load_avg_1min_at_start')} "
-            "(shared machine); [table](benchmarks/results/bench.md), plots: "
-            "[F1 vs latency](benchmarks/results/bench_f1_latency.png), [F1 vs memory](benchmarks/results/bench_f1_memory.png).", "",
+    d = f"benchmarks/results/{where}"
+    task = "HAR" if c.get("task", "har") == "har" else "ECG rhythm"
+    gpu = f", {r['machine']['gpu']}" if r["machine"].get("gpu") else ""
+    out += [f"`{r['command']}` — {'--quick, ' if r['quick'] else ''}F1 on {r['n']} {task} test windows ({c['per_class']}/class), "
+            f"{c['threads']} thread(s), {_machine(r['machine'])}{gpu}, load average {r['machine'].get('load_avg_1min_at_start')} "
+            f"(shared machine); [table]({d}bench.md), plots: "
+            f"[F1 vs latency]({d}bench_f1_latency.png), [F1 vs memory]({d}bench_f1_memory.png).", "",
             "| artifact | device | size MiB (+ backbone) | peak MiB | encoder ms | prefill ms | ms/token | classify p50 / p95 ms | macro-F1 |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for x in r["rows"]:
@@ -147,6 +150,9 @@ def render(results: Path = RESULTS) -> str:
     lines += section_opentslm(_load(results, "opentslm_vs_classify.json"))
     lines += section_patch(_load(results, "patch_len.json"))
     lines += section_bench(_load(results, "bench.json"))
+    for sub in sorted(p.parent.name for p in results.glob("bench_*/bench.json")):
+        lines += section_bench(_load(results / sub, "bench.json"), f"{sub}/",
+                               f"`edge-tslm bench` ({sub.replace('bench_', '').replace('_', ', ')})")
     return "\n".join(lines)
 
 
