@@ -284,6 +284,10 @@ def test_compact_options_follow_the_export_signature():
 
     assert compact_options(old) == {"int8": True, "decoder": True}
     assert compact_options(new) == {"int8": True, "decoder": True, "weight_bits": 4}
+    from edge_tslm.export import export_artifact
+
+    assert compact_options(export_artifact) == {"int8": True, "decoder": True, "weight_bits": 4,
+                                                "keep_scopes": ("xattn", "lm_head"), "accuracy_level": 4}
 
 
 def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):

@@ -243,7 +243,7 @@ def test_folded_zero_points_compute_the_same_product(accuracy_level):
     ys = {}
     for fold in (False, True):
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-        qm, info = quantize_graph(model, CompactConfig(fold_zero_points=fold, accuracy_level=accuracy_level if fold else None))
+        qm, info = quantize_graph(model, CompactConfig(fold_zero_points=fold, fold_accuracy_level=accuracy_level if fold else None))
         (ys[fold],) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
         nodes = [n for n in qm.graph.node if n.op_type == "MatMulNBits"]
         zp = {t.name: t for t in qm.graph.initializer}[nodes[0].input[3]]

@@ -56,6 +56,10 @@ def compact_options(export_fn: Any = None) -> dict:
             # the tied lm_head/embedding at 8 bits (it is Q8_0 in the GGUF): at 4 bits HAR lost 15.6 F1 points,
             # at 8 bits 3.1 (benchmarks/results/compression.md), for 118 MiB instead of 104
             opts["keep_scopes"] = ("xattn", "lm_head")
+        if "accuracy_level" in params:
+            # int8-activation MatMulNBits kernels (the float zero points are folded out first): one decode row of a
+            # 576x1536 projection 1.07 -> 0.018 ms here (benchmarks/results/matmulnbits_micro.md)
+            opts["accuracy_level"] = 4
     except (TypeError, ValueError):
         pass
     return opts

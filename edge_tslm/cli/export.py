@@ -35,7 +35,8 @@ def export(
     weight_algorithm: Annotated[str, typer.Option(help="with --weight-bits: minmax (min/max affine blocks, float zero points; exact on GGUF Q4_1 weights) or rtn (onnxruntime default, integer zero points)")] = "minmax",
     keep_scopes: Annotated[str, typer.Option(help="with --weight-bits: comma-separated module scopes kept at --keep-bits (default: the fusion blocks)")] = "xattn",
     keep_bits: Annotated[int, typer.Option(help="with --weight-bits: bits for --keep-scopes (8, or 0 = fp32)")] = 8,
-    accuracy_level: Annotated[Optional[int], typer.Option(help="with --weight-bits: MatMulNBits accuracy_level (4 = int8 activations: onnxruntime's fast CPU kernels, which need --weight-algorithm rtn; see benchmarks/results/matmulnbits_micro.md)")] = None,
+    accuracy_level: Annotated[Optional[int], typer.Option(help="with --weight-bits: MatMulNBits accuracy_level of the integer-zero-point nodes (rtn; the --keep-bits 8 scopes): 4 = int8 activations, onnxruntime's fast CPU kernels (benchmarks/results/matmulnbits_micro.md)")] = None,
+    fold_accuracy_level: Annotated[Optional[int], typer.Option(help="with --weight-bits and minmax: accuracy_level of the folded min/max nodes (default: fp32 activations, exact)")] = None,
     parity_windows: Annotated[int, typer.Option(help="with --weight-bits: real test windows per label for the 4-bit parity record (0: seeded random windows)")] = 1,
 ) -> None:
     """Export encoder + resampler (and optionally the fused decoder), parity-checked against PyTorch."""
@@ -64,6 +65,7 @@ def export(
         keep_scopes=tuple(x for x in keep_scopes.split(",") if x),
         keep_bits=keep_bits,
         accuracy_level=accuracy_level,
+        fold_accuracy_level=fold_accuracy_level,
         parity_inputs=inputs,
     )
     summary = {

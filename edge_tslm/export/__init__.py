@@ -59,6 +59,7 @@ def export_artifact(
     keep_scopes: tuple[str, ...] = ("xattn",),
     keep_bits: int = 8,
     accuracy_level: int | None = None,
+    fold_accuracy_level: int | None = None,
     parity_inputs: Any = None,
 ) -> dict[str, Any]:
     """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
@@ -114,7 +115,7 @@ def export_artifact(
 
         ccfg = CompactConfig(
             bits=weight_bits, block_size=block_size, algorithm=weight_algorithm, keep_scopes=tuple(keep_scopes), keep_bits=keep_bits,
-            accuracy_level=accuracy_level
+            accuracy_level=accuracy_level, fold_accuracy_level=fold_accuracy_level
         )
         compact = compact_export(model, out, reports[-1], ccfg, inputs=parity_inputs)
     files = {

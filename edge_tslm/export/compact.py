@@ -48,7 +48,10 @@ class CompactConfig:
     bits: int = 4
     block_size: int = 32
     symmetric: bool = False  # asymmetric (scale + zero point per block), like GGUF Q4_1
-    accuracy_level: int | None = None  # MatMulNBits compute type; None: fp32 activations
+    accuracy_level: int | None = None  # MatMulNBits compute type of the integer-zero-point (rtn) nodes; None: fp32
+    # activations. 4 = int8 activations: the fast kernels, and the 8-bit ones' only fast path here.
+    fold_accuracy_level: int | None = None  # the same for the folded min/max nodes (the 4-bit LM); None keeps them
+    # exact in fp32 activations: on HAR, 4 moved label log-probs by up to 1.8 nats (parity tolerance 1.0), None 0.2
     tie_embedding: bool = True  # embedding Gather reads the lm_head's quantized bytes when the weights are tied
     # MatMuls whose exporter name scope contains one of these (e.g. "xattn": the trained fusion blocks) get
     # keep_bits instead (8: MatMulNBits 8-bit; 0: stay fp32)
@@ -411,7 +414,7 @@ def quantize_graph(model, cfg: CompactConfig, *, sqnr: bool = False) -> tuple[An
     if sqnr:
         info["weight_sqnr"] = weight_sqnr(graph, fp32)  # before the fold: it reads the zero points
     if cfg.fold_zero_points:
-        info["zero_points_folded"] = fold_float_zero_points(graph, cfg.accuracy_level)
+        info["zero_points_folded"] = fold_float_zero_points(graph, cfg.fold_accuracy_level)
     return out, info
 
 
@@ -421,7 +424,7 @@ def fold_float_zero_points(graph, accuracy_level: int | None = None) -> list[str
     w = (q - z) s = (q - 2^(b-1)) s + (2^(b-1) - z) s, so x @ W = MatMulNBits(x; q, s) + (x @ S) @ C with S (K, kb)
     the 0/1 block-membership matrix (block sums of x, shared by every node of that K) and C (kb, N) the per-block
     offsets: kb = K/bs extra fp32 numbers per output column, 1 bit per weight, what the float zero points cost.
-    ``accuracy_level`` is set on each folded node (onnxruntime's HQQ/min-max quantizer leaves it unset).
+    ``accuracy_level`` is written on each folded node (None: removed, fp32 activations).
     Returns the folded node names."""
     from onnx import helper, numpy_helper
 
@@ -458,10 +461,9 @@ def fold_float_zero_points(graph, accuracy_level: int | None = None) -> list[str
             inits[mid_name] = numpy_helper.from_array(mid, mid_name)
             graph.initializer.append(inits[mid_name])
         node.input[3] = mid_name
-        if accuracy_level is not None:
-            keep = [a for a in node.attribute if a.name != "accuracy_level"]
-            del node.attribute[:]
-            node.attribute.extend([*keep, helper.make_attribute("accuracy_level", int(accuracy_level))])
+        keep = [a for a in node.attribute if a.name != "accuracy_level"]  # None: fp32 activations, whatever was set
+        del node.attribute[:]
+        node.attribute.extend(keep + ([helper.make_attribute("accuracy_level", int(accuracy_level))] if accuracy_level is not None else []))
         nodes += [
             helper.make_node("MatMul", [node.input[0], block_sum[(K, bs)]], [sums], name=f"{node.name}/zp_fold_sums"),
             helper.make_node("MatMul", [sums, c_name], [corr], name=f"{node.name}/zp_fold_offsets"),
