@@ -42,9 +42,8 @@ DEFAULT_ARTIFACTS: tuple[tuple[str, str], ...] = (
     ("shared", "runs/flamingo-{short}-shared"),
     ("combined", "runs/compress/{short}-combined"),
     ("onnx", "runs/onnx-{short}"),
-    ("compact-onnx", "runs/compact4f-{short}"),
+    ("compact-onnx", "runs/compactf-{short}"),
     ("compact-onnx", "runs/compact-{short}"),
-    ("compact8-onnx", "runs/compact8f-{short}"),
     ("softprompt-fp32", "models/softprompt-{short}"),
 )
 SHORT = {"ecg_rhythm": "ecg"}  # task -> artifact stem where they differ
