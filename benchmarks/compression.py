@@ -126,7 +126,7 @@ def write_tables() -> None:
     for rt in sorted(RESULTS.glob("runtime_compact*.json")):  # benchmarks/eval_runtime.py on compact ONNX exports
         r = json.loads(rt.read_text())
         if r["task"] in per_class and (r.get("subset") or {}).get("per_class") == per_class[r["task"]]:
-            rows.append(_onnx_row(r["task"], r))  # only ONNX rows scored on the same windows
+            rows.append(_onnx_row(r["task"], r, rt.stem.removeprefix("runtime_")))  # only ONNX rows scored on the same windows
     rows.sort(key=lambda r: (list(SOURCE).index(r["task"]), order.index(r["row"] if r["row"] in order else "compact-onnx")))
     fp32_disk = {r["task"]: r["disk_total_bytes"] for r in map(_flat, rows) if r["row"] == "fp32"}
     fp32_f1 = {r["task"]: r["macro_f1"] for r in map(_flat, rows) if r["row"] == "fp32"}
@@ -163,8 +163,8 @@ def write_tables() -> None:
     print("\n".join(lines))
 
 
-def _onnx_row(task: str, rt: dict) -> dict:
-    return {"task": task, "row": f"onnx {Path(rt['artifact']).name}", "onnx": rt}
+def _onnx_row(task: str, rt: dict, name: str = "") -> dict:
+    return {"task": task, "row": f"onnx {name or Path(rt['artifact']).name}", "onnx": rt}
 
 
 def _flat(r: dict) -> dict:
@@ -172,7 +172,11 @@ def _flat(r: dict) -> dict:
         o = r["onnx"]
         q = o.get("weight_quantization", {}).get("config", {})
         keep = f", {'+'.join(q.get('keep_scopes', []))} {q.get('keep_bits')}-bit" if q.get("keep_scopes") else ""
-        tr = f"ONNX: LM {q.get('bits')}-bit {q.get('algorithm')} b{q.get('block_size')}{keep}, encoder {o.get('encoder_precision')}"
+        fold = " (zero points folded)" if q.get("fold_zero_points") and q.get("algorithm") == "minmax" else ""
+        acc = (f", accuracy_level {q.get('accuracy_level')} / LM {q.get('fold_accuracy_level')}"
+               if q.get("accuracy_level") is not None or q.get("fold_accuracy_level") is not None else "")
+        tr = (f"ONNX: LM {q.get('bits')}-bit {q.get('algorithm')}{fold} b{q.get('block_size')}{keep}{acc}, "
+              f"encoder {o.get('encoder_precision')}")
         size = o["artifact_size"]["total_bytes"]
         return {
             "task": r["task"], "row": r["row"], "transforms": tr, "params": o.get("parameters", 0),
