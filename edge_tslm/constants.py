@@ -32,3 +32,7 @@ ONNX_LATENTS = "latents"  # (B, num_latents, dim)
 
 # Floor for a channel's standard deviation when z-normalising a flat line.
 STD_EPS = 1e-6
+
+# A chat model that opens a new turn has finished its answer: generation stops there too (ChatML's turn start;
+# SmolLM2 sometimes emits it instead of <|im_end|> after "Answer: <label>").
+TURN_START_TOKEN = "<|im_start|>"

@@ -138,3 +138,20 @@ def test_input_triplet_end_to_end(rng):
     scores = model.classify(mi.text, list(mi.series), ["walking", "sitting"])
     assert all(np.isfinite(v) and v < 0 for v in scores.values())
     assert isinstance(model.generate(mi.text, list(mi.series), max_new_tokens=3), str)
+
+
+def test_generation_stops_at_a_new_chat_turn():
+    """A chat model that opens a new turn (<|im_start|>) has finished its answer; without a chat format it is text."""
+    from conftest import build_tiny
+
+    from edge_tslm.constants import TURN_START_TOKEN
+
+    model = build_tiny("flamingo")
+    turn = model.tokenizer.convert_tokens_to_ids(TURN_START_TOKEN)
+    if not isinstance(turn, int) or turn == model.tokenizer.unk_token_id:
+        model.tokenizer.add_special_tokens({"additional_special_tokens": [TURN_START_TOKEN]})
+        turn = model.tokenizer.convert_tokens_to_ids(TURN_START_TOKEN)
+    model.cfg = model.cfg.replace(chat_format=True)
+    assert turn in model.stop_ids() and model.tokenizer.eos_token_id in model.stop_ids()
+    model.cfg = model.cfg.replace(chat_format=False)
+    assert turn not in model.stop_ids()

@@ -126,6 +126,12 @@ class TSLMBase(nn.Module):
         gen = getattr(self.lm, "generation_config", None)
         eos = getattr(gen, "eos_token_id", None)
         ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.cfg.chat_format:
+            from edge_tslm.constants import TURN_START_TOKEN
+
+            turn = self.tokenizer.convert_tokens_to_ids(TURN_START_TOKEN)
+            if isinstance(turn, int) and turn != self.tokenizer.unk_token_id:
+                ids.add(turn)
         return {i for i in ids if i is not None}
 
     @torch.no_grad()

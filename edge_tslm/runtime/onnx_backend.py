@@ -35,6 +35,7 @@ from edge_tslm.constants import (
     ONNX_SERIES_INDEX,
     ONNX_SERIES_MASK,
     TOKENIZER_DIR,
+    TURN_START_TOKEN,
     TS_TOKEN,
 )
 from edge_tslm.export import spec
@@ -167,6 +168,8 @@ class OnnxBackend:
             if f.is_file():
                 eos = json.loads(f.read_text()).get("eos_token_id")
                 ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.cfg.chat_format:
+            ids.add(self.tokenizer.tk.token_to_id(TURN_START_TOKEN))  # None when the vocabulary has no such token
         return {int(i) for i in ids if i is not None}
 
     # ------------------------------------------------------------------ encoder
