@@ -74,6 +74,12 @@ class _State:
         rep = lambda a: np.repeat(a, k, axis=0)  # noqa: E731
         return _State([rep(a) for a in self.past], [rep(a) for a in self.cross], rep(self.ts_pos), self.length)
 
+    def take(self, rows: Sequence[int]) -> "_State":
+        """The state of these rows (a row may repeat): B -> len(rows)."""
+        idx = np.asarray(rows, np.int64)
+        pick = lambda a: np.take(a, idx, axis=0)  # noqa: E731
+        return _State([pick(a) for a in self.past], [pick(a) for a in self.cross], pick(self.ts_pos), self.length)
+
 
 class OnnxBackend:
     """A Backend (see edge_tslm.runtime.backend) over an exported artifact directory."""
@@ -259,19 +265,8 @@ class OnnxBackend:
         for tok in conts[0][:shared]:  # the shared tokens, scored once (B=1)
             prefix_lp += float(_log_softmax(last[0])[tok])
             last, state = self.decode(np.array([tok]), state)
-        rest = [c[shared:] for c in conts]
-        K, T = len(rest), max(len(r) for r in rest)
-        ids = np.full((K, T), self.tokenizer.eos_token_id, np.int64)  # (K, T), eos-padded past each label's end
-        for k, r in enumerate(rest):
-            ids[k, : len(r)] = r
-        lens = np.array([len(r) for r in rest])
-        scores = _log_softmax(last[0])[ids[:, 0]] + prefix_lp  # (K,)
-        if T > 1:
-            state = state.tile(K)  # one copy of the cache per label
-            for j in range(1, T):
-                logits, state = self.decode(ids[:, j - 1], state)  # (K, V): predicts token j
-                lp = _log_softmax(logits)[np.arange(K), ids[:, j]]  # (K,)
-                scores = scores + np.where(j < lens, lp, 0.0)
+        rest = [tuple(c[shared:]) for c in conts]
+        scores = self._score_trie(rest, _log_softmax(last[0]), state) + prefix_lp  # (K,)
         t2 = time.perf_counter()
         self.last_timings = {
             **{k: v for k, v in self.last_timings.items() if k == "encode_ms"},
@@ -279,6 +274,32 @@ class OnnxBackend:
             "decode_ms": (t2 - t1) * 1000,
         }
         return {lab: float(s) for lab, s in zip(labels, scores)}
+
+    def _score_trie(self, rest: list[tuple[int, ...]], first_lp: np.ndarray, state: _State) -> np.ndarray:
+        """Sum of log p over each label's remaining tokens, decoding each distinct prefix once.
+
+        Depth by depth, the rows of one decode call are the distinct label prefixes that still have a token to
+        score (HAR: 4 rows, then 2, then 2, instead of 6 tiled copies of the cache for every step); each row's
+        cache is gathered from its parent prefix's row. first_lp: log-probs (V,) of the first remaining token."""
+        K = len(rest)
+        scores = np.array([first_lp[r[0]] for r in rest], np.float64)  # (K,)
+        parents: dict[tuple[int, ...], int] = {(): 0}  # prefix -> its row in `state`
+        depth = 1
+        while True:
+            prefixes = sorted({r[:depth] for r in rest if len(r) > depth})
+            if not prefixes:
+                break
+            rows = [parents[p[:-1]] for p in prefixes]
+            step = state.take(rows) if (len(rows) != state.past[0].shape[0] or rows != list(range(len(rows)))) else state
+            logits, state = self.decode(np.array([p[-1] for p in prefixes], np.int64), step)  # (R, V)
+            lp = _log_softmax(logits)  # (R, V)
+            row_of = {p: i for i, p in enumerate(prefixes)}
+            for k in range(K):
+                if len(rest[k]) > depth:
+                    scores[k] += lp[row_of[rest[k][:depth]], rest[k][depth]]
+            parents = row_of
+            depth += 1
+        return scores
 
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
         """Greedy decoding with the KV cache; stops at the tokenizer's / generation config's eos ids."""
