@@ -9,7 +9,7 @@ chosen UCI test subjects is written as a CSV (t, x, y, z) and streamed with the 
 samples' activity when all of them carry the same one ("pure" windows: what the benchmark's windows are, as
 those never straddle an activity change); windows over a transition or two activities have no truth there.
 A second figure scores every window with a >= 50 % majority activity. Macro-F1 over the six activities is set
-beside the benchmark's (benchmarks/results/tslm_flamingo-har.json, a 600-window stratified subset of all nine
+beside the benchmark's (benchmarks/results/tslm_flamingo-har.json, its windows of all nine
 test subjects: not the same windows).
 
 ECG: real PhysioNet 2017 test-split records (WFDB .hea/.mat, 300 Hz) streamed one by one with
@@ -216,7 +216,7 @@ def markdown(res: dict) -> str:
             L.append(f"| {name} | {s.get('n')} | {s.get('accuracy', '–')} | {s.get('macro_f1', '–')} | {s.get('macro_f1_present_classes', '–')} "
                      f"({len(s.get('present_classes') or [])}) |")
         bf = b.get("macro_f1")
-        L.append(f"| benchmark: `{b.get('file')}` (600-window stratified subset, all 9 test subjects) | {b.get('n')} | – | "
+        L.append(f"| benchmark: `{b.get('file')}` ({b.get('n')} windows of all 9 test subjects) | {b.get('n')} | – | "
                  f"{'–' if bf is None else round(bf, 4)} | (6) |")
         if b.get("per_class_f1"):
             L += ["", f"Benchmark per-class F1: { {k: round(v, 3) for k, v in b['per_class_f1'].items()} }"]
