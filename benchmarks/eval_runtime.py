@@ -35,7 +35,9 @@ ECG_TASKS = ("ecg_rhythm", "physionet2017")  # as edge_tslm.evaluate (which impo
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    from edge_tslm.runtime.events import peak_rss_mb
+
+    return peak_rss_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # VmHWM; else Linux ru_maxrss (KiB)
 
 
 def artifact_size(path: Path, manifest: dict) -> dict:

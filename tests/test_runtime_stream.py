@@ -362,3 +362,16 @@ def test_torch_backend_on_a_tiny_saved_artifact(tmp_path):
     z = np.array(list(logp.values()))
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     np.testing.assert_allclose([wins[0]["scores"][k] for k in ACTIVITIES], p, atol=1e-5)
+
+
+def test_peak_rss_is_this_process_not_its_parent():
+    """A child started by a process holding a lot of memory reports its own peak (ru_maxrss would inherit it)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    big = np.ones(300 * 2**20 // 8)  # 300 MiB held by this (parent) process
+    code = "from edge_tslm.runtime.events import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert big.sum() > 0 and float(out.strip()) < 250
