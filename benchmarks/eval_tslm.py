@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--per-class", type=int, default=0, help="score a seeded stratified subset of N per class")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps (the torch model's device)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="cpu | cuda | mps (the torch model's device)")
     ap.add_argument("--markdown-only", action="store_true")
     a = ap.parse_args()
     if not a.markdown_only:

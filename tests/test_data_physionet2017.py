@@ -87,3 +87,9 @@ def test_scipy_reader_uses_header_gain_and_baseline(tmp_path):
     sig, fs = p17._read_mat_record(tmp_path / "X1")
     assert fs == 300.0 and sig.shape == (4, 1)
     np.testing.assert_allclose(sig[:, 0], [0.0, 1.0, -1.0, 0.5])
+
+
+def test_scipy_reader_refuses_a_malformed_header(tmp_path):
+    (tmp_path / "X2.hea").write_text("X2 1 300\n")
+    with pytest.raises(ValueError, match="not a WFDB header"):
+        p17._read_mat_record(tmp_path / "X2")

@@ -159,10 +159,25 @@ def test_tied_embedding_reads_lm_head_bytes():
     assert 15 < info["weight_sqnr"]["overall_db"] < 30
 
 
+def _matmul_model(w: np.ndarray, lead: tuple[str, ...] = ("n",)):
+    """A one-MatMul ONNX model y = x @ w (w constant, x's leading axes named ``lead``): the unit quantize_graph rewrites."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    K, N = w.shape
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
+        "one_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*lead, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*lead, N])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
 def test_minmax_reproduces_q4_1_grid_weights():
     """Weights already on a 32-wide min/max affine 4-bit grid (GGUF Q4_1's form) come back exactly with "minmax";
     onnxruntime's default (integer zero points, range stretched to 0) cannot represent them."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     from edge_tslm.export.compact import CompactConfig, dequantize_matmul_nbits, quantize_graph
 
@@ -173,17 +188,9 @@ def test_minmax_reproduces_q4_1_grid_weights():
     d = rng.uniform(1e-3, 1e-2, (N, K // 32, 1)).astype(np.float16).astype(np.float32)
     m = -rng.uniform(0, 0.08, (N, K // 32, 1)).astype(np.float16).astype(np.float32)
     w = np.ascontiguousarray((q * d + m).reshape(N, K).T.astype(np.float32))  # (K, N)
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
-        "grid",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", N])],
-        [numpy_helper.from_array(w, "w")],
-    )
     sqnr = {}
     for algo in ("minmax", "rtn"):
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-        qm, info = quantize_graph(model, CompactConfig(algorithm=algo, fold_zero_points=False), sqnr=True)
+        qm, info = quantize_graph(_matmul_model(w), CompactConfig(algorithm=algo, fold_zero_points=False), sqnr=True)
         sqnr[algo] = info["weight_sqnr"]["overall_db"]
         x = rng.standard_normal((3, K)).astype(np.float32)
         (y,) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
@@ -199,22 +206,14 @@ def test_minmax_reproduces_q4_1_grid_weights():
 def test_accuracy_level_4_is_set_and_close(bits):
     """accuracy_level=4 (int8 activations; onnxruntime's fast CPU kernels) lands on every MatMulNBits node and
     keeps the product within quantization error of fp32."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     from edge_tslm.export.compact import CompactConfig, quantize_graph
 
     rng = np.random.default_rng(1)
     K, N = 128, 64
     w = (rng.standard_normal((K, N)) * 0.05).astype(np.float32)
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
-        "acc",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", N])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    qm, _ = quantize_graph(model, CompactConfig(bits=bits, algorithm="rtn", accuracy_level=4))
+    qm, _ = quantize_graph(_matmul_model(w), CompactConfig(bits=bits, algorithm="rtn", accuracy_level=4))
     nodes = [n for n in qm.graph.node if n.op_type == "MatMulNBits"]
     assert nodes and all({a.name: helper.get_attribute_value(a) for a in n.attribute}.get("accuracy_level") == 4 for n in nodes)
     x = rng.standard_normal((5, K)).astype(np.float32)
@@ -227,25 +226,17 @@ def test_accuracy_level_4_is_set_and_close(bits):
 def test_folded_zero_points_compute_the_same_product(accuracy_level):
     """Folding the float zero points out (fast kernels) leaves x @ W unchanged: exactly in fp32 compute, within
     the int8 activation rounding at accuracy_level 4. No float zero point is left."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto
 
     from edge_tslm.export.compact import CompactConfig, quantize_graph
 
     rng = np.random.default_rng(2)
     K, N = 96, 40
     w = (rng.standard_normal((K, N)) * 0.05 + 0.01).astype(np.float32)
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="body")],
-        "fold",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", K])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", N])],
-        [numpy_helper.from_array(w, "w")],
-    )
     x = rng.standard_normal((2, 3, K)).astype(np.float32)
     ys = {}
     for fold in (False, True):
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-        qm, info = quantize_graph(model, CompactConfig(fold_zero_points=fold, fold_accuracy_level=accuracy_level if fold else None))
+        qm, info = quantize_graph(_matmul_model(w, ("b", "t")), CompactConfig(fold_zero_points=fold, fold_accuracy_level=accuracy_level if fold else None))
         (ys[fold],) = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
         nodes = [n for n in qm.graph.node if n.op_type == "MatMulNBits"]
         zp = {t.name: t for t in qm.graph.initializer}[nodes[0].input[3]]

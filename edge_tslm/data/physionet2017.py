@@ -163,6 +163,9 @@ def _read_mat_record(base: Path) -> tuple[np.ndarray, float]:
     from scipy.io import loadmat
 
     lines = [ln for ln in (base.with_suffix(".hea")).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) < 2 or len(lines[0].split()) < 3 or len(lines[1].split()) < 3:
+        raise ValueError(f"{base.with_suffix('.hea')}: not a WFDB header (want a record line 'name nsig fs ...' and a "
+                         "signal line 'file fmt gain ...'); install wfdb for other layouts")
     head, sigline = lines[0].split(), lines[1].split()
     if int(head[1]) != 1:
         raise ValueError(f"{base.name}: expected one signal, the header names {head[1]}")
@@ -170,7 +173,10 @@ def _read_mat_record(base: Path) -> tuple[np.ndarray, float]:
     gain_field = sigline[2].split("/")[0]  # e.g. "1000/mV" or "1000(0)/mV"
     gain = float(gain_field.split("(")[0]) or 200.0
     baseline = float(gain_field.split("(")[1].rstrip(")")) if "(" in gain_field else float(sigline[4]) if len(sigline) > 4 else 0.0
-    val = loadmat(str(base.with_suffix(".mat")))["val"].astype(np.float64)  # (1, L) digital units
+    mat = loadmat(str(base.with_suffix(".mat")))
+    if "val" not in mat:
+        raise ValueError(f"{base.with_suffix('.mat')}: no 'val' variable (the challenge's layout); found {sorted(k for k in mat if not k.startswith('__'))}")
+    val = mat["val"].astype(np.float64)  # (1, L) digital units
     return ((val[0] - baseline) / gain)[:, None], fs
 
 

@@ -723,7 +723,9 @@ def compact_export(
     rec = compact_decoder(out_dir, cfg)
     r = decoder_report
     r.files = {f: file_entry(out_dir / f) for f in (*DECODER_GRAPHS, WEIGHTS_FILE)}
-    acts = "fp32 activations" if cfg.accuracy_level is None else f"activations at MatMulNBits accuracy_level {cfg.accuracy_level}"
+    lvl = lambda a: "fp32" if a is None else f"accuracy_level {a}"  # noqa: E731
+    acts = f"activations: integer-zero-point nodes {lvl(cfg.accuracy_level)}" + (
+        f", folded min/max nodes {lvl(cfg.fold_accuracy_level)}" if cfg.algorithm == "minmax" and cfg.fold_zero_points else "")
     r.precision = f"int{bits} weights (block {block_size}), {acts}"
     r.notes = [n for n in r.notes if "weights are embedded" not in n] + [
         f"decode takes one token per call; weights {bits}-bit (MatMulNBits, block {block_size}, {cfg.algorithm}; "

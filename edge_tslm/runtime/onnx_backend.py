@@ -69,11 +69,6 @@ class _State:
     def __init__(self, past: list[np.ndarray], cross: list[np.ndarray], ts_pos: np.ndarray, length: int) -> None:
         self.past, self.cross, self.ts_pos, self.length = past, cross, ts_pos, length
 
-    def tile(self, k: int) -> "_State":
-        """One copy of the state per row (B=1 -> B=k)."""
-        rep = lambda a: np.repeat(a, k, axis=0)  # noqa: E731
-        return _State([rep(a) for a in self.past], [rep(a) for a in self.cross], rep(self.ts_pos), self.length)
-
     def take(self, rows: Sequence[int]) -> "_State":
         """The state of these rows (a row may repeat): B -> len(rows)."""
         idx = np.asarray(rows, np.int64)
