@@ -86,12 +86,12 @@ def ecg_stream(seconds: float = 220.0, split: str = "test"):
 
 
 def decoder_weight_bytes(artifact: Path) -> dict | None:
-    """Bytes of weights one decode step reads, from decode.onnx (None when the artifact has no ONNX decoder).
+    """Bytes of weights one decode step reads, from decoder.onnx (None when the artifact has no ONNX decoder).
 
     Each initializer counts once with its stored size (inline or external data); one read only by Gather
     nodes (an embedding lookup) counts one row. The KV cache and the cross K/V are activations, not counted.
     """
-    path = Path(artifact) / "decode.onnx"
+    path = Path(artifact) / "decoder.onnx"
     if not path.is_file():
         return None
     import onnx

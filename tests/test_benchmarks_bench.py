@@ -79,7 +79,7 @@ def test_discover_skips_missing_and_incomplete_with_reasons(tmp_path):
     assert found == []
     reasons = {s["artifact"]: s["reason"] for s in skipped}
     assert "not present" in reasons["fp32"]
-    assert "decode.onnx" in reasons["onnx"]
+    assert "decoder.onnx" in reasons["onnx"]
     assert artifact_kind(tmp_path / "nope")[0] is None
 
 

@@ -196,7 +196,7 @@ def test_decoder_weight_bytes_counts_gathered_tables_by_row(tmp_path):
     ]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 100])], [emb, w, head])
-    onnx.save(helper.make_model(g), str(tmp_path / "decode.onnx"))
+    onnx.save(helper.make_model(g), str(tmp_path / "decoder.onnx"))
     r = lat.decoder_weight_bytes(tmp_path)
     assert r["bytes_per_token"] == 8 * 4 + 64 * 4 + 800 * 4
     assert r["gather_only_tables_bytes"] == 800 * 4
@@ -204,7 +204,7 @@ def test_decoder_weight_bytes_counts_gathered_tables_by_row(tmp_path):
     nodes[2] = helper.make_node("MatMul", ["h2", "embT"], ["logits"])
     nodes.insert(2, helper.make_node("Transpose", ["emb"], ["embT"]))
     g = helper.make_graph(nodes, "g", g.input, g.output, [emb, w])
-    onnx.save(helper.make_model(g), str(tmp_path / "decode.onnx"))
+    onnx.save(helper.make_model(g), str(tmp_path / "decoder.onnx"))
     assert lat.decoder_weight_bytes(tmp_path)["bytes_per_token"] == 800 * 4 + 64 * 4
     assert lat.decoder_weight_bytes(tmp_path / "nothing") is None
 
@@ -300,7 +300,7 @@ def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):
         calls.append((model, target, int8, decoder, weight_bits, Path(source)))
         out = Path(out)
         (out / "tokenizer").mkdir(parents=True)
-        for f in ("encoder.onnx", "prefill.onnx", "decode.onnx", "config.json", "tokenizer/tokenizer.json"):
+        for f in ("encoder.onnx", "cross.onnx", "decoder.onnx", "config.json", "tokenizer/tokenizer.json"):
             (out / f).write_text("x")
         m = {"parity_passed": True}
         (out / "manifest.json").write_text(json.dumps(m))

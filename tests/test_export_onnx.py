@@ -113,7 +113,7 @@ def test_export_refuses_a_model_without_series_encoder():
         export_encoder_onnx(torch.nn.Linear(2, 2), "unused.onnx")
 
 
-# ---------------------------------------------------------------- fused decoder (prefill + decode, KV cache)
+# ---------------------------------------------------------------- fused decoder (cross + one decoder graph, KV cache)
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +128,18 @@ def decoder_export(tmp_path_factory):
     return model, export_decoder_onnx(model, out)
 
 
-def test_decoder_prefill_and_three_decode_steps_match_eager(decoder_export):
+def test_decoder_prompt_prefix_trie_and_decode_steps_match_eager(decoder_export):
     from edge_tslm.export.spec import DECODER_FP32_ATOL
 
     _, report = decoder_export
     p = report.parity
     assert p["passed"], p
-    assert {"prefill", "prefill_batch2", "decode_1", "decode_2", "decode_3"} <= set(p["cases"])
+    assert {
+        "prompt_from_empty_cache", "prompt_after_cached_prefix", "prompt_batch2", "label_trie_one_row",
+        "decode_1", "decode_2", "decode_3",
+    } <= set(p["cases"])
     assert p["max_abs_diff"] <= DECODER_FP32_ATOL
-    assert sorted(report.files) == ["decode.onnx", "prefill.onnx"]
+    assert sorted(report.files) == ["cross.onnx", "decoder.onnx"]
 
 
 def test_decoder_graph_io_and_media_matters(decoder_export):
@@ -146,31 +149,40 @@ def test_decoder_graph_io_and_media_matters(decoder_export):
     from edge_tslm.export import spec
 
     model, report = decoder_export
-    pre = onnx.load(str(report.path / "prefill.onnx"))
-    dec = onnx.load(str(report.path / "decode.onnx"))
+    cross = onnx.load(str(report.path / "cross.onnx"))
+    dec = onnx.load(str(report.path / "decoder.onnx"))
     onnx.checker.check_model(dec, full_check=True)
-    pre_out = {o.name: _dims(o) for o in pre.graph.output}
+    cross_out = {o.name: _dims(o) for o in cross.graph.output}
     dec_in = {i.name: _dims(i) for i in dec.graph.input}
-    assert pre_out["logits"] == ["batch", model.lm.config.vocab_size]
-    assert pre_out["present_key.0"] == ["batch", 2, "tokens", 16]
-    blocks = model.insertion
-    assert all(f"cross_key.{i}" in pre_out and f"cross_value.{i}" in dec_in for i in blocks)
-    assert dec_in["input_ids"] == ["batch", 1]
+    dec_out = {o.name: _dims(o) for o in dec.graph.output}
+    assert dec_out["logits"][0] == "batch" and dec_out["logits"][2] == model.lm.config.vocab_size
+    assert dec_out["present_key.0"][:2] == ["batch", 2] and dec_out["present_key.0"][3] == 16
+    assert all(f"cross_key.{i}" in cross_out and f"cross_value.{i}" in dec_in for i in model.insertion)
+    assert dec_in["input_ids"] == ["batch", "tokens"] == dec_in["position_ids"]
+    assert dec_in["attention_mask"] == ["batch", 1, "tokens", "tokens"]
     assert dec_in["past_key.0"] == ["batch", 2, "past", 16] == dec_in["past_value.3"]
-    assert dec_in["attention_mask"] == ["batch", "past + 1"]
-    sess = ort.InferenceSession(str(report.path / "prefill.onnx"), providers=["CPUExecutionProvider"])
+    assert dec_in["logit_index"] == ["logit_rows"]
+    xs = ort.InferenceSession(str(report.path / "cross.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(report.path / "decoder.onnx"), providers=["CPUExecutionProvider"])
     n_lat, dim = model.cfg.resampler.num_latents, model.cfg.encoder.dim
     ids = np.array([[5, 6, model.ts_id, 7, 8, 9]], dtype=np.int64)
-    feed = {
-        spec.DEC_INPUT_IDS: ids,
-        spec.DEC_ATTENTION_MASK: np.ones_like(ids),
-        spec.DEC_MEDIA: np.random.default_rng(0).standard_normal((1, n_lat, dim)).astype(np.float32),
-        spec.DEC_TS_POSITIONS: np.array([[2]], dtype=np.int64),
-    }
-    a = sess.run(["logits"], feed)[0]
-    feed[spec.DEC_MEDIA] = np.zeros_like(feed[spec.DEC_MEDIA])
-    b = sess.run(["logits"], feed)[0]
-    assert np.abs(a - b).max() > 1e-3
+    empty = np.zeros((1, 2, 0, 16), np.float32)
+
+    def logits(media):
+        kv = dict(zip([o.name for o in cross.graph.output], xs.run(None, {spec.DEC_MEDIA: media})))
+        feed = {
+            spec.DEC_INPUT_IDS: ids,
+            spec.DEC_POSITION_IDS: np.arange(6)[None],
+            spec.DEC_ATTENTION_MASK: spec.causal_mask(6),
+            spec.DEC_TS_POSITIONS: np.array([[2]], dtype=np.int64),
+            spec.DEC_LOGIT_INDEX: np.array([5]),
+            **{i.name: empty for i in dec.graph.input if i.name.startswith("past_")},
+            **kv,
+        }
+        return sess.run(["logits"], feed)[0]
+
+    media = np.random.default_rng(0).standard_normal((1, n_lat, dim)).astype(np.float32)
+    assert np.abs(logits(media) - logits(np.zeros_like(media))).max() > 1e-3
 
 
 def test_decoder_export_refuses_sliding_window_backbones():
@@ -222,5 +234,5 @@ def test_decoder_export_with_one_shared_fusion_block(tmp_path):
     open_gates(model, 0.7)
     rep = export_decoder_onnx(model, tmp_path)
     assert rep.parity["passed"], rep.parity
-    dec_inputs = [i.name for i in onnx.load(str(tmp_path / "decode.onnx")).graph.input]
+    dec_inputs = [i.name for i in onnx.load(str(tmp_path / "decoder.onnx")).graph.input]
     assert [n for n in dec_inputs if n.startswith("cross_")] == [f"cross_key.{model.insertion[0]}", f"cross_value.{model.insertion[0]}"]

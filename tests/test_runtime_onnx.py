@@ -175,12 +175,13 @@ def test_backend_attributes_and_registry(exported, backend):
 def test_encode_media_equals_encode_media(exported, backend):
     model, _ = exported
     series = series_of(np.random.default_rng(3), 128, 100, 61)
-    media = backend.encode(series).value
+    media, cross = backend.encode(series).value
     b = model._batch(ts_text(3), series)
     with torch.no_grad():
         ref = model.encode_media(b.series, b.series_mask).numpy()
     assert media.shape == ref.shape == (1, 3 * model.cfg.resampler.num_latents, model.cfg.encoder.dim)
     assert np.abs(media - ref).max() < 1e-4
+    assert len(cross) == 2 * len(model.insertion) and cross[0].shape[2] == media.shape[1]  # (1, H, S * N, d)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +199,32 @@ def test_classify_matches_torch(exported, backend, labels):
         assert list(got) == list(labels)
         diff = max(abs(got[k] - ref[k]) for k in labels)
         assert diff <= CLASSIFY_ATOL, (diff, got, ref)
-    assert {"prefill_ms", "decode_ms", "encode_ms"} <= set(backend.last_timings)
+    assert {"prefill_ms", "label_tokens", "encode_ms"} <= set(backend.last_timings)
+
+
+def test_prefix_cache_and_multi_token_decode(exported):
+    """The cached prompt head gives the cold backend's scores; decode of T tokens in one call = T calls."""
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    _, art = exported
+    rng = np.random.default_rng(13)
+    texts = [ts_text(1, "What is the activity?"), ts_text(1, "Which one?")]
+    warm = OnnxBackend(art, threads=1)
+    for text in texts * 2:
+        series = series_of(rng, 128)
+        cold = OnnxBackend(art, threads=1)
+        a, b = warm.classify(text, warm.encode(series), ACTIVITIES), cold.classify(text, cold.encode(series), ACTIVITIES)
+        assert max(abs(a[k] - b[k]) for k in ACTIVITIES) < 1e-5
+    assert warm.prefix_hits >= 3  # every call after the first reuses the system turn's K/V
+    enc = warm.encode(series_of(rng, 128))
+    logits, state = warm.prefill(texts[0], enc)
+    toks = np.array([11, 12, 13])
+    many, _ = warm.decode(toks, state)  # (3, V)
+    one = []
+    for t in toks:
+        lg, state = warm.decode(np.array([t]), state)
+        one.append(lg[0])
+    np.testing.assert_allclose(many, np.stack(one), atol=1e-4)
 
 
 def test_media_change_the_scores(backend):
@@ -241,6 +267,9 @@ def test_missing_decoder_is_backend_unavailable(exported, tmp_path):
         shutil.copy(art / f, partial / f)
     with pytest.raises(BackendUnavailable, match="--decoder"):
         load_backend(partial, "onnx")
+    (partial / "prefill.onnx").write_bytes(b"")  # the layout of edge-tslm < 0.4 exports
+    with pytest.raises(BackendUnavailable, match="re-export"):
+        load_backend(partial, "onnx")
 
 
 def test_stream_window_scores_equal_torch_backend(exported, backend):
@@ -267,7 +296,8 @@ def test_stream_window_scores_equal_torch_backend(exported, backend):
 
 
 def test_no_torch_process_runs_the_artifact(exported, backend):
-    """torch and transformers poisoned in sys.modules: the ONNX backend still loads, classifies and generates."""
+    """torch and transformers poisoned in sys.modules: the ONNX backend still loads, classifies and generates, and
+    the task questions come without scipy (its ~75 MB of RSS stay out of a stream that does not resample)."""
     _, art = exported
     series = series_of(np.random.default_rng(9), 128)
     want = backend.classify(ts_text(1), backend.encode(series), ACTIVITIES)
@@ -283,7 +313,9 @@ def test_no_torch_process_runs_the_artifact(exported, backend):
         "enc = be.encode([x])\n"
         "out = be.classify(text, enc, be.labels)\n"
         "be.generate(text, enc, 4)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers') and sys.modules[m] is not None]\n"
+        "from edge_tslm.runtime.stream import task_question\n"
+        "task_question('har'); task_question('ecg_rhythm')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'scipy') and sys.modules[m] is not None]\n"
         "assert not bad, bad\n"
         "print(json.dumps(out))\n"
     )

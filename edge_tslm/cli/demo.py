@@ -84,7 +84,7 @@ def compact_key(model_dir: str | Path, options: dict) -> str:
 
 def is_complete(path: Path) -> bool:
     """A finished export: the three graphs, the tokenizer and a manifest whose parity checks passed."""
-    need = ("encoder.onnx", "prefill.onnx", "decode.onnx", "config.json", "manifest.json", "tokenizer/tokenizer.json")
+    need = ("encoder.onnx", "cross.onnx", "decoder.onnx", "config.json", "manifest.json", "tokenizer/tokenizer.json")
     if not all((path / f).is_file() for f in need):
         return False
     try:

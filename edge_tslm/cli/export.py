@@ -26,7 +26,7 @@ def export(
     target: Annotated[Target, typer.Option(help="onnx (onnxruntime) or coreml (.mlpackage)")] = Target.onnx,
     out: Annotated[Path, typer.Option(help="output directory (created)")] = Path("export"),
     int8: Annotated[bool, typer.Option(help="onnx: dynamic int8 quantization of the encoder")] = False,
-    decoder: Annotated[bool, typer.Option(help="onnx: also export the fused decoder (prefill + decode with KV cache)")] = False,
+    decoder: Annotated[bool, typer.Option(help="onnx: also export the fused decoder (cross.onnx + one decoder.onnx with a KV cache)")] = False,
     opset: Annotated[int, typer.Option(help="onnx opset")] = 18,
     precision: Annotated[str, typer.Option(help="coreml compute precision: fp16 or fp32")] = "fp16",
     compress: Annotated[Optional[Compression], typer.Option(help="coreml weight compression")] = None,

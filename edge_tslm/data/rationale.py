@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal as sps
 
 from edge_tslm.prompts import answer_text, format_number
 
@@ -175,6 +174,8 @@ def trend_features(x: np.ndarray) -> TrendFeatures:
 
 def _detrended(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64).ravel()
+    from scipy import signal as sps  # lazily: the streaming runtime imports the task specs, not the features
+
     return sps.detrend(x, type="linear")
 
 
@@ -235,6 +236,8 @@ class SpikeFeatures:
 
 def spike_features(x: np.ndarray) -> SpikeFeatures:
     x = np.asarray(x, dtype=np.float64).ravel()
+    from scipy import signal as sps
+
     med = sps.medfilt(x, kernel_size=9)
     r = x - med
     scale = 1.4826 * float(np.median(np.abs(r - np.median(r))))

@@ -64,12 +64,12 @@ def export_artifact(
 ) -> dict[str, Any]:
     """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
 
-    onnx: encoder.onnx (int8: dynamic int8), and with ``decoder`` prefill.onnx + decode.onnx + tokenizer/.
+    onnx: encoder.onnx (int8: dynamic int8), and with ``decoder`` cross.onnx + decoder.onnx + tokenizer/.
     coreml: encoder.mlpackage (precision fp16|fp32, compress None|int8|int4|palettize). The directory also holds
     config.json (rebuilds the model's shapes) and manifest.json (every file's size and sha256, what was
     exported, the parity results).
     weight_bits (onnx + decoder): 4 (or 8) -> the decoder graphs' weights block-quantized with onnxruntime's
-    MatMulNBits (``block_size`` wide blocks) and stored once in weights.onnx.data for both graphs
+    MatMulNBits (``block_size`` wide blocks) and stored once in weights.onnx.data
     (edge_tslm.export.compact: weight_algorithm rtn|minmax, MatMuls under ``keep_scopes`` at ``keep_bits``); the 4-bit parity record compares the artifact's OnnxBackend with the fp32 torch
     model on ``parity_inputs`` ([(text, series)], default: seeded random windows).
     """

@@ -1,19 +1,20 @@
-"""Compact decoder graphs: 4-bit block-quantized LM weights (ONNX Runtime's MatMulNBits), stored once for both graphs.
+"""Compact decoder graph: 4-bit block-quantized LM weights (ONNX Runtime's MatMulNBits) in one external data file.
 
-Why: the fp32 export embeds every LM weight in prefill.onnx and again in decode.onnx (2 x ~540 MB for SmolLM2-135M).
+Why: the fp32 export embeds every LM weight in decoder.onnx (~540 MB for SmolLM2-135M).
 ``compact_decoder`` rewrites an fp32 decoder export in place:
 
-1. the prefill's lm_head ``Gemm(transB=1)`` and the decode's ``MatMul(x, Transpose(W))`` both become a ``MatMul``
-   over one constant W.T, so both graphs quantize it to the same bytes (MatMulNBitsQuantizer only takes MatMul
-   with a constant weight);
+1. an lm_head ``Gemm(transB=1)`` or ``MatMul(x, Transpose(W))`` becomes a ``MatMul`` over one constant W.T
+   (MatMulNBitsQuantizer only takes MatMul with a constant weight);
 2. onnxruntime's ``MatMulNBitsQuantizer`` (op_types_to_quantize=("MatMul",)) turns every MatMul with a constant
    weight (LM projections, fusion blocks, lm_head) into ``MatMulNBits``;
 3. with tied embeddings, the token-embedding ``Gather`` becomes ``GatherBlockQuantized`` over the lm_head's own
    4-bit bytes, scales and zero points (ORT GenAI's layout for shared embeddings): the 28M-parameter table is
    stored once, at 4 bits. (The quantizer's own ``op_types_to_quantize=("MatMul", "Gather")`` does quantize the
-   embedding Gather, but as a second copy beside the fp32 prefill Gemm weight and the decode lm_head.)
+   embedding Gather, but as a second copy beside the lm_head.)
 4. every initializer >= EXTERNAL_MIN_BYTES is written once, deduplicated by content (sha256), to one external
-   data file (WEIGHTS_FILE) that both graphs reference by relative path, offset and length.
+   data file (WEIGHTS_FILE) that the graph references by relative path, offset and length.
+
+cross.onnx (media -> cross K/V, a few hundred thousand weights) stays fp32 beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 WEIGHTS_FILE = "weights.onnx.data"
-DECODER_GRAPHS = ("prefill.onnx", "decode.onnx")
+DECODER_GRAPHS = ("decoder.onnx",)  # edge_tslm.export.spec.DECODER_GRAPH
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors (shapes, norms of tiny models) stay inside the graph
 ALIGN = 4096  # each external tensor starts on a page boundary (onnxruntime may mmap aligned data)
 
@@ -564,9 +565,9 @@ def verify_shared(out_dir: Path, names: Sequence[str] = DECODER_GRAPHS, data_nam
 
 
 def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig()) -> dict[str, Any]:
-    """Rewrite out_dir's fp32 prefill.onnx + decode.onnx to ``cfg.bits``-bit weights in one shared WEIGHTS_FILE.
+    """Rewrite out_dir's fp32 decoder.onnx to ``cfg.bits``-bit weights in WEIGHTS_FILE.
 
-    Checks: both graphs' external data resolve into the one file and both load in onnxruntime sessions.
+    Checks: the graph's external data resolve into the one file and it loads in an onnxruntime session.
     Returns the record that goes into the manifest (config, per-graph rewrites, weight SQNR, sharing stats).
     """
     import onnx
@@ -578,7 +579,7 @@ def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig()) -
     models, graphs = {}, {}
     for i, name in enumerate(DECODER_GRAPHS):
         m = onnx.load(str(out_dir / name))
-        models[name], graphs[name] = quantize_graph(m, cfg, sqnr=i == 0)  # SQNR once: both graphs hold the same weights
+        models[name], graphs[name] = quantize_graph(m, cfg, sqnr=i == 0)  # SQNR of the first graph
         del m
     sharing = write_shared(models, out_dir)
     del models
@@ -722,15 +723,15 @@ def compact_export(
     bits, block_size = cfg.bits, cfg.block_size
     rec = compact_decoder(out_dir, cfg)
     r = decoder_report
-    r.files = {f: file_entry(out_dir / f) for f in (*DECODER_GRAPHS, WEIGHTS_FILE)}
+    r.files = {f: file_entry(out_dir / f) for f in (*r.files, WEIGHTS_FILE)}
     lvl = lambda a: "fp32" if a is None else f"accuracy_level {a}"  # noqa: E731
     acts = f"activations: integer-zero-point nodes {lvl(cfg.accuracy_level)}" + (
         f", folded min/max nodes {lvl(cfg.fold_accuracy_level)}" if cfg.algorithm == "minmax" and cfg.fold_zero_points else "")
     r.precision = f"int{bits} weights (block {block_size}), {acts}"
     r.notes = [n for n in r.notes if "weights are embedded" not in n] + [
-        f"decode takes one token per call; weights {bits}-bit (MatMulNBits, block {block_size}, {cfg.algorithm}; "
+        f"weights {bits}-bit (MatMulNBits, block {block_size}, {cfg.algorithm}; "
         f"tied lm_head/embedding rtn; scopes {list(cfg.keep_scopes)} at {cfg.keep_bits or 32} bits), "
-        f"stored once in {WEIGHTS_FILE} for both graphs (external data, deduplicated by content)",
+        f"stored once in {WEIGHTS_FILE} (external data, deduplicated by content); cross.onnx stays fp32",
         "the exporter's per-node debug metadata (stack traces) is stripped",
     ]
     info = getattr(model, "info", None)

@@ -314,36 +314,35 @@ def _check_decoder_exportable(model: nn.Module) -> None:
 DECODER_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
 
 
-class PrefillGraph(nn.Module):
-    """(input_ids, attention_mask, media, ts_positions) -> (last-token logits, present K/V per layer, cross K/V per block).
+class CrossGraph(nn.Module):
+    """media (B, S*N, Dm) -> cross K/V (B, H, S*N, d) of each distinct fusion block: once per window."""
 
-    The FlamingoTSLM's own decoder call (hooks, HF mask, DynamicCache) is what traces; nothing is re-implemented.
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, media):
+        cross: list[torch.Tensor] = []
+        for _, block in fusion_blocks(self.model):
+            cross += list(block.media_kv(media))
+        return tuple(cross)
+
+
+class DecoderGraph(nn.Module):
+    """(input_ids, position_ids, attention_mask (B, 1, T, T) bool over the new tokens, ts_positions, logit_index,
+    past K/V..., cross K/V...)
+    -> (logits at logit_index, present K/V...).
+
+    One graph for every decoder call: the prompt (past P = 0, or a cached prefix), the label trie (one row whose
+    tokens see only their own branch: the mask and the positions say so) and each generated token. The
+    FlamingoTSLM's own decoder call (fusion pre-hooks, DynamicCache rebuilt from flat tensors) is what traces.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, media, ts_positions):
-        from transformers import DynamicCache
-
-        md = self.model
-        hidden, cache = md._run(input_ids, attention_mask, media, ts_positions, DynamicCache(config=md.lm.config), 0, True)
-        logits = md.head(hidden[:, -1])  # (B, V)
-        cross: list[torch.Tensor] = []
-        for _, block in fusion_blocks(md):
-            cross += list(block.media_kv(media))  # (B, H, S * N, d) each
-        return (logits, *_flat_cache(cache), *cross)
-
-
-class DecodeGraph(nn.Module):
-    """(one token, attention_mask over past + 1, ts_positions, past K/V..., cross K/V...) -> (logits, present K/V...)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, ts_positions, *kv):
+    def forward(self, input_ids, position_ids, attention_mask, ts_positions, logit_index, *kv):
         from transformers import DynamicCache
 
         md = self.model
@@ -353,8 +352,40 @@ class DecodeGraph(nn.Module):
         for i in range(n_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         media = _CrossKV({j: (cross[2 * j], cross[2 * j + 1]) for j in range(len(cross) // 2)})
-        hidden, cache = md._run(input_ids, attention_mask, media, ts_positions, cache, past[0].shape[2], True)
-        return (md.head(hidden), *_flat_cache(cache))  # (B, T, V), ...
+        B, T = input_ids.shape
+        seen = torch.ones(B, 1, T, past[0].shape[2], dtype=torch.bool, device=input_ids.device)  # the cache: all visible
+        mask = torch.cat([seen, attention_mask], dim=-1)  # (B, 1, T, P + T)
+        hidden, cache = md._run(input_ids, mask, media, ts_positions, cache, 0, True, positions=position_ids)
+        logits = md.head(hidden.index_select(1, logit_index))  # (B, K, V)
+        return (logits, *_flat_cache(cache))
+
+
+EXPORT_ATTENTION = "edge_tslm_export_sdpa"
+
+
+def _export_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """SDPA under the graph's explicit mask with is_causal=False. transformers' sdpa path decides is_causal from
+    ``q_len > 1``, which is a symbolic bool once the token axis is dynamic; the mask here says everything."""
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: (B, Hkv, P+T, d) -> (B, H, P+T, d)
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None  # (B, T, H, d), no weights
+
+
+@contextlib.contextmanager
+def _explicit_mask_attention(lm: nn.Module) -> Iterator[None]:
+    """Within the block the LM's attention layers call _export_sdpa."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(EXPORT_ATTENTION, _export_sdpa)
+    cfg = lm.config
+    before = cfg._attn_implementation
+    cfg._attn_implementation = EXPORT_ATTENTION
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = before
 
 
 @contextlib.contextmanager
@@ -387,28 +418,31 @@ def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
     past = [n.format(i) for i in range(n_layers) for n in (spec.PAST_KEY, spec.PAST_VALUE)]
     cross = [n.format(i) for i, _ in fusion_blocks(model) for n in (spec.CROSS_KEY, spec.CROSS_VALUE)]
     return {
-        "prefill_inputs": [spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_MEDIA, spec.DEC_TS_POSITIONS],
-        "prefill_outputs": [spec.DEC_LOGITS, *present, *cross],
-        "decode_inputs": [spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS, *past, *cross],
-        "decode_outputs": [spec.DEC_LOGITS, *present],
+        "cross_inputs": [spec.DEC_MEDIA],
+        "cross_outputs": cross,
+        "decoder_inputs": [
+            spec.DEC_INPUT_IDS, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS, spec.DEC_LOGIT_INDEX,
+            *past, *cross,
+        ],
+        "decoder_outputs": [spec.DEC_LOGITS, *present],
     }
 
 
 def _example_decoder_inputs(model: nn.Module):
-    """B=2, T=12, two series (the second absent in sample 1): every axis the graphs keep dynamic is > 1."""
+    """B=2, P=5 cached + T=7 new tokens, two series (the second absent in sample 1): every dynamic axis is > 1."""
     from edge_tslm.model.flamingo import ABSENT
 
     gen = torch.Generator().manual_seed(0)
-    B, T, S = 2, 12, 2
+    B, P, T, S = 2, 9, 6, 2
     n_lat, dim = model.cfg.resampler.num_latents, model.cfg.encoder.dim
     vocab = model.new_tokens.base_vocab
-    ids = torch.randint(3, vocab, (B, T), generator=gen)
+    ids = torch.randint(3, vocab, (B, P + T), generator=gen)
     ids[:, 3] = model.ts_id
     ids[0, 7] = model.ts_id
     ts_pos = torch.tensor([[3, 7], [3, ABSENT]])
     media = torch.randn(B, S * n_lat, dim, generator=gen)
     media[1, n_lat:] = 0.0
-    return ids, torch.ones(B, T, dtype=torch.long), media, ts_pos
+    return ids, P, media, ts_pos
 
 
 def export_decoder_onnx(
@@ -419,15 +453,15 @@ def export_decoder_onnx(
     validate: bool = True,
     strict: bool = True,
 ) -> ExportReport:
-    """Export the fused decoder (LM + gated cross-attention) as two ONNX graphs sharing one KV layout.
+    """Export the fused decoder (LM + gated cross-attention) as two ONNX graphs.
 
-    ``prefill.onnx``: input_ids (B, T) i64, attention_mask (B, T) i64, media (B, S*N, Dm) f32 (the encoder's
-    latents, series after series), ts_positions (B, S) i64 -> logits (B, V) of the last token,
-    present_key/value.{layer} (B, Hkv, T, d), cross_key/value.{layer} (B, H, S*N, d) for each fusion block
-    (computed once per window). ``decode.onnx``: input_ids (B, 1), attention_mask (B, P+1),
-    ts_positions, past_key/value.{layer} (B, Hkv, P, d), cross_key/value.{layer} -> logits (B, 1, V),
-    present_key/value.{layer} (B, Hkv, P+1, d). One token per decode call (a dynamic token axis would trace
-    transformers' ``q_len > 1`` test into a symbolic bool the SDPA call refuses).
+    ``cross.onnx``: media (B, S*N, Dm) f32 (the encoder's latents, series after series) -> cross_key/value.{layer}
+    (B, H, S*N, d) for each distinct fusion block: once per window. ``decoder.onnx``: input_ids (B, T) i64,
+    position_ids (B, T) i64, attention_mask (B, 1, T, T) bool (which new tokens each new token sees; the cache
+    is always fully visible), ts_positions (B, S) i64, logit_index (K,) i64,
+    past_key/value.{layer} (B, Hkv, P, d) with P >= 0, cross_key/value.* -> logits (B, K, V) at the tokens
+    logit_index names, present_key/value.{layer} (B, Hkv, P+T, d). One graph serves the prompt, a cached
+    prompt prefix, the label trie and each generated token, so a runtime loads the LM weights once.
     Llama-layout backbones only (see DECODER_FAMILIES).
     """
     import onnx
@@ -440,80 +474,89 @@ def export_decoder_onnx(
     names = decoder_io_names(model)
     t0 = time.perf_counter()
     batch = torch.export.Dim(spec.BATCH_AXIS, min=1, max=MAX_BATCH)
-    tokens = torch.export.Dim(spec.SEQ_AXIS, min=1, max=1 << 16)
     series = torch.export.Dim(spec.SERIES_AXIS, min=1, max=1 << 10)
     slots = series * model.cfg.resampler.num_latents  # media slots: N latents per series
-    # The past axis is Dim.DYNAMIC: with a named Dim the solver rejects a guard from the attention's
-    # stride arithmetic, min(16 + 16*P, 32 + 32*P) == 16 + 16*P, although it holds for every P >= 0.
-    past, dyn = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
-    ids, mask, media, ts_pos = _example_decoder_inputs(model)
+    tokens = torch.export.Dim(spec.SEQ_AXIS, min=1, max=1 << 16)
+    past = torch.export.Dim(spec.PAST_AXIS, min=0, max=1 << 16)
+    dyn = torch.export.Dim.DYNAMIC  # logit rows
+    ids, P, media, ts_pos = _example_decoder_inputs(model)
+    B, T = ids.shape[0], ids.shape[1] - P
     n_cache = 2 * model.lm.config.num_hidden_layers
-    prefill_path, decode_path = out_dir / "prefill.onnx", out_dir / "decode.onnx"
-    ids_name, mask_name, ts_name = spec.DEC_INPUT_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS
-    with decoder_export_patches(model), torch.no_grad(), _quiet_exporter():
-        prefill = PrefillGraph(model)
+    cross_path, decoder_path = out_dir / spec.CROSS_GRAPH, out_dir / spec.DECODER_GRAPH
+    with decoder_export_patches(model), _explicit_mask_attention(model.lm), torch.no_grad(), _quiet_exporter():
+        cross_graph = CrossGraph(model)
         _to_onnx(
-            prefill,
-            (ids, mask, media, ts_pos),
+            cross_graph,
+            (media,),
+            {"media": {0: batch, 1: slots}},
+            cross_path,
+            opset=opset,
+            input_names=names["cross_inputs"],
+            output_names=names["cross_outputs"],
+            axis_names={(spec.DEC_MEDIA, 0): spec.BATCH_AXIS, (spec.DEC_MEDIA, 1): spec.MEDIA_AXIS},
+        )
+        cross = cross_graph(media)
+        graph = DecoderGraph(model)
+        positions = torch.arange(P + T)[None].expand(B, -1)
+        empty = tuple(x for _ in range(n_cache // 2) for x in (torch.zeros(B, *_kv_shape(model, 0)),) * 2)
+        mask0 = torch.from_numpy(spec.causal_mask(P, B))
+        kv = graph(ids[:, :P], positions[:, :P], mask0, ts_pos, torch.tensor([P - 1]), *empty, *cross)[1:]
+        example = tuple(  # clones: a view's base would be traced as an input of its own
+            x.clone() for x in (
+                ids[:, P:], positions[:, P:], torch.from_numpy(spec.causal_mask(T, B)), ts_pos, torch.tensor([T - 1, 0]),
+                *kv, *cross,
+            )
+        )
+        _to_onnx(
+            graph,
+            example,
             {
                 "input_ids": {0: batch, 1: tokens},
-                "attention_mask": {0: batch, 1: tokens},
-                "media": {0: batch, 1: slots},
+                "position_ids": {0: batch, 1: tokens},
+                "attention_mask": {0: batch, 2: tokens, 3: tokens},
                 "ts_positions": {0: batch, 1: series},
+                "logit_index": {0: dyn},
+                "kv": tuple([{0: batch, 2: past}] * n_cache + [{0: batch, 2: slots}] * len(cross)),
             },
-            prefill_path,
+            decoder_path,
             opset=opset,
-            input_names=names["prefill_inputs"],
-            output_names=names["prefill_outputs"],
-            axis_names={(ids_name, 0): spec.BATCH_AXIS, (ids_name, 1): spec.SEQ_AXIS, (ts_name, 1): spec.SERIES_AXIS},
-        )
-        kv = prefill(ids, mask, media, ts_pos)[1:]
-        _to_onnx(
-            DecodeGraph(model),
-            (ids[:, -1:], torch.ones(ids.shape[0], ids.shape[1] + 1, dtype=torch.long), ts_pos, *kv),
-            {
-                "input_ids": {0: batch},
-                "attention_mask": {0: batch, 1: dyn},
-                "ts_positions": {0: batch, 1: series},
-                "kv": tuple([{0: batch, 2: past}] * n_cache + [{0: batch, 2: slots}] * (len(kv) - n_cache)),
-            },
-            decode_path,
-            opset=opset,
-            input_names=names["decode_inputs"],
-            output_names=names["decode_outputs"],
+            input_names=names["decoder_inputs"],
+            output_names=names["decoder_outputs"],
             axis_names={
-                (ids_name, 0): spec.BATCH_AXIS,
-                (ts_name, 1): spec.SERIES_AXIS,
-                **{(n, 2): spec.PAST_AXIS for n in names["decode_inputs"][3 : 3 + n_cache]},
-                (mask_name, 1): f"{spec.PAST_AXIS} + 1",
+                (spec.DEC_INPUT_IDS, 0): spec.BATCH_AXIS,
+                (spec.DEC_INPUT_IDS, 1): spec.SEQ_AXIS,
+                (spec.DEC_ATTENTION_MASK, 3): spec.SEQ_AXIS,
+                (spec.DEC_TS_POSITIONS, 1): spec.SERIES_AXIS,
+                (spec.DEC_LOGIT_INDEX, 0): spec.LOGITS_AXIS,
+                **{(n, 2): spec.PAST_AXIS for n in names["decoder_inputs"][5 : 5 + n_cache]},
             },
         )
-    for p in (prefill_path, decode_path):
+    for p in (cross_path, decoder_path):
         onnx.checker.check_model(str(p), full_check=True)
     cfg = model.lm.config
-    hkv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
-    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    hkv, d = _kv_shape(model, 0)[0], _kv_shape(model, 0)[2]
     fh, fd = model.cfg.fusion.heads, model.cfg.fusion.dim_head
+    blocks = ",".join(str(i) for i, _ in fusion_blocks(model))
     report = ExportReport(
         target="onnx",
         component="decoder",
-        files={p.name: file_entry(p) for p in (prefill_path, decode_path)},
+        files={p.name: file_entry(p) for p in (cross_path, decoder_path)},
         inputs={
-            "prefill": f"input_ids int64[B,T], attention_mask int64[B,T], media float32[B,S*N,{model.cfg.encoder.dim}], "
-            "ts_positions int64[B,S]",
-            "decode": f"input_ids int64[B,1], attention_mask int64[B,P+1], ts_positions int64[B,S], "
-            f"past_key/value.{{0..{cfg.num_hidden_layers - 1}}} float32[B,{hkv},P,{d}], "
-            f"cross_key/value.{{{','.join(str(i) for i, _ in fusion_blocks(model))}}} float32[B,{fh},S*N,{fd}]",
+            "cross": f"media float32[B,S*N,{model.cfg.encoder.dim}]",
+            "decoder": "input_ids int64[B,T], position_ids int64[B,T], attention_mask bool[B,1,T,T], "
+            f"ts_positions int64[B,S], logit_index int64[K], past_key/value.{{0..{cfg.num_hidden_layers - 1}}} "
+            f"float32[B,{hkv},P,{d}] (P >= 0), cross_key/value.{{{blocks}}} float32[B,{fh},S*N,{fd}]",
         },
         outputs={
-            "prefill": f"logits float32[B,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},T,{d}], cross_key/value.*",
-            "decode": f"logits float32[B,1,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},P+1,{d}]",
+            "cross": f"cross_key/value.{{{blocks}}} float32[B,{fh},S*N,{fd}]",
+            "decoder": f"logits float32[B,K,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},P+T,{d}]",
         },
         opset=opset,
         notes=[
             f"torch.onnx dynamo exporter (torch {torch.__version__}), opset {opset}; the model's own decoder call "
-            "(fusion pre-hooks, HF causal mask, DynamicCache rebuilt from flat tensors) is traced",
-            "decode takes one token per call; the LM weights are embedded (fp32)",
+            "(fusion pre-hooks, DynamicCache rebuilt from flat tensors) is traced, attention as SDPA under the "
+            "graph's explicit 4-D mask",
+            "one decoder graph for prompt, cached prefix, label trie and generation; the LM weights are embedded (fp32)",
             f"fusion blocks at layers {list(model.insertion)}; cross K/V per distinct block "
             f"{[i for i, _ in fusion_blocks(model)]} (a shared block has one pair)",
         ],
@@ -522,8 +565,16 @@ def export_decoder_onnx(
     if validate:
         from edge_tslm.export.validate import validate_decoder_onnx
 
-        report.parity = validate_decoder_onnx(model, prefill_path, decode_path)
+        report.parity = validate_decoder_onnx(model, cross_path, decoder_path)
         if strict and not report.parity["passed"]:
             raise ParityError(f"{out_dir}: decoder parity failed: {report.parity}")
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
+
+
+def _kv_shape(model: nn.Module, past: int) -> tuple[int, int, int]:
+    """(Hkv, P, d) of one layer's cached keys."""
+    cfg = model.lm.config
+    hkv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return hkv, past, d

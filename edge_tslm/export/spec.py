@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK
 
 # ---------------------------------------------------------------- encoder + resampler graph
@@ -21,19 +23,35 @@ LENGTH_AXIS = "length"  # L: samples per series; any length >= one patch
 MAX_BATCH = 4096
 MAX_LENGTH = 1 << 22  # an upper bound for torch.export's symbolic shapes, not a model limit
 
-# ---------------------------------------------------------------- fused decoder graphs (prefill + decode)
+# ---------------------------------------------------------------- fused decoder graphs (cross + decoder)
+# cross.onnx: media -> cross K/V of every fusion block, once per window. decoder.onnx: one graph for the prompt
+# (with or without a cached prefix), the label trie and every generated token, so the LM weights load once.
+CROSS_GRAPH = "cross.onnx"
+DECODER_GRAPH = "decoder.onnx"
 DEC_INPUT_IDS = "input_ids"  # (B, T) int64
-DEC_ATTENTION_MASK = "attention_mask"  # (B, P + T) int64: 1 for real tokens (past and new)
-DEC_MEDIA = "media"  # (B, S * N, Dm) f32: the window's latents, series after series (prefill only)
+DEC_POSITION_IDS = "position_ids"  # (B, T) int64: absolute positions (a label trie shares positions between branches)
+DEC_ATTENTION_MASK = "attention_mask"  # (B, 1, T, T) bool: may new token t see new token j (the cache: always)
+DEC_MEDIA = "media"  # (B, S * N, Dm) f32: the window's latents, series after series (cross.onnx's input)
 DEC_TS_POSITIONS = "ts_positions"  # (B, S) int64: position of each series' <ts> token (2**30: absent)
-DEC_LOGITS = "logits"  # prefill: (B, V) for the last token; decode: (B, T, V)
-PAST_KEY = "past_key.{}"  # decode input, per decoder layer: (B, Hkv, P, d)
+DEC_LOGIT_INDEX = "logit_index"  # (K,) int64: which of the T new tokens get logits (the prompt: its last one)
+DEC_LOGITS = "logits"  # (B, K, V)
+PAST_KEY = "past_key.{}"  # input, per decoder layer: (B, Hkv, P, d); P may be 0
 PAST_VALUE = "past_value.{}"
 PRESENT_KEY = "present_key.{}"  # output, per decoder layer: (B, Hkv, P + T, d)
 PRESENT_VALUE = "present_value.{}"
 CROSS_KEY = "cross_key.{}"  # per distinct fusion block (named by its first decoder layer): (B, H, S * N, d)
 CROSS_VALUE = "cross_value.{}"
+
+
+def causal_mask(tokens: int, batch: int = 1) -> np.ndarray:
+    """The decoder graph's attention_mask for plain causal tokens: (B, 1, T, T) bool, new token t sees the new
+    tokens up to itself (and, always, the whole cache)."""
+    m = np.tril(np.ones((tokens, tokens), dtype=bool))  # (T, T)
+    return np.ascontiguousarray(np.broadcast_to(m, (batch, 1, tokens, tokens)))
+
+
 SEQ_AXIS = "tokens"
+LOGITS_AXIS = "logit_rows"
 PAST_AXIS = "past"
 MEDIA_AXIS = "media_slots"
 SERIES_AXIS = "num_series"  # not "series": sympy has a function of that name

@@ -97,19 +97,22 @@ def validate_encoder_onnx(
 
 def validate_decoder_onnx(
     model: nn.Module,
-    prefill_path: str | Path,
-    decode_path: str | Path,
+    cross_path: str | Path,
+    decoder_path: str | Path,
     *,
     steps: int = 3,
     series_lengths: tuple[int, ...] = (40, 60),
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Prefill + ``steps`` greedy decode steps in onnxruntime vs FlamingoTSLM.prefill/decode.
+    """cross.onnx + decoder.onnx in onnxruntime vs FlamingoTSLM.prefill/decode, every way the runtime calls them.
 
-    The eager model encodes the series (media) and its greedy tokens drive both paths. Tolerance: max abs logit
-    diff <= DECODER_FP32_ATOL (1e-3) at the prefill and at every step; the same window tiled to batch 2 must give
-    the batch-1 logits in both rows.
+    Cases: the whole prompt from an empty cache (P = 0); the prompt split at its first <ts> (the runtime's cached
+    prefix, then the rest); the window tiled to batch 2; ``steps`` greedy one-token steps; a two-branch label trie
+    in one row (positions and mask per branch) against eager decoding of each branch. Tolerance: max abs logit
+    diff <= DECODER_FP32_ATOL (1e-3) in every case.
     """
+    import copy
+
     import onnxruntime as ort
 
     from edge_tslm.constants import END_CHUNK_TOKEN, TS_TOKEN
@@ -124,45 +127,63 @@ def validate_decoder_onnx(
     model.eval()
     with torch.no_grad():
         ref, state = model.prefill(batch)
-    media, ts_pos = state.extras["media"], state.extras["ts_pos"]
-    opts = ort.SessionOptions()
-    pre = ort.InferenceSession(str(prefill_path), opts, providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(str(decode_path), opts, providers=["CPUExecutionProvider"])
-    feed = {
-        spec.DEC_INPUT_IDS: batch.input_ids.numpy(),
-        spec.DEC_ATTENTION_MASK: batch.attention_mask.numpy().astype(np.int64),
-        spec.DEC_MEDIA: media.float().numpy(),
-        spec.DEC_TS_POSITIONS: ts_pos.numpy(),
-    }
-    outs = pre.run(names["prefill_outputs"], feed)
+    media, ts_pos = state.extras["media"], state.extras["ts_pos"].numpy()
+    xs = ort.InferenceSession(str(cross_path), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
+    cross = xs.run(names["cross_outputs"], {spec.DEC_MEDIA: media.float().numpy()})
     n_cache = 2 * model.lm.config.num_hidden_layers
-    kv, cross = outs[1 : 1 + n_cache], outs[1 + n_cache :]
-    cases = {"prefill": compare(ref.float().numpy(), outs[0])}
-    tiled = pre.run([spec.DEC_LOGITS], {k: np.repeat(v, 2, axis=0) for k, v in feed.items()})[0]
-    cases["prefill_batch2"] = compare(np.repeat(ref.float().numpy(), 2, axis=0), tiled)
-    logits = ref
-    for step in range(steps):
-        tok = torch.argmax(logits.reshape(1, -1), -1).reshape(1, 1)  # eager's greedy token drives both
-        with torch.no_grad():
-            logits, state = model.decode(tok, state)
-        past_len = kv[0].shape[2]
-        dfeed = {
-            spec.DEC_INPUT_IDS: tok.numpy(),
-            spec.DEC_ATTENTION_MASK: np.ones((1, past_len + 1), np.int64),
-            spec.DEC_TS_POSITIONS: ts_pos.numpy(),
-            **dict(zip(names["decode_inputs"][3 : 3 + n_cache], kv)),
-            **dict(zip(names["decode_inputs"][3 + n_cache :], cross)),
+    hkv, d = dec.get_inputs()[5].shape[1], dec.get_inputs()[5].shape[3]
+    past_names, cross_names = names["decoder_inputs"][5 : 5 + n_cache], names["decoder_inputs"][5 + n_cache :]
+
+    def run(ids: np.ndarray, pos: np.ndarray, mask: np.ndarray, past: list[np.ndarray], logit_index, tile: int = 1):
+        B = ids.shape[0]
+        feed = {
+            spec.DEC_INPUT_IDS: ids, spec.DEC_POSITION_IDS: pos, spec.DEC_ATTENTION_MASK: mask,
+            spec.DEC_TS_POSITIONS: np.repeat(ts_pos, tile, 0), spec.DEC_LOGIT_INDEX: np.asarray(logit_index, np.int64),
+            **dict(zip(past_names, past)), **{n: np.repeat(c, tile, 0) for n, c in zip(cross_names, cross)},
         }
-        douts = dec.run(names["decode_outputs"], dfeed)
-        cases[f"decode_{step + 1}"] = compare(logits.float().numpy(), douts[0])
-        kv = douts[1:]
-    for c in cases.values():
-        c["passed"] = c["max_abs_diff"] <= spec.DECODER_FP32_ATOL
+        assert all(v.shape[0] == B for k, v in feed.items() if k != spec.DEC_LOGIT_INDEX)
+        outs = dec.run(names["decoder_outputs"], feed)
+        return outs[0], outs[1:]
+
+    ids = batch.input_ids.numpy()
+    T = ids.shape[1]
+    empty = lambda B: [np.zeros((B, hkv, 0, d), np.float32)] * n_cache  # noqa: E731
+    pos = np.arange(T, dtype=np.int64)[None]
+    ref_np = ref.float().numpy().reshape(1, -1)
+    cases = {}
+    logits, kv = run(ids, pos, spec.causal_mask(T), empty(1), [T - 1])
+    cases["prompt_from_empty_cache"] = compare(ref_np, logits[:, 0])
+    n = int(ts_pos.min())  # tokens before the first <ts>: the runtime's cached prefix
+    _, kv_n = run(ids[:, :n], pos[:, :n], spec.causal_mask(n), empty(1), [n - 1])
+    split, _ = run(ids[:, n:], pos[:, n:], spec.causal_mask(T - n), kv_n, [T - n - 1])
+    cases["prompt_after_cached_prefix"] = compare(ref_np, split[:, 0])
+    tiled, _ = run(np.repeat(ids, 2, 0), np.repeat(pos, 2, 0), spec.causal_mask(T, 2), empty(2), [T - 1], tile=2)
+    cases["prompt_batch2"] = compare(np.repeat(ref_np, 2, 0), tiled[:, 0])
+    # A label trie in one row: branch a -> b, branch c, both continuing the prompt.
+    a, b, c = (int(t) for t in rng.integers(3, model.new_tokens.base_vocab, 3))
+    with torch.no_grad():
+        la, sa = model.decode(torch.tensor([[a]]), copy.deepcopy(state))
+        lb, _ = model.decode(torch.tensor([[b]]), sa)
+        lc, _ = model.decode(torch.tensor([[c]]), copy.deepcopy(state))
+    tmask = np.array([[[[True, False, False], [True, True, False], [False, False, True]]]])  # (1, 1, 3, 3)
+    tri, _ = run(np.array([[a, b, c]]), np.array([[T, T + 1, T]]), tmask, kv, [0, 1, 2])
+    cases["label_trie_one_row"] = compare(torch.cat([la, lb, lc], 1).float().numpy(), tri)
+    logits_t = ref
+    for step in range(steps):
+        tok = torch.argmax(logits_t.reshape(1, -1), -1).reshape(1, 1)  # eager's greedy token drives both
+        with torch.no_grad():
+            logits_t, state = model.decode(tok, state)
+        P = kv[0].shape[2]
+        out, kv = run(tok.numpy(), np.array([[P]]), spec.causal_mask(1), kv, [0])
+        cases[f"decode_{step + 1}"] = compare(logits_t.float().numpy().reshape(1, 1, -1), out)
+    for case in cases.values():
+        case["passed"] = case["max_abs_diff"] <= spec.DECODER_FP32_ATOL
     return {
         "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
         "reference": "FlamingoTSLM.prefill/decode, torch eager fp32",
         "tolerance": {"max_abs_diff": spec.DECODER_FP32_ATOL},
-        "prompt_tokens": int(batch.input_ids.shape[1]),
+        "prompt_tokens": int(T),
         "series_lengths": list(series_lengths),
         "cases": cases,
         "max_abs_diff": max(c["max_abs_diff"] for c in cases.values()),

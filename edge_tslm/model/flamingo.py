@@ -77,10 +77,12 @@ class FlamingoTSLM(TSLMBase):
         return out
 
     # ------------------------------------------------------------------ LM passes
-    def _run(self, input_ids, attention_mask, media, ts_pos, past, start: int, use_cache: bool):
+    def _run(self, input_ids, attention_mask, media, ts_pos, past, start: int, use_cache: bool, positions=None):
+        """positions: (B, T) absolute positions when they are not start + arange(T) (the ONNX decoder graph's
+        label trie shares one row between branches)."""
         B, T = input_ids.shape
         # arange(T) + start (not arange(start, start + T)) also traces when start is a symbolic size (ONNX export)
-        tok_pos = (torch.arange(T, device=input_ids.device) + start)[None].expand(B, -1)  # (B, T) absolute positions
+        tok_pos = positions if positions is not None else (torch.arange(T, device=input_ids.device) + start)[None].expand(B, -1)  # (B, T)
         allowed = media_allowed(ts_pos, tok_pos, self.cfg.resampler.num_latents)  # (B, T, S * N)
         embeds = self.new_tokens(input_ids, self.lm.get_input_embeddings())  # (B, T, D)
         out = self.decoder()(

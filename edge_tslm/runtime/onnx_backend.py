@@ -3,16 +3,18 @@
 The artifact is what ``edge_tslm.export.export_artifact(model, "onnx", out, decoder=True)`` writes::
 
     encoder.onnx    series (K, L) f32, series_mask (K, L) bool, series_index (K,) i64 -> latents (K, N, D)
-    prefill.onnx    input_ids, attention_mask, media (1, S*N, D), ts_positions -> last-token logits,
-                    present K/V per layer, cross K/V per fusion block
-    decode.onnx     one token + past K/V + cross K/V -> logits (B, 1, V), present K/V
+    cross.onnx      media (1, S*N, D) -> cross K/V per fusion block
+    decoder.onnx    input_ids, position_ids, attention_mask (1, 1, T, T), ts_positions, logit_index,
+                    past K/V per layer (P >= 0), cross K/V -> logits (1, K, V), present K/V
     config.json     the TSLMConfig (labels, fs, task, pre_prompt, chat_format, ...)
     tokenizer/      tokenizer.json (+ tokenizer_config.json, chat_template.jinja)
 
-Per window: ``encode`` runs the encoder once over all series; ``classify`` runs one prefill (the window's
-cross K/V are computed there, once), scores the ``Answer:`` tokens every label shares once, then the rest of
-each label (+ eos) with one decode call per token position over the cache tiled to one row per label;
-``generate`` is greedy with the KV cache. The numbers are those of ``FlamingoTSLM.classify`` / ``generate``
+Per window: ``encode`` runs the encoder once over all series and cross.onnx once over the latents. The prompt's
+tokens before its first ``<ts>`` see no media, so their K/V are computed once per backend and reused (the prefix
+cache). ``classify`` is then ONE decoder call: the rest of the prompt followed by every label's continuation laid
+out as a trie in the same row (each trie token sees the prompt and its own branch: the mask and the positions say
+so), logits read at the prompt's last token and at every trie node. ``generate`` is greedy with the KV cache kept
+in onnxruntime between steps (IOBinding). The numbers are those of ``FlamingoTSLM.classify`` / ``generate``
 (see tests/test_runtime_onnx.py for the parity it is held to).
 """
 
@@ -54,26 +56,51 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-def _common_prefix(seqs: list[list[int]]) -> int:
-    n = 0
-    while all(len(s) > n for s in seqs) and len({s[n] for s in seqs}) == 1:
-        n += 1
-    return n
+class _Trie:
+    """Label continuations as one row of decoder tokens: each node is a distinct proper prefix's last token."""
+
+    def __init__(self, conts: Sequence[Sequence[int]]) -> None:
+        node_of: dict[tuple[int, ...], int] = {}
+        self.tokens: list[int] = []  # node -> its token
+        self.depth: list[int] = []  # node -> 0-based depth (its position after the prompt)
+        self.parent: list[int] = []  # node -> parent node (-1: the prompt's last token)
+        for c in conts:
+            for i in range(1, len(c)):  # c[:i] is fed; its logits score c[i]
+                key = tuple(c[:i])
+                if key not in node_of:
+                    node_of[key] = len(self.tokens)
+                    self.tokens.append(int(c[i - 1]))
+                    self.depth.append(i - 1)
+                    self.parent.append(node_of.get(tuple(c[: i - 1]), -1))
+        self.node_of = node_of
+
+    def mask(self) -> np.ndarray:
+        """(n, n) bool: node i sees node j iff j is i or one of its ancestors."""
+        n = len(self.tokens)
+        m = np.eye(n, dtype=bool)
+        for i in range(n):
+            j = self.parent[i]
+            while j >= 0:
+                m[i, j] = True
+                j = self.parent[j]
+        return m
+
+    def scores(self, conts: Sequence[Sequence[int]], first_lp: np.ndarray, node_lp: np.ndarray) -> np.ndarray:
+        """log p of each continuation: first_lp (V,) scores its first token, node_lp (n, V) the rest."""
+        out = np.empty(len(conts), np.float64)
+        for k, c in enumerate(conts):
+            out[k] = first_lp[c[0]] + sum(node_lp[self.node_of[tuple(c[:i])], c[i]] for i in range(1, len(c)))
+        return out
 
 
 class _State:
-    """The decoder's cache after some tokens: past K/V per layer (B, Hkv, P, d) and the window's cross K/V."""
+    """The decoder's cache after ``length`` tokens: past K/V per layer (1, Hkv, P, d) as numpy arrays or onnxruntime
+    OrtValues (generation keeps them inside onnxruntime), the window's cross K/V and <ts> positions."""
 
     __slots__ = ("past", "cross", "ts_pos", "length")
 
-    def __init__(self, past: list[np.ndarray], cross: list[np.ndarray], ts_pos: np.ndarray, length: int) -> None:
+    def __init__(self, past: list[Any], cross: list[np.ndarray], ts_pos: np.ndarray, length: int) -> None:
         self.past, self.cross, self.ts_pos, self.length = past, cross, ts_pos, length
-
-    def take(self, rows: Sequence[int]) -> "_State":
-        """The state of these rows (a row may repeat): B -> len(rows)."""
-        idx = np.asarray(rows, np.int64)
-        pick = lambda a: np.take(a, idx, axis=0)  # noqa: E731
-        return _State([pick(a) for a in self.past], [pick(a) for a in self.cross], pick(self.ts_pos), self.length)
 
 
 class OnnxBackend:
@@ -88,9 +115,18 @@ class OnnxBackend:
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         use_jinja: bool | None = None,
+        memory_arena: bool = True,
     ) -> None:
+        """memory_arena: onnxruntime's CPU arena (False: every activation buffer is freed after the call; a lower
+        peak RSS for a little latency)."""
         path = Path(path)
-        missing = [f for f in ("encoder.onnx", "prefill.onnx", "decode.onnx", CONFIG_FILE) if not (path / f).is_file()]
+        graphs = ("encoder.onnx", spec.CROSS_GRAPH, spec.DECODER_GRAPH)
+        if (path / "prefill.onnx").is_file() and not (path / spec.DECODER_GRAPH).is_file():
+            raise BackendUnavailable(
+                f"{path} is an edge-tslm < 0.4 export (prefill.onnx + decode.onnx); re-export it with "
+                "`edge-tslm export --target onnx --decoder` (cross.onnx + one decoder.onnx)"
+            )
+        missing = [f for f in (*graphs, CONFIG_FILE) if not (path / f).is_file()]
         if not (path / TOKENIZER_DIR / "tokenizer.json").is_file():
             missing.append(f"{TOKENIZER_DIR}/tokenizer.json")
         if missing:
@@ -120,24 +156,28 @@ class OnnxBackend:
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = bool(memory_arena)
         prov = list(providers) if providers else ["CPUExecutionProvider"]
         self.providers = prov
         sess = lambda f: ort.InferenceSession(str(path / f), opts, providers=prov)  # noqa: E731
-        self.encoder, self.prefill_sess, self.decode_sess = sess("encoder.onnx"), sess("prefill.onnx"), sess("decode.onnx")
+        self.encoder, self.cross_sess, self.decoder = (sess(f) for f in graphs)
         # I/O names, read from the graphs (their order is the export's: layer by layer, key then value).
-        self._pre_out = [o.name for o in self.prefill_sess.get_outputs()]
-        self._dec_in = [i.name for i in self.decode_sess.get_inputs()]
-        self._dec_out = [o.name for o in self.decode_sess.get_outputs()]
-        self._pre_in = {i.name for i in self.prefill_sess.get_inputs()}
-        self._present = [n for n in self._pre_out if n.startswith("present_")]
-        self._cross = [n for n in self._pre_out if n.startswith("cross_")]
+        self._cross = [o.name for o in self.cross_sess.get_outputs()]
+        self._dec_in = [i.name for i in self.decoder.get_inputs()]
+        self._dec_out = [o.name for o in self.decoder.get_outputs()]
         self._past_in = [n for n in self._dec_in if n.startswith("past_")]
-        self._cross_in = [n for n in self._dec_in if n.startswith("cross_")]
+        self._present = [n for n in self._dec_out if n.startswith("present_")]
+        cross_in = [n for n in self._dec_in if n.startswith("cross_")]
         expect_past = [n.replace("present_", "past_", 1) for n in self._present]
-        if expect_past != self._past_in or self._cross != self._cross_in or self._dec_out[0] != spec.DEC_LOGITS:
-            raise BackendUnavailable(f"{path}: prefill.onnx and decode.onnx disagree on the KV layout; re-export")
+        if expect_past != self._past_in or self._cross != cross_in or self._dec_out[0] != spec.DEC_LOGITS:
+            raise BackendUnavailable(f"{path}: cross.onnx and decoder.onnx disagree on the KV layout; re-export")
+        first = self.decoder.get_inputs()[self._dec_in.index(self._past_in[0])].shape  # (B, Hkv, P, d)
+        self._kv_heads, self._head_dim = int(first[1]), int(first[3])
         self.num_latents = int(self.cfg.resampler.num_latents)
         self.dim = int(self.cfg.encoder.dim)
+        self._prefix_ids: list[int] = []  # the cached prompt prefix (tokens before the first <ts>)
+        self._prefix_past: list[np.ndarray] = []
+        self.prefix_hits = 0
 
     @classmethod
     def from_pretrained(
@@ -148,6 +188,7 @@ class OnnxBackend:
         providers: Sequence[str] | None = None,
         device: str = "cpu",
         use_jinja: bool | None = None,
+        memory_arena: bool = True,
     ) -> "OnnxBackend":
         """threads: ORT intra-op threads (None: its default). providers: ORT execution providers (default CPU);
         device: "cpu" | "cuda" | "auto" picks them when ``providers`` is not given ("auto": CUDA when this
@@ -160,7 +201,7 @@ class OnnxBackend:
                 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             elif device not in ("auto", "cuda"):
                 raise BackendUnavailable(f"device must be cpu, cuda or auto for the onnx backend, got {device!r}")
-        return cls(path, threads=threads, providers=providers, use_jinja=use_jinja)
+        return cls(path, threads=threads, providers=providers, use_jinja=use_jinja, memory_arena=memory_arena)
 
     def _stop_ids(self) -> set[int]:
         """The tokenizer's eos plus generation_config.json's eos ids when the artifact carries one."""
@@ -175,7 +216,7 @@ class OnnxBackend:
 
     # ------------------------------------------------------------------ encoder
     def encode(self, series: Sequence[np.ndarray]) -> Encoded:
-        """All series of the window in one encoder call -> media (1, S * N, D), series after series."""
+        """All series of the window in one encoder call, then their cross K/V -> Encoded(value=(media, cross))."""
         t = time.perf_counter()
         xs = [np.asarray(x, dtype=np.float32).reshape(-1) for x in series]
         p, max_series = self.cfg.encoder.patch_len, self.cfg.encoder.max_series
@@ -198,16 +239,18 @@ class OnnxBackend:
                 {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.arange(K, dtype=np.int64)},
             )  # (K, N, D)
             media = lat.reshape(1, K * self.num_latents, self.dim)  # (1, S * N, D)
+        cross = self.cross_sess.run(self._cross, {spec.DEC_MEDIA: media})  # (1, H, S * N, d) per block
         self.last_timings = {"encode_ms": (time.perf_counter() - t) * 1000}
-        return Encoded(series, media)
+        return Encoded(series, (media, cross))
 
     # ------------------------------------------------------------------ decoder
-    def _media(self, encoded: Encoded) -> np.ndarray:
-        if isinstance(encoded.value, np.ndarray):
-            return encoded.value
-        return self.encode(encoded.series).value  # an Encoded from elsewhere: encode its series here
+    def _cross_of(self, encoded: Encoded) -> list[np.ndarray]:
+        v = encoded.value
+        if isinstance(v, tuple) and len(v) == 2:
+            return v[1]
+        return self.encode(encoded.series).value[1]  # an Encoded from elsewhere: encode its series here
 
-    def _prompt(self, text: str, n_series: int) -> tuple[np.ndarray, np.ndarray]:
+    def _prompt(self, text: str, n_series: int) -> tuple[list[int], np.ndarray]:
         ids = self.tokenizer.prompt_ids(text, chat_format=self.cfg.chat_format, system=self.cfg.pre_prompt)
         pos = [i for i, t in enumerate(ids) if t == self.ts_id]
         if len(pos) != n_series:
@@ -215,99 +258,123 @@ class OnnxBackend:
         S = max(1, n_series)
         ts = np.full((1, S), ABSENT, np.int64)  # (1, S)
         ts[0, : len(pos)] = pos
-        return np.asarray([ids], np.int64), ts
+        return ids, ts
+
+    def _empty_past(self) -> list[np.ndarray]:
+        z = np.zeros((1, self._kv_heads, 0, self._head_dim), np.float32)  # (1, Hkv, 0, d)
+        return [z] * len(self._past_in)
+
+    def _run(self, ids, positions, mask, past, cross, ts, logit_index, outputs=None):
+        """One decoder call: ids/positions (T,), mask (T, T) bool, past (1, Hkv, P, d) per layer -> the outputs."""
+        T = len(ids)
+        feed = {
+            spec.DEC_INPUT_IDS: np.asarray(ids, np.int64).reshape(1, T),
+            spec.DEC_POSITION_IDS: np.asarray(positions, np.int64).reshape(1, T),
+            spec.DEC_ATTENTION_MASK: np.asarray(mask, bool).reshape(1, 1, T, T),
+            spec.DEC_TS_POSITIONS: ts,
+            spec.DEC_LOGIT_INDEX: np.asarray(logit_index, np.int64),
+            **dict(zip(self._past_in, past)),
+            **dict(zip(self._cross, cross)),
+        }
+        return self.decoder.run(outputs or self._dec_out, feed)
+
+    def _cached_prefix(self, ids: list[int], free: int, cross, ts) -> tuple[int, list[np.ndarray]]:
+        """(n, past K/V of ids[:n]): the longest cached prefix, after computing ids[:free] once on a miss."""
+        m = min(free, len(self._prefix_ids))
+        n = next((i for i in range(m) if self._prefix_ids[i] != ids[i]), m)
+        if n < free:  # a new prompt head: its K/V (no media reaches these tokens) replace the cached ones
+            head = ids[:free]
+            outs = self._run(head, range(free), np.tril(np.ones((free, free), bool)), self._empty_past(), cross, ts, [free - 1])
+            self._prefix_ids, self._prefix_past, n = list(head), outs[1:], free
+        else:
+            self.prefix_hits += 1
+        past = self._prefix_past if n == len(self._prefix_ids) else [np.ascontiguousarray(a[:, :, :n]) for a in self._prefix_past]
+        return n, past
+
+    def _prompt_call(self, text: str, encoded: Encoded, trie: _Trie | None = None, outputs=None):
+        """The prompt (after its cached prefix) and, optionally, a label trie in the same row -> (outs, ids, ts, cross).
+
+        outs[0]: logits (1, 1 + nodes, V) at the prompt's last token and at each trie node."""
+        cross = self._cross_of(encoded)
+        ids, ts = self._prompt(text, len(encoded.series))
+        T = len(ids)
+        free = min(int(ts.min()), T - 1)  # tokens before the first <ts> see no media (always keep one to run)
+        n, past = self._cached_prefix(ids, free, cross, ts) if free > 0 else (0, self._empty_past())
+        rest = ids[n:]
+        R = len(rest)
+        nodes = trie.tokens if trie else []
+        mask = np.zeros((R + len(nodes), R + len(nodes)), bool)
+        mask[:R, :R] = np.tril(np.ones((R, R), bool))  # the prompt: causal
+        if nodes:
+            mask[R:, :R] = True  # every trie node sees the whole prompt ...
+            mask[R:, R:] = trie.mask()  # ... and its own branch
+        positions = list(range(n, T)) + [T + d for d in (trie.depth if trie else [])]
+        logit_index = [R - 1] + [R + i for i in range(len(nodes))]
+        outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, outputs)
+        return outs, ids, ts, cross
 
     def prefill(self, text: str, encoded: Encoded) -> tuple[np.ndarray, _State]:
         """-> logits (1, V) of the prompt's last token and the cache to continue from."""
-        media = self._media(encoded)
-        ids, ts = self._prompt(text, len(encoded.series))
-        feed = {
-            spec.DEC_INPUT_IDS: ids,
-            spec.DEC_ATTENTION_MASK: np.ones_like(ids),
-            spec.DEC_MEDIA: media,
-            spec.DEC_TS_POSITIONS: ts,
-        }
-        outs = self.prefill_sess.run(self._pre_out, {k: v for k, v in feed.items() if k in self._pre_in})
-        n = len(self._present)
-        return outs[0], _State(outs[1 : 1 + n], outs[1 + n :], ts, ids.shape[1])
+        outs, ids, ts, cross = self._prompt_call(text, encoded)
+        return outs[0][:, 0], _State(outs[1:], cross, ts, len(ids))
 
     def decode(self, tokens: np.ndarray, state: _State) -> tuple[np.ndarray, _State]:
-        """tokens (B,) -> logits (B, V) and the state one token longer (decode.onnx takes one token per call)."""
-        B = tokens.shape[0]
-        feed = {
-            spec.DEC_INPUT_IDS: np.asarray(tokens, np.int64).reshape(B, 1),
-            spec.DEC_ATTENTION_MASK: np.ones((B, state.length + 1), np.int64),
-            spec.DEC_TS_POSITIONS: state.ts_pos,
-            **dict(zip(self._past_in, state.past)),
-            **dict(zip(self._cross_in, state.cross)),
-        }
-        outs = self.decode_sess.run(self._dec_out, {k: feed[k] for k in self._dec_in})
-        return outs[0][:, -1], _State(outs[1:], state.cross, state.ts_pos, state.length + 1)
+        """tokens (T,) continuing ``state`` -> logits (T, V) and the state T tokens longer."""
+        toks = np.asarray(tokens, np.int64).reshape(-1)
+        T = len(toks)
+        outs = self._run(toks, range(state.length, state.length + T), np.tril(np.ones((T, T), bool)),
+                         state.past, state.cross, state.ts_pos, range(T))
+        return outs[0][0], _State(outs[1:], state.cross, state.ts_pos, state.length + T)
 
     # ------------------------------------------------------------------ the Backend steps
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
-        """Log-likelihood of 'Answer: <label><eos>' per label: the torch model's classify, step by step."""
+        """Log-likelihood of 'Answer: <label><eos>' per label: the torch model's classify, in one decoder call."""
         if not labels:
             raise ValueError("classify needs at least one allowed label")
         t0 = time.perf_counter()
         conts = [self.tokenizer.encode_target(f"{ANSWER_PREFIX} {lab}") for lab in labels]
-        shared = _common_prefix(conts)
-        if shared == min(len(c) for c in conts):
-            shared -= 1  # keep at least one token per label to score
-        last, state = self.prefill(text, encoded)  # (1, V): predicts the first answer token
+        trie = _Trie(conts)
+        (logits,), _, _, _ = self._prompt_call(text, encoded, trie, outputs=[spec.DEC_LOGITS])  # (1, 1 + n, V)
+        lp = _log_softmax(logits[0])  # (1 + n, V)
+        scores = trie.scores(conts, lp[0], lp[1:])
         t1 = time.perf_counter()
-        prefix_lp = 0.0
-        for tok in conts[0][:shared]:  # the shared tokens, scored once (B=1)
-            prefix_lp += float(_log_softmax(last[0])[tok])
-            last, state = self.decode(np.array([tok]), state)
-        rest = [tuple(c[shared:]) for c in conts]
-        scores = self._score_trie(rest, _log_softmax(last[0]), state) + prefix_lp  # (K,)
-        t2 = time.perf_counter()
         self.last_timings = {
             **{k: v for k, v in self.last_timings.items() if k == "encode_ms"},
-            "prefill_ms": (t1 - t0) * 1000,
-            "decode_ms": (t2 - t1) * 1000,
+            "prefill_ms": (t1 - t0) * 1000,  # prompt and labels: one call
+            "label_tokens": float(len(trie.tokens)),
         }
         return {lab: float(s) for lab, s in zip(labels, scores)}
 
-    def _score_trie(self, rest: list[tuple[int, ...]], first_lp: np.ndarray, state: _State) -> np.ndarray:
-        """Sum of log p over each label's remaining tokens, decoding each distinct prefix once.
-
-        Depth by depth, the rows of one decode call are the distinct label prefixes that still have a token to
-        score (HAR: 4 rows, then 2, then 2, instead of 6 tiled copies of the cache for every step); each row's
-        cache is gathered from its parent prefix's row. first_lp: log-probs (V,) of the first remaining token."""
-        K = len(rest)
-        scores = np.array([first_lp[r[0]] for r in rest], np.float64)  # (K,)
-        parents: dict[tuple[int, ...], int] = {(): 0}  # prefix -> its row in `state`
-        depth = 1
-        while True:
-            prefixes = sorted({r[:depth] for r in rest if len(r) > depth})
-            if not prefixes:
-                break
-            rows = [parents[p[:-1]] for p in prefixes]
-            step = state.take(rows) if (len(rows) != state.past[0].shape[0] or rows != list(range(len(rows)))) else state
-            logits, state = self.decode(np.array([p[-1] for p in prefixes], np.int64), step)  # (R, V)
-            lp = _log_softmax(logits)  # (R, V)
-            row_of = {p: i for i, p in enumerate(prefixes)}
-            for k in range(K):
-                if len(rest[k]) > depth:
-                    scores[k] += lp[row_of[rest[k][:depth]], rest[k][depth]]
-            parents = row_of
-            depth += 1
-        return scores
-
-    def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
-        """Greedy decoding with the KV cache; stops at the tokenizer's / generation config's eos ids."""
+    def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, stop: bool = True) -> str:
+        """Greedy decoding; the KV cache stays in onnxruntime between steps (IOBinding: no copies through numpy).
+        stop=False decodes max_new_tokens whatever the eos ids say (benchmarks time a fixed number of tokens)."""
         t0 = time.perf_counter()
-        logits, state = self.prefill(text, encoded)
+        outs, ids, ts, cross = self._prompt_call(text, encoded)
+        logits, past, length = outs[0][0, 0], outs[1:], len(ids)
         t1 = time.perf_counter()
         out: list[int] = []
+        binding = self.decoder.io_binding()
+        const = {spec.DEC_ATTENTION_MASK: np.ones((1, 1, 1, 1), bool), spec.DEC_TS_POSITIONS: ts,
+                 spec.DEC_LOGIT_INDEX: np.zeros(1, np.int64), **dict(zip(self._cross, cross))}
+        for name, value in const.items():
+            binding.bind_cpu_input(name, value)
         for _ in range(int(max_new_tokens)):
-            nxt = int(np.argmax(logits[0]))
-            if nxt in self.stop_ids:
+            nxt = int(np.argmax(logits))
+            if stop and nxt in self.stop_ids:
                 break
             out.append(nxt)
-            logits, state = self.decode(np.array([nxt]), state)
+            binding.bind_cpu_input(spec.DEC_INPUT_IDS, np.array([[nxt]], np.int64))
+            binding.bind_cpu_input(spec.DEC_POSITION_IDS, np.array([[length]], np.int64))
+            for name, value in zip(self._past_in, past):
+                if isinstance(value, np.ndarray):
+                    binding.bind_cpu_input(name, value)
+                else:
+                    binding.bind_ortvalue_input(name, value)
+            for name in self._dec_out:
+                binding.bind_output(name, "cpu")
+            self.decoder.run_with_iobinding(binding)
+            res = binding.get_outputs()
+            logits, past, length = res[0].numpy()[0, 0], res[1:], length + 1
         t2 = time.perf_counter()
         self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out))}
         return self.tokenizer.decode(out, skip_special_tokens=True)
