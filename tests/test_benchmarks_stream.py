@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,27 @@ def test_expected_windows_matches_the_stream_and_flags_by_fault():
     assert "gap_restart" not in by  # no window covers the removed stretch
     assert by["none"]["flagged"] == 0
     assert sum(v["windows"] for v in by.values()) == len(wins)
+    det = soak.detected_by_fault(wins, faults, fs)
+    assert {k: v["faults"] for k, v in det.items()} == dict(Counter(f.kind for f in faults))
+    assert all(det[k]["detected"] == det[k]["faults"] for k in ("gap_short", "gap_long", "nan_short", "nan_long"))
+    assert det["gap_restart"]["overlapped"] == det["gap_restart"]["detected"] == 0  # no window over it
+
+
+def test_noise_bursts_on_a_smooth_signal_are_detected():
+    # On white noise a 3x burst is only 3x the HF energy around it (below the flag's ratio); on a walking-like
+    # signal it is far above, and every burst is flagged by a window overlapping it.
+    fs = 50.0
+    t = np.arange(int(200 * fs)) / fs
+    rng = np.random.default_rng(0)
+    x = np.stack([0.3 * np.sin(2 * np.pi * 1.9 * t), 0.2 * np.cos(2 * np.pi * 1.9 * t), 1 + 0.4 * np.sin(4 * np.pi * 1.9 * t)])
+    x = (x + rng.normal(0, 0.003, x.shape)).astype(np.float32)
+    faults = soak.plan_faults(x.shape[1], fs, every_s=20.0, kinds=("noise",))
+    y, tt = soak.inject(x, fs, faults)
+    wins = [e for e in _stream(y, tt, fs) if e["type"] == "window"]
+    det = soak.detected_by_fault(wins, faults, fs)
+    assert det == {"noise": {"faults": len(faults), "overlapped": len(faults), "detected": len(faults)}}
+    by = soak.flags_by_fault(wins, faults, fs)
+    assert by["noise"]["flags"]["noise"] >= len(faults) and by["noise"]["unusable"] == 0 and by["none"]["flagged"] == 0
 
 
 def test_expected_windows_long_gap_restarts():

@@ -122,3 +122,81 @@ def test_real_ecg_excerpt_is_clean_and_its_clipped_copy_is_flagged():
     lim = 0.3 * float(np.abs(sig).max())  # cuts ~3 % of the first 30 s (every R peak)
     _, qual = check_window(np.clip(sig[:, :n], -lim, lim), fs)
     assert "clipping" in qual.flags and qual.usable
+
+
+# ----------------------------------------------------------------------------- noise bursts
+
+
+def ecg_like(seconds=30.0, fs=300.0, seed=0):
+    """(1, L) mV: a QRS every ~0.8 s (sharp: 25 ms wide), P and T waves, baseline wander, 5 uV noise, 1 uV steps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * fs)) / fs
+    x = 0.1 * np.sin(2 * np.pi * 0.3 * t) + rng.normal(0, 0.005, t.size)
+    for beat in np.cumsum(rng.uniform(0.7, 0.9, int(seconds / 0.7))):
+        for dt, amp, width in ((-0.16, 0.12, 0.03), (0.0, 1.2, 0.012), (0.03, -0.25, 0.01), (0.28, 0.3, 0.06)):
+            x += amp * np.exp(-0.5 * ((t - beat - dt) / width) ** 2)
+    return (np.round(x / 0.001) * 0.001)[None].astype(np.float32)
+
+
+def har_like(fs=FS, seed=0):
+    """(3, 128) g: walking at 1.9 Hz with harmonics and a heel strike per step, gravity on z, HAPT-like steps."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(128) / fs
+    ph = 2 * np.pi * 1.9 * t + rng.uniform(0, 6.3)
+    step = np.exp(-0.5 * ((t * 1.9 * 2) % 1 - 0.5) ** 2 / 0.05**2)  # two sharp-ish impacts per stride
+    x = np.stack([0.3 * np.sin(ph) + 0.1 * np.sin(2 * ph), 0.2 * np.cos(ph), 1.0 + 0.5 * np.sin(2 * ph) + 0.4 * step])
+    x = x + rng.normal(0, 0.003, x.shape)
+    return (np.round(x * 720) / 720).astype(np.float32)
+
+
+def burst(x, fs, c, a_s, b_s, amp=3.0, seed=1):
+    """As benchmarks/soak.py injects one: Gaussian noise at amp x the channel's std."""
+    y = x.copy()
+    a, b = int(a_s * fs), int(b_s * fs)
+    y[c, a:b] += amp * x[c].std() * np.random.default_rng(seed).standard_normal(b - a).astype(np.float32)
+    return y
+
+
+@pytest.mark.parametrize("kind", ["ecg", "har"])
+def test_noise_burst_is_flagged_on_its_channel_and_span(kind):
+    fs, x, c, (a, b) = (300.0, ecg_like(), 0, (12.0, 15.0)) if kind == "ecg" else (FS, har_like(), 1, (0.5, 1.5))
+    _, q = check_window(x, fs)
+    assert q.flags == [], q.messages  # sharp QRS complexes / heel strikes are not noise
+    _, q = check_window(burst(x, fs, c, a, b), fs)
+    assert q.flags == ["noise"] and q.usable  # a warning: the window is still classified
+    (d,) = q.detail["noise"]
+    assert d["channel"] == c and d["ratio"] >= 20
+    assert a - 0.3 <= d["start_s"] <= a + 0.3 and b - 0.3 <= d["end_s"] <= b + 0.3
+    assert f"channel {c}" in q.messages[0]
+    _, q = check_window(burst(x, fs, c, a, b), fs, cfg=QualityConfig(noise_ratio=1e6))
+    assert "noise" not in q.flags
+
+
+def test_noise_needs_a_quiet_part_and_ignores_filled_or_stuck_stretches():
+    x = har_like()
+    _, q = check_window(burst(x, FS, 0, 0.0, 2.56), FS)
+    assert "noise" not in q.flags  # noise end to end: nothing in the window to compare with (see the docstring)
+    _, q = check_window(burst(x, FS, 0, 1.0, 1.2), FS)
+    assert "noise" not in q.flags  # 0.2 s: shorter than noise_min_s (a bump, not a burst)
+    y = x.copy()
+    y[:, 40:60] = np.nan  # a 0.4 s hole, interpolated: a straight line there
+    y[2, 70:128] = y[2, 70]  # and a stuck stretch on z
+    _, q = check_window(y, FS)
+    assert "noise" not in q.flags and "interpolated" in q.flags
+
+
+def test_real_windows_are_not_noise():
+    from edge_tslm.data import hapt
+    from edge_tslm.data import physionet2017 as p17
+
+    if hapt.find_hapt_pickle() is None and p17.default_path() is None:
+        pytest.skip("neither HAPT.pkl.gz nor ../shared/data/physionet2017 is here")
+    if hapt.find_hapt_pickle() is not None:
+        wins = hapt.hapt_windows("val")  # 1,049 windows of the six activities
+        flagged = [(i, s.label) for i, s in enumerate(wins) if "noise" in check_window(s.signal, hapt.FS)[1].flags]
+        # One is: the first standing window of a bout, x jolting by 0.3-0.5 g from sample to sample for 0.5 s.
+        assert len(flagged) <= 0.005 * len(wins), flagged
+    if p17.default_path() is not None:
+        for r in p17.split_records("val")[:60]:
+            _, q = check_window(r.load()[:, : int(30 * p17.FS)], p17.FS)
+            assert "noise" not in q.flags, (r.name, r.code, q.messages)

@@ -1,4 +1,4 @@
-"""Per-window signal quality: gaps, NaN/inf, flat lines, clipping, sampling rates (numpy only).
+"""Per-window signal quality: gaps, NaN/inf, flat lines, clipping, noise bursts, sampling rates (numpy only).
 
 The rule is: never crash and never answer silently on bad data. Short holes are filled by linear
 interpolation and the window is flagged; a window with too much missing data is flagged
@@ -20,6 +20,7 @@ FLAGS = (
     "interpolated",  # missing samples were filled by linear interpolation
     "flat",  # a channel is constant over a long stretch (lead off, sensor stuck)
     "clipping",  # samples pile up on the window's min/max plateau or the ADC rails
+    "noise",  # a burst of broadband noise / motion artefact dominates part of the window (still classified)
     "fs_out_of_range",  # the input rate is far from the model's
     "unusable",  # not classified; see the window's messages
     "invalid_input",  # the window was refused by signals.validate
@@ -36,6 +37,12 @@ class QualityConfig:
     clip_run: int = 3  # consecutive samples at the extreme that make a plateau
     clip_min_runs: int = 2  # plateaus at the same extreme needed to call it clipping (not a held-sample glitch)
     adc_range: tuple[float, float] | None = None  # known rails in signal units, e.g. (-5.0, 5.0) mV
+    # Noise bursts (benchmarks/noise_flag.py calibrates these on real HAPT and PhysioNet 2017 windows):
+    noise_segment_s: float = 0.25  # a channel is cut into segments this long; each gets an HF energy
+    noise_ratio: float = 20.0  # consecutive segments with HF energy >= this x the window's quiet level ...
+    noise_roughness: float = 1.4  # ... and rms(2nd diff) / rms(1st diff) >= this over them (white noise ~1.73) ...
+    noise_min_s: float = 0.5  # ... lasting at least this -> noise
+    noise_quiet_percentile: float = 10.0  # the quiet level: this percentile of the segments' HF energy
     fs_min_ratio: float = 0.5  # input rate below this x the model's -> unusable (the band is not there)
     fs_max_ratio: float = 20.0  # input rate above this x the model's -> flagged (most samples thrown away)
 
@@ -150,7 +157,14 @@ def check_window(
 
     _check_flat(x, bad, q, cfg)
     _check_clipping(x, bad, q, cfg)
+    _check_noise(x, bad, fs, q, cfg)
     return x, q
+
+
+def _quantum(v: np.ndarray) -> float:
+    """Smallest step between distinct values: the ADC resolution of a quantised signal (0 if constant)."""
+    levels = np.unique(v)
+    return float(np.diff(levels).min()) if levels.size > 1 else 0.0
 
 
 def _check_flat(x: np.ndarray, bad: np.ndarray, q: Quality, cfg: QualityConfig) -> None:
@@ -188,8 +202,7 @@ def _check_clipping(x: np.ndarray, bad: np.ndarray, q: Quality, cfg: QualityConf
             # A clipped stretch is flat at the extreme AND entered/left by a steep step; a natural turning
             # point of a quantised signal also sits on its extreme level for a few samples, but it gets
             # there by one quantisation step. Steep: >= 1 % of the range and >= 2 quantisation steps.
-            levels = np.unique(v[real])
-            q_step = float(np.diff(levels).min()) if levels.size > 1 else hi - lo
+            q_step = _quantum(v[real])
             steep = max(0.01 * (hi - lo), 2.0 * q_step)
             for level in (lo, hi):
                 at = (v == level) & real
@@ -214,3 +227,50 @@ def _check_clipping(x: np.ndarray, bad: np.ndarray, q: Quality, cfg: QualityConf
     if worst >= cfg.clip_fraction and worst > 0:
         q.detail["clipped_fraction"] = round(worst, 4)
         q.flag("clipping", f"{worst:.1%} of a channel's samples sit on its min/max plateau or the ADC rails")
+
+
+def _check_noise(x: np.ndarray, bad: np.ndarray, fs: float, q: Quality, cfg: QualityConfig) -> None:
+    """Flag stretches where broadband energy jumps far above the rest of the same window.
+
+    The statistic is scale-free, so one setting serves accelerometers in g and ECG in mV: per channel and
+    segment, the rms of the second difference (HF energy) over the window's quiet level (a low percentile
+    of the segments: a burst may cover most of the window without raising it). Sharp but smooth waves do not
+    count: a QRS at 300 Hz or a heel strike at 50 Hz has rms(d2)/rms(d1) well below white noise's sqrt(3),
+    so the stretch must also be rough, and last (a single jolt is not a burst). A window that is noise end
+    to end has no quiet level to compare with and is not flagged; the stream sees the burst's edges in the
+    neighbouring windows.
+    """
+    C, L = x.shape
+    n = max(3, int(round(cfg.noise_segment_s * fs)))
+    S = (L - 2) // n
+    min_run = max(1, int(np.ceil(cfg.noise_min_s / cfg.noise_segment_s - 1e-9)))
+    if S < 4:
+        return
+    xd = x.astype(np.float64)
+    d2 = np.diff(xd, 2, axis=1)[:, : S * n].reshape(C, S, n)  # (C, S, n); d2[j] is centred on sample j + 1
+    d1 = np.diff(xd, 1, axis=1)[:, 1 : S * n + 1].reshape(C, S, n)  # (C, S, n)
+    hf2, lf2 = (d2**2).mean(axis=2), (d1**2).mean(axis=2)  # (C, S) mean squares of the 2nd and 1st difference
+    hf = np.sqrt(hf2)  # (C, S) HF energy per segment
+    cum = np.concatenate([np.zeros((C, 1)), np.cumsum(bad, axis=1)], axis=1)  # (C, L + 1)
+    first = np.arange(S) * n
+    touched = cum[:, first + n + 2] > cum[:, first]  # (C, S): segment k reads samples [k n, k n + n + 2)
+    found = []
+    for c in range(C):
+        live = (hf[c] > 0) & ~touched[c]  # stuck or interpolated segments say nothing about the noise level
+        if live.sum() < 4:
+            continue
+        quiet = max(float(np.percentile(hf[c, live], cfg.noise_quiet_percentile)), _quantum(x[c, ~bad[c]]), 1e-30)
+        ratio = hf[c] / quiet  # (S,)
+        for s, k in zip(*runs(live & (ratio >= cfg.noise_ratio))):
+            # Roughness over the whole run (one segment holds too few samples to tell noise from a jolt).
+            rough = float(np.sqrt(hf2[c, s : s + k].sum() / max(lf2[c, s : s + k].sum(), 1e-30)))
+            if k >= min_run and rough >= cfg.noise_roughness:
+                a, b = s * n / fs, min(L, (s + k) * n + 2) / fs
+                found.append({"channel": int(c), "start_s": round(float(a), 3), "end_s": round(float(b), 3),
+                              "ratio": round(float(ratio[s : s + k].max()), 1), "roughness": round(rough, 2)})
+    if found:
+        q.detail["noise"] = found
+        w = max(found, key=lambda f: f["ratio"])
+        more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+        q.flag("noise", f"broadband noise on channel {w['channel']} from {w['start_s']:.2f} to {w['end_s']:.2f} s into the window: "
+               f"HF energy {w['ratio']:.0f}x the window's quiet level{more}")
