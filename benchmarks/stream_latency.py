@@ -15,7 +15,7 @@ Latency per window comes from the stream's own event fields (``latency_ms``: pre
 ``stages_ms``: the backend's prefill and label-scoring times), so nothing is re-timed here. The decision
 latency is prepare + encode + classify (what a window costs without a rationale). Rationales are requested
 for a few windows; ms per decoded token is compared with a memory-bandwidth bound: the bytes of decoder
-weights read per token (counted from decode.onnx: every initializer a non-Gather node reads; an embedding
+weights read per token (counted from decoder.onnx: every initializer a non-Gather node reads; an embedding
 table read by Gather costs one row) over the copy bandwidth measured in the same run (numpy copy of a
 256 MiB array, best of 5, counting read + write bytes).
 
@@ -361,8 +361,11 @@ def markdown(res: dict) -> str:
                                   f"parity passed: {r['artifact'].get('parity_passed')}, weight quantization: {r['artifact'].get('weight_quantization')}, "
                                   f"{(r['artifact'].get('total_bytes') or 0) / 2**20:.0f} MiB" for r in res["runs"]]
     L += ["", "Signals:", ""] + [f"- {r['task']}: {r['signal']}" for r in res["runs"]]
-    L += ["", "Decision = prepare (quality check, resampling, description text) + encode + classify (one prefill, then the",
-          "label tokens scored over a tiled cache), read from each window event's `latency_ms` / `stages_ms`. Peak RSS is",
+    L += ["", "Decision = prepare (quality check, resampling, description text) + encode + classify, read from each window",
+          "event's `latency_ms` / `stages_ms`. Since 18:20 on 2026-11-22 (cross.onnx + one decoder.onnx) classify is ONE",
+          "decoder call: the prompt after its cached head plus every label's tokens as a trie in the same row, so its",
+          "`prefill` column includes label scoring and `label scoring` is empty; earlier rows: one prefill, then the label",
+          "tokens scored over a tiled cache. Peak RSS is",
           "VmHWM of the child process that streamed (its own high-water mark; runs before 12:45 on 2026-11-22 used `ru_maxrss`, which a child inherits from its parent, so their peaks include the benchmark parent's memory) (it imports no torch with the ONNX backend: `torch_imported` in the JSON).",
           ""]
     for r in res["runs"]:

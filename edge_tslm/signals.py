@@ -1,6 +1,6 @@
 """The input triplet: signal (C, L) + meta + prompt — validate, normalise, resample, window.
 
-Numpy and scipy only: the runtime on a device imports this without torch. Every refusal is an
+Numpy only: the runtime on a device imports this without torch. Every refusal is an
 ``InputError`` that names the offending field and says how to fix it, because the same JSON
 form reaches us from the Python API, the CLI and the runtime, and its authors need to know
 exactly what to change.
@@ -342,10 +342,10 @@ def znormalize(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def resample(signal: np.ndarray, fs_in: float, fs_out: float, *, max_denominator: int = 1000) -> np.ndarray:
     """Polyphase resampling (anti-aliased) to ``fs_out``; the ratio is a fraction with a bounded denominator.
 
-    Output length is ``ceil(L * up / down)`` where ``up/down`` approximates ``fs_out / fs_in``.
+    Output length is ``ceil(L * up / down)`` where ``up/down`` approximates ``fs_out / fs_in``. The numbers are
+    scipy.signal.resample_poly's (Kaiser-windowed FIR, beta 5, constant padding; tests/test_signals.py holds them
+    equal), computed with numpy alone: the streaming runtime resamples every window and keeps scipy out.
     """
-    from scipy.signal import resample_poly  # scipy is only needed here
-
     fs_in = _check_fs(fs_in, "fs_in")
     fs_out = _check_fs(fs_out, "fs_out")
     x = _as_2d(signal)
@@ -355,8 +355,34 @@ def resample(signal: np.ndarray, fs_in: float, fs_out: float, *, max_denominator
     if ratio == 1 or x.shape[1] == 0:
         length = x.shape[1] if ratio == 1 else 0
         return np.array(x[:, :length], dtype=np.float32)
-    y = resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator, axis=-1)
-    return y.astype(np.float32)
+    return _resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def _lowpass_fir(numtaps: int, cutoff: float, beta: float = 5.0) -> np.ndarray:
+    """scipy.signal.firwin(numtaps, cutoff, window=("kaiser", beta)): windowed sinc, unit gain at DC."""
+    m = np.arange(numtaps) - 0.5 * (numtaps - 1)
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
+    return h / h.sum()
+
+
+def _resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """(C, L) -> (C, ceil(L * up / down)): upsample by zero insertion, FIR low-pass, keep every down-th sample,
+    aligned as scipy.signal.resample_poly aligns it (its pre/post padding of the filter)."""
+    C, L = x.shape
+    n_out = -(-L * up // down)
+    half = 10 * max(up, down)
+    h = _lowpass_fir(2 * half + 1, 1.0 / max(up, down)) * up  # (2 * half + 1,)
+    pre = down - half % down
+    skip = (half + pre) // down  # output samples before the first kept one
+    out_len = lambda n_h: ((L - 1) * up + n_h - 1) // down + 1  # noqa: E731 - upfirdn's output length
+    post = 0
+    while out_len(len(h) + pre + post) < n_out + skip:
+        post += 1
+    h = np.concatenate([np.zeros(pre), h, np.zeros(post)])
+    xu = np.zeros((C, (L - 1) * up + 1))  # (C, (L - 1) * up + 1) zero-stuffed
+    xu[:, ::up] = x
+    y = np.stack([np.convolve(row, h)[::down] for row in xu])  # (C, out_len)
+    return y[:, skip : skip + n_out]
 
 
 def window(signal: np.ndarray, length: int, hop: int) -> np.ndarray:

@@ -315,6 +315,8 @@ def test_no_torch_process_runs_the_artifact(exported, backend):
         "be.generate(text, enc, 4)\n"
         "from edge_tslm.runtime.stream import task_question\n"
         "task_question('har'); task_question('ecg_rhythm')\n"
+        "from edge_tslm.signals import resample\n"
+        "resample(np.ones((1, 600), np.float32), 300, 150)\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'scipy') and sys.modules[m] is not None]\n"
         "assert not bad, bad\n"
         "print(json.dumps(out))\n"

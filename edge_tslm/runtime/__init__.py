@@ -1,6 +1,6 @@
 """Torch-free streaming runtime: ring buffer -> windows -> quality -> backend -> JSONL events.
 
-Imports numpy (and scipy for resampling) only; a backend brings its own engine (onnxruntime,
+Imports numpy only (resampling included); a backend brings its own engine (onnxruntime,
 or torch for ``torch_backend``), imported when it is loaded.
 """
 

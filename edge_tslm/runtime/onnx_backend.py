@@ -278,28 +278,35 @@ class OnnxBackend:
         }
         return self.decoder.run(outputs or self._dec_out, feed)
 
-    def _cached_prefix(self, ids: list[int], free: int, cross, ts) -> tuple[int, list[np.ndarray]]:
-        """(n, past K/V of ids[:n]): the longest cached prefix, after computing ids[:free] once on a miss."""
+    def _cached_prefix(self, ids: list[int], free: int) -> tuple[int, list[np.ndarray] | None]:
+        """(n, past K/V of ids[:n]) for the cached head this prompt shares, or (0, None) on a miss.
+
+        The first window's head (everything before its first <ts>, which may hold that window's own numbers) is
+        stored after its call; later windows share only part of it, and the cache shrinks to that shared part once,
+        so a stream converges to caching exactly the text its windows have in common."""
         m = min(free, len(self._prefix_ids))
         n = next((i for i in range(m) if self._prefix_ids[i] != ids[i]), m)
-        if n < free:  # a new prompt head: its K/V (no media reaches these tokens) replace the cached ones
-            head = ids[:free]
-            outs = self._run(head, range(free), np.tril(np.ones((free, free), bool)), self._empty_past(), cross, ts, [free - 1])
-            self._prefix_ids, self._prefix_past, n = list(head), outs[1:], free
-        else:
-            self.prefix_hits += 1
-        past = self._prefix_past if n == len(self._prefix_ids) else [np.ascontiguousarray(a[:, :, :n]) for a in self._prefix_past]
-        return n, past
+        if n == 0 or 2 * n < len(self._prefix_ids):  # nothing, or too little, in common: a new prompt
+            return 0, None
+        if n < len(self._prefix_ids):
+            self._prefix_ids = self._prefix_ids[:n]
+            self._prefix_past = [np.ascontiguousarray(a[:, :, :n]) for a in self._prefix_past]
+        self.prefix_hits += 1
+        return n, self._prefix_past
 
     def _prompt_call(self, text: str, encoded: Encoded, trie: _Trie | None = None, outputs=None):
-        """The prompt (after its cached prefix) and, optionally, a label trie in the same row -> (outs, ids, ts, cross).
+        """The prompt (after its cached head) and, optionally, a label trie in the same row -> (outs, ids, ts, cross).
 
-        outs[0]: logits (1, 1 + nodes, V) at the prompt's last token and at each trie node."""
+        outs[0]: logits (1, 1 + nodes, V) at the prompt's last token and at each trie node; outs[1:] the requested
+        present K/V (all of them when ``outputs`` is None)."""
         cross = self._cross_of(encoded)
         ids, ts = self._prompt(text, len(encoded.series))
         T = len(ids)
         free = min(int(ts.min()), T - 1)  # tokens before the first <ts> see no media (always keep one to run)
-        n, past = self._cached_prefix(ids, free, cross, ts) if free > 0 else (0, self._empty_past())
+        n, past = self._cached_prefix(ids, free) if free > 0 else (0, None)
+        store = free > 0 and past is None
+        if past is None:
+            past = self._empty_past()
         rest = ids[n:]
         R = len(rest)
         nodes = trie.tokens if trie else []
@@ -310,7 +317,13 @@ class OnnxBackend:
             mask[R:, R:] = trie.mask()  # ... and its own branch
         positions = list(range(n, T)) + [T + d for d in (trie.depth if trie else [])]
         logit_index = [R - 1] + [R + i for i in range(len(nodes))]
-        outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, outputs)
+        want = list(outputs or self._dec_out)
+        run_out = self._dec_out if store else want
+        outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, run_out)
+        if store:  # the head's K/V are the first `free` positions of this call's present K/V
+            self._prefix_ids = list(ids[:free])
+            self._prefix_past = [np.ascontiguousarray(a[:, :, :free]) for a in outs[1:]]
+            outs = [outs[self._dec_out.index(name)] for name in want]
         return outs, ids, ts, cross
 
     def prefill(self, text: str, encoded: Encoded) -> tuple[np.ndarray, _State]:
