@@ -157,6 +157,7 @@ class OnnxBackend:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
         opts.enable_cpu_mem_arena = bool(memory_arena)
+        opts.enable_mem_pattern = False  # T and P change every call: a planned block only raised peak RSS (13 MB, HAR)
         prov = list(providers) if providers else ["CPUExecutionProvider"]
         self.providers = prov
         sess = lambda f: ort.InferenceSession(str(path / f), opts, providers=prov)  # noqa: E731
