@@ -187,7 +187,7 @@ def export_encoder_onnx(
 ) -> ExportReport:
     """Export encoder + resampler to one ONNX file (no external data), check it, and parity-test it.
 
-    int8: dynamic int8 quantization of MatMul/Gemm/Conv weights (onnxruntime.quantization.quantize_dynamic);
+    int8: dynamic int8 quantization of MatMul/Gemm weights (onnxruntime.quantization.quantize_dynamic; convs fp32);
     the file at ``out_path`` is then the quantized graph. validate: run edge_tslm.export.validate at three
     lengths (one patch, 127, 4500 unless ``lengths`` is given) with a real onnxruntime session and record the
     result in the report; strict: raise ParityError when it fails its tolerance.
@@ -233,10 +233,16 @@ def export_encoder_onnx(
                 str(fp32_path),
                 str(out_path),
                 weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+                # Not Conv: onnxruntime runs a dynamically quantized Conv as ConvInteger, its slow path. On a 30 s
+                # ECG window at 150 Hz (one thread) the encoder took 44 ms with int8 Conv + MatMul, 17 ms with
+                # int8 MatMul only (fp32 convs, +1.9 MB), 20 ms all fp32 (benchmarks/results/stream_latency.md).
+                op_types_to_quantize=["MatMul", "Gemm"],
             )
         onnx.checker.check_model(str(out_path), full_check=True)
-        notes.append("int8: onnxruntime quantize_dynamic (QInt8 weights, per-tensor; activations quantized at run time)")
+        notes.append(
+            "int8: onnxruntime quantize_dynamic of MatMul/Gemm (QInt8 weights, per-tensor; activations quantized at "
+            "run time); convolutions stay fp32 (ConvInteger is slower than the fp32 Conv)"
+        )
         fp32_path.unlink()
         fp32_path.parent.rmdir()
     n_lat, dim = enc.resampler.latents.shape
