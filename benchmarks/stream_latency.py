@@ -310,6 +310,12 @@ def _int(v):
     return "–" if v is None else f"{v:,}"
 
 
+def _threads(run: dict) -> str:
+    """' ×N' for a run with N > 1 onnxruntime threads (runs without the key used 1)."""
+    n = run.get("threads")
+    return f" ×{n}" if n and n > 1 else ""
+
+
 def _fmt(v, nd=1):
     return "–" if v is None else f"{v:.{nd}f}"
 
@@ -327,7 +333,7 @@ def markdown(res: dict) -> str:
          + (f"**{res['bandwidth']['read_plus_write_gb_s']:.2f} GB/s** (again after the runs: "
             f"{res.get('bandwidth_again', res['bandwidth'])['read_plus_write_gb_s']:.2f} GB/s; the bound uses the first)." if not multi else
             "measured in each run's own invocation (below); each run's bound uses its own."), "",
-         f"Backend threads: {res.get('threads') or 'onnxruntime default'}. Wall-clock figures are under the load above; "
+         "Backend threads: per run, in the backend column (`onnx ×2`: two onnxruntime threads). Wall-clock figures are under the load above; "
          "**CPU ms** is the CPU time of the streaming process per window (all its threads): with 1 thread, what a window costs a core of its own.", "",
          "| task | artifact | backend | windows | decision p50 / p95 ms (wall) | CPU ms p50 | encoder p50 | prefill p50 | label scoring p50 | peak RSS MB | goal p50 | goal RSS |",
          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -336,7 +342,7 @@ def markdown(res: dict) -> str:
         g = GOALS["har_decision_p50_ms"] if r["task"] == "har" else GOALS["ecg_decision_p50_ms"]
         d = s.get("decision", {})
         L.append(
-            f"| {r['task']} ({r['window_s']:g} s) | `{r['artifact']['path']}` | {r['backend']} | {r['windows']} | "
+            f"| {r['task']} ({r['window_s']:g} s) | `{r['artifact']['path']}` | {r['backend']}{_threads(r)} | {r['windows']} | "
             f"{_fmt(d.get('p50'))} / {_fmt(d.get('p95'))} | {_fmt(r.get('cpu_ms', {}).get('decision', {}).get('p50'))} | {_fmt(s.get('encode', {}).get('p50'))} | {_fmt(s.get('prefill', {}).get('p50'))} | "
             f"{_fmt(s.get('label_scoring', {}).get('p50'))} | {_fmt(r['peak_rss_mb'])} | ≤ {g:g} ({'met' if d.get('p50') is not None and d['p50'] <= g else 'missed'}) | "
             f"≤ {GOALS['peak_rss_mb']:g} ({'met' if r['peak_rss_mb'] is not None and r['peak_rss_mb'] <= GOALS['peak_rss_mb'] else 'missed'}) |"
@@ -349,7 +355,7 @@ def markdown(res: dict) -> str:
         if not rat:
             continue
         L.append(
-            f"| {r['task']} | `{r['artifact']['path']}` | {rat['tokens']} | {rat['ms_per_token']:.1f} | {_fmt(r.get('cpu_ms', {}).get('rationale_ms_per_token'))} | "
+            f"| {r['task']} | `{r['artifact']['path']}`{_threads(r)} | {rat['tokens']} | {rat['ms_per_token']:.1f} | {_fmt(r.get('cpu_ms', {}).get('rationale_ms_per_token'))} | "
             f"{_int((b or {}).get('bytes_per_token'))} | {_fmt((b or {}).get('bound_ms_per_token'), 2)} | {_fmt((b or {}).get('ratio'), 2)} / {_fmt((b or {}).get('ratio_cpu'), 2)} | "
             f"{'met' if b and b['ratio'] <= GOALS['decode_vs_bound'] else 'missed' if b else '–'} |"
         )
