@@ -20,7 +20,6 @@ end to end, which a within-window statistic cannot see (the burst's edges show i
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -236,10 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.sweep:
         res["sweep"] = sweep(a)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1))
-    a.out.with_suffix(".md").write_text(markdown(res))
-    print(a.out.with_suffix(".md").read_text())
+    from edge_tslm.results import write_results
+
+    print(write_results(a.out, res, markdown))
 
 
 if __name__ == "__main__":

@@ -269,10 +269,9 @@ def main(argv: list[str] | None = None) -> None:
             res["ecg_model"] = a.ecg
             res["ecg"] = ecg_part(a.ecg, a.ecg_per_class, a.backend)
     res["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1))
-    a.out.with_suffix(".md").write_text(markdown(res))
-    print(a.out.with_suffix(".md").read_text())
+    from edge_tslm.results import write_results
+
+    print(write_results(a.out, res, markdown))
 
 
 if __name__ == "__main__":

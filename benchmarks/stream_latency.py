@@ -469,10 +469,9 @@ def main(argv: list[str] | None = None) -> None:
                 r.setdefault(k, old.get(k))
         res["runs"] = old.get("runs", []) + runs
         res["commands"] = old.get("commands", [old.get("command")]) + [command]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=1))
-    a.out.with_suffix(".md").write_text(markdown(res))
-    print(a.out.with_suffix(".md").read_text())
+    from edge_tslm.results import write_results
+
+    print(write_results(a.out, res, markdown))
 
 
 if __name__ == "__main__":

@@ -412,3 +412,11 @@ def test_demo_stream_table_and_summary():
     text = out.getvalue()
     assert events[-1]["type"] == "summary" and "rationale" in text and "summary" in text and "100.0" in text
     assert all(validate_event(e) == [] for e in events)
+
+
+def test_write_results_writes_json_and_markdown_beside_it(tmp_path):
+    from edge_tslm.results import write_results
+
+    md = write_results(tmp_path / "sub" / "x.json", {"a": 1}, lambda r: f"# a = {r['a']}\n")
+    assert json.loads((tmp_path / "sub" / "x.json").read_text()) == {"a": 1}
+    assert (tmp_path / "sub" / "x.md").read_text() == md == "# a = 1\n"

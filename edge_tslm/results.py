@@ -1,0 +1,17 @@
+"""Where a benchmark's record goes: the JSON (machine, command, figures) and its Markdown table beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+
+def write_results(out: Path, res: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> str:
+    """Write ``res`` to ``out`` (.json) and ``markdown(res)`` to the .md beside it; returns the Markdown."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    md = markdown(res)
+    out.with_suffix(".md").write_text(md)
+    return md
