@@ -539,6 +539,7 @@ def export_decoder_onnx(
         )
     for p in (cross_path, decoder_path):
         onnx.checker.check_model(str(p), full_check=True)
+    fused = fuse_rms_norms(decoder_path)  # after the checker: the fused op is onnxruntime's, not standard ONNX
     cfg = model.lm.config
     hkv, d = _kv_shape(model, 0)[0], _kv_shape(model, 0)[2]
     fh, fd = model.cfg.fusion.heads, model.cfg.fusion.dim_head
@@ -563,6 +564,8 @@ def export_decoder_onnx(
             "(fusion pre-hooks, DynamicCache rebuilt from flat tensors) is traced, attention as SDPA under the "
             "graph's explicit 4-D mask",
             "one decoder graph for prompt, cached prefix, label trie and generation; the LM weights are embedded (fp32)",
+            f"{fused} RMSNorms fused into onnxruntime's SimplifiedLayerNormalization (onnxruntime.transformers "
+            "fusion; the parity check runs the fused graph)",
             f"fusion blocks at layers {list(model.insertion)}; cross K/V per distinct block "
             f"{[i for i, _ in fusion_blocks(model)]} (a shared block has one pair)",
         ],
@@ -576,6 +579,24 @@ def export_decoder_onnx(
             raise ParityError(f"{out_dir}: decoder parity failed: {report.parity}")
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
+
+
+def fuse_rms_norms(path: Path) -> int:
+    """RMSNorm as exported (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) -> one SimplifiedLayerNormalization
+    node, with onnxruntime.transformers' own fusion. A decoded token runs ~3,100 small nodes; this removes ~370 of
+    them (61 norms in SmolLM2-135M). Returns the number of norms fused."""
+    import onnx
+    from onnxruntime.transformers.fusion_simplified_layernorm import FusionSimplifiedLayerNormalization
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    with _quiet_exporter():  # its symbolic shape inference gives up on our graph and says so; the fusion does not need it
+        om = OnnxModel(onnx.load(str(path)))
+        FusionSimplifiedLayerNormalization(om).apply()
+        om.prune_graph()
+        om.topological_sort()
+    fused = sum(n.op_type == "SimplifiedLayerNormalization" for n in om.model.graph.node)
+    onnx.save(om.model, str(path))
+    return fused
 
 
 def _kv_shape(model: nn.Module, past: int) -> tuple[int, int, int]:
