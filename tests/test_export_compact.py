@@ -245,6 +245,38 @@ def test_folded_zero_points_compute_the_same_product(accuracy_level):
     assert rel < tol, rel
 
 
+@pytest.mark.parametrize("accuracy_level", [None, 4])
+def test_packed_projections_compute_the_same_products(accuracy_level):
+    """Three projections of one input (q/k/v) and one of another: packing folds the three into ONE MatMulNBits
+    over the stacked weights + one correction + a Split, with the unpacked outputs under their own names."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_tslm.export.compact import CompactConfig, quantize_graph
+
+    rng = np.random.default_rng(3)
+    K, Ns = 64, (48, 16, 16)
+    ws = [(rng.standard_normal((k, n)) * 0.05 + 0.01).astype(np.float32) for k, n in ((K, Ns[0]), (K, Ns[1]), (K, Ns[2]), (Ns[0], K))]
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"], name=f"proj{i}") for i in range(3)]
+    nodes.append(helper.make_node("MatMul", ["y0", "w3"], ["y3"], name="out_proj"))  # another input: not packed
+    g = helper.make_graph(
+        nodes, "qkv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["t", K])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(4)],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(ws)],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    x = rng.standard_normal((5, K)).astype(np.float32)
+    outs, counts = {}, {}
+    for fold in (False, True):
+        qm, info = quantize_graph(model, CompactConfig(fold_zero_points=fold, fold_accuracy_level=accuracy_level if fold else None))
+        outs[fold] = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        counts[fold] = sum(n.op_type == "MatMulNBits" for n in qm.graph.node)
+    assert counts == {False: 4, True: 2} and len(info["zero_points_folded"]) == 4
+    tol = 1e-5 if accuracy_level is None else 2e-2
+    for a, b in zip(outs[True], outs[False]):
+        assert a.shape == b.shape and np.linalg.norm(a - b) / np.linalg.norm(b) < tol
+
+
 def test_weight_bits_needs_the_decoder(tmp_path):
     from edge_tslm.export import export_artifact
     from edge_tslm.export.compact import CompactConfig
