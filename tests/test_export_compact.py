@@ -268,7 +268,8 @@ def test_packed_projections_compute_the_same_products(accuracy_level):
     x = rng.standard_normal((5, K)).astype(np.float32)
     outs, counts = {}, {}
     for fold in (False, True):
-        qm, info = quantize_graph(model, CompactConfig(fold_zero_points=fold, fold_accuracy_level=accuracy_level if fold else None))
+        cfg = CompactConfig(fold_zero_points=fold, fold_accuracy_level=accuracy_level if fold else None, pack_projections=True)
+        qm, info = quantize_graph(model, cfg)
         outs[fold] = ort.InferenceSession(qm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
         counts[fold] = sum(n.op_type == "MatMulNBits" for n in qm.graph.node)
     assert counts == {False: 4, True: 2} and len(info["zero_points_folded"]) == 4
