@@ -69,7 +69,7 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int) ->
     t0 = time.perf_counter()
     for j, i in enumerate(idx):
         s = samples[i]
-        ex = make_example(s, pre_prompt="", fs=cfg.fs, max_seconds=cfg.max_seconds)
+        ex = make_example(s, pre_prompt="", fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
         enc = be.encode(ex.series)
         enc_ms = be.last_timings["encode_ms"]
         scores = be.classify(ex.text, enc, labels)

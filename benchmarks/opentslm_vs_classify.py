@@ -102,7 +102,7 @@ def main() -> None:
     paths = []
 
     def generate(s):
-        ex = make_example(s, rationale=True, fs=cfg.fs, max_seconds=cfg.max_seconds)
+        ex = make_example(s, rationale=True, fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
         text = model.generate(ex.text, ex.series, max_new_tokens=a.max_new_tokens)
         return parse_answer(text, labels), text
 
@@ -128,7 +128,7 @@ def main() -> None:
             continue
 
         def onnx_classify(s, be=be):
-            ex = make_example(s, fs=be.fs, max_seconds=be.max_seconds)
+            ex = make_example(s, fs=be.fs, max_seconds=be.max_seconds, features=be.series_features)
             scores = be.classify(ex.text, be.encode(ex.series), labels)
             return max(scores, key=scores.get), ""
 

@@ -191,7 +191,7 @@ class _TorchRunner:
     def example(self, sample, rationale: bool = False):
         from edge_tslm.train.examples import make_example
 
-        return make_example(sample, rationale=rationale, fs=self.cfg.fs, max_seconds=self.cfg.max_seconds)
+        return make_example(sample, rationale=rationale, fs=self.cfg.fs, max_seconds=self.cfg.max_seconds, features=self.cfg.series_features)
 
     def encode(self, ex) -> None:
         import torch
@@ -244,7 +244,7 @@ class _OnnxRunner:
     def example(self, sample, rationale: bool = False):
         from edge_tslm.train.examples import make_example
 
-        return make_example(sample, rationale=rationale, fs=self.be.fs, max_seconds=self.be.max_seconds)
+        return make_example(sample, rationale=rationale, fs=self.be.fs, max_seconds=self.be.max_seconds, features=self.be.series_features)
 
     def encode(self, ex):
         return self.be.encode(ex.series)

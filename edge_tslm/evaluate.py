@@ -21,7 +21,7 @@ ECG_TASKS = ("ecg_rhythm", "physionet2017")
 def predict(model, sample: Sample, labels: Sequence[str], mode: str = "classify", rationale: bool = False):
     """-> (predicted label or None, scores per label or {}, generated text or '')."""
     cfg = model.cfg
-    ex = make_example(sample, pre_prompt="", rationale=rationale, fs=cfg.fs, max_seconds=cfg.max_seconds)
+    ex = make_example(sample, pre_prompt="", rationale=rationale, fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
     if mode == "classify":
         scores = model.classify(ex.text, ex.series, labels)
         return max(scores, key=scores.get), scores, ""

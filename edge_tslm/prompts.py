@@ -53,15 +53,33 @@ def format_number(x: float) -> str:
     return f"{mantissa}e{exponent}"
 
 
-def describe_series(name: str, *, mean: float, std: float, unit: str, fs: float, n_samples: int) -> str:
-    """One channel's description: what the z-normalised numbers meant before normalisation."""
+SERIES_FEATURES = ("", "rr")
+
+
+def describe_series(
+    name: str, *, mean: float, std: float, unit: str, fs: float, n_samples: int, measured: str = ""
+) -> str:
+    """One channel's description: what the z-normalised numbers meant before normalisation, plus any
+    `measured` text (e.g. the ECG's heart rate and RR irregularity)."""
     u = f" {unit}" if unit else ""
     duration = n_samples / fs
+    extra = f", {measured}" if measured else ""
     # Kept short: every token here is paid for at every training step and every streamed window.
     return (
         f"{name}: {format_number(duration)} s at {format_number(fs)} Hz, "
-        f"mean {format_number(mean)}{u}, std {format_number(std)}{u}"
+        f"mean {format_number(mean)}{u}, std {format_number(std)}{u}{extra}"
     )
+
+
+def measured_text(row: np.ndarray, fs: float, features: str) -> str:
+    """What `features` adds to a channel's description ("rr": heart rate and RR irregularity, numpy only)."""
+    if features not in SERIES_FEATURES:
+        raise ValueError(f"unknown series_features {features!r}; choose one of {SERIES_FEATURES}")
+    if features == "rr":
+        from edge_tslm.heartbeats import describe_rhythm
+
+        return describe_rhythm(row, fs)
+    return ""
 
 
 @dataclass(frozen=True)
@@ -74,11 +92,12 @@ class ModelInput:
     stds: tuple[float, ...]
 
 
-def build_model_input(inp: TSInput, *, pre_prompt: str = "") -> ModelInput:
+def build_model_input(inp: TSInput, *, pre_prompt: str = "", features: str = "") -> ModelInput:
     """Normalise each channel and write its scale into the text; one ``<ts><endofchunk>`` per series.
 
     If ``meta.mean``/``meta.std`` are given the signal is taken as already normalised and those
-    stats are the ones described.
+    stats are the ones described. ``features`` (a model's ``series_features``) adds measured numbers
+    to each channel's description, computed on the signal as given (the model's rate, cropped).
     """
     meta = inp.meta
     if meta.mean is not None and meta.std is not None:
@@ -89,8 +108,9 @@ def build_model_input(inp: TSInput, *, pre_prompt: str = "") -> ModelInput:
         means, stds = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     n_samples = normed.shape[1]
     parts = [pre_prompt.strip()] if pre_prompt.strip() else []
-    for name, m, s in zip(meta.channels, means, stds):
-        desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples)
+    for name, m, s, row in zip(meta.channels, means, stds, np.asarray(inp.signal, dtype=np.float64)):
+        measured = measured_text(row, meta.fs, features) if features else ""
+        desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples, measured=measured)
         parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
     parts.append(inp.prompt.strip())
     series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in normed)

@@ -1,8 +1,8 @@
 """Every number a rationale states is recomputed from that sample's signal.
 
 Numbers are parsed out of the text in order and compared, as strings, with
-`format_number` of an independent recomputation (plain numpy / sleepecg here, not the
-rationale module), so a rationale can state nothing its signal does not show.
+`format_number` of an independent recomputation (plain numpy here from the detected beats, not
+the rationale module), so a rationale can state nothing its signal does not show.
 """
 
 import re
@@ -39,14 +39,15 @@ def expected_har(sig: np.ndarray, fs: float) -> list[float]:
 
 
 def expected_ecg(sig: np.ndarray, fs: float) -> list[float]:
-    import sleepecg
+    from edge_tslm.heartbeats import detect_r_peaks  # the beats; the numbers from them are recomputed here
 
     x = sig[0].astype(np.float64)
-    peaks = sleepecg.detect_heartbeats(x, fs)
+    peaks = detect_r_peaks(x, fs)
     out = [x.size / fs, len(peaks)]
     if len(peaks) >= 3:
         rr = np.diff(peaks) / fs
-        out += [60 / rr.mean(), rr.std() / rr.mean(), 1000 * np.sqrt(np.mean(np.diff(rr) ** 2))]
+        jumps = 100 * np.mean(np.abs(np.diff(rr)) > 0.1 * rr[:-1])
+        out += [60 / rr.mean(), rr.std() / rr.mean(), 1000 * np.sqrt(np.mean(np.diff(rr) ** 2)), jumps, 10]
     return out
 
 

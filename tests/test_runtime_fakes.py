@@ -24,8 +24,10 @@ class FakeBackend:
 
     name = "fake"
 
-    def __init__(self, labels=("walking", "sitting"), threshold=0.2, fs=50.0, max_seconds=0.0, min_length=4, task="har", fail_on=None):
+    def __init__(self, labels=("walking", "sitting"), threshold=0.2, fs=50.0, max_seconds=0.0, min_length=4, task="har", fail_on=None,
+                 series_features=""):
         self.labels = tuple(labels)
+        self.series_features = series_features
         self.threshold = threshold
         self.fs = fs
         self.max_seconds = max_seconds
@@ -65,6 +67,29 @@ def af_backend(**kw):
 
 def test_fake_backend_satisfies_protocol():
     assert isinstance(FakeBackend(), Backend)
+
+
+def test_rr_model_reads_the_measured_rhythm_in_every_window_and_rationale():
+    """A model trained with series_features="rr" sees the window's heart rate and RR irregularity, computed on
+    the window at the model's rate, in the classify text and in the rationale's text."""
+    from edge_tslm.heartbeats import describe_rhythm
+    from edge_tslm.runtime.stream import StreamConfig, Streamer
+    from edge_tslm.signals import resample
+
+    fs_in, fs_model, n = 300.0, 150.0, 30
+    t = np.arange(int(2 * n * fs_in)) / fs_in
+    x = (np.exp(-0.5 * (((t + 0.3) % 0.8 - 0.4) / 0.01) ** 2)).astype(np.float32)  # 75 bpm spikes
+    be = af_backend(fs=fs_model, series_features="rr")
+    cfg = StreamConfig(task="afib", window_s=n, hop_s=n, rationale_on="always", channels=("ECG",), unit="mV", check_events=True)
+    st = Streamer(be, cfg, fs=fs_in)
+    st.feed(x[None])
+    st.finish()
+    assert be.texts and be.calls["generate"] == len(be.texts)
+    first = resample(x[None, : int(n * fs_in)], fs_in, fs_model)[0]
+    expected = describe_rhythm(first, fs_model)
+    assert expected.startswith("rate 75 bpm, RR CV 0 %, RR jumps 0 %"), expected
+    assert all("rate 75 bpm" in text for text in be.texts)
+    assert f", {expected} <ts>" in be.texts[0]
 
 
 def test_schema_validator_accepts_and_rejects():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_tslm.prompts import answer_text, format_number
+from edge_tslm.heartbeats import RhythmFeatures, rhythm_features
 
 # ----------------------------------------------------------------------------- HAR
 
@@ -84,19 +85,11 @@ def har_rationale(signal: np.ndarray, fs: float, channels: Sequence[str], unit: 
 # ----------------------------------------------------------------------------- ECG
 
 
-@dataclass(frozen=True)
-class EcgFeatures:
-    """Rhythm summary from detected R peaks."""
-
-    duration_s: float
-    n_beats: int
-    heart_rate_bpm: float  # 60 / mean RR; nan with fewer than 2 beats
-    rr_cv: float  # std(RR) / mean(RR); nan with fewer than 3 beats
-    rmssd_ms: float  # root mean square of successive RR differences; nan with fewer than 3 beats
+EcgFeatures = RhythmFeatures  # the rationale's numbers are the ones the model's description shows
 
 
 def detect_r_peaks(ecg: np.ndarray, fs: float) -> np.ndarray:
-    """R-peak sample indices of a single-lead ECG (sleepecg's fast detector)."""
+    """R-peak sample indices of a single-lead ECG (sleepecg's fast detector; the feature baseline's input)."""
     import sleepecg
 
     x = np.asarray(ecg, dtype=np.float64).ravel()
@@ -110,16 +103,9 @@ def rr_intervals(peaks: np.ndarray, fs: float) -> np.ndarray:
     return np.diff(np.asarray(peaks, dtype=np.float64)) / fs
 
 
-def ecg_features(signal: np.ndarray, fs: float) -> EcgFeatures:
-    """Measure `EcgFeatures` on a (1, L) ECG."""
-    x = np.asarray(signal, dtype=np.float64)[0]
-    peaks = detect_r_peaks(x, fs)
-    rr = rr_intervals(peaks, fs)
-    nan = float("nan")
-    hr = float(60.0 / rr.mean()) if rr.size >= 1 else nan
-    cv = float(rr.std() / rr.mean()) if rr.size >= 2 else nan
-    rmssd = float(np.sqrt(np.mean(np.diff(rr) ** 2)) * 1000.0) if rr.size >= 2 else nan
-    return EcgFeatures(x.size / fs, int(peaks.size), hr, cv, rmssd)
+def ecg_features(signal: np.ndarray, fs: float) -> RhythmFeatures:
+    """Measure rhythm features on a (1, L) ECG with the numpy detector the descriptions use (`edge_tslm.heartbeats`)."""
+    return rhythm_features(np.asarray(signal, dtype=np.float64)[0], fs)
 
 
 _RR_REGULAR_CV = 0.08
@@ -142,8 +128,9 @@ def ecg_rationale(signal: np.ndarray, fs: float, label: str) -> str:
         else:
             kind = "irregular"
         text.append(
-            f"The RR intervals are {kind}: their coefficient of variation is {fn(f.rr_cv)} "
-            f"and the RMSSD is {fn(f.rmssd_ms)} ms."
+            f"The RR intervals are {kind}: their coefficient of variation is {fn(f.rr_cv)}, "
+            f"the RMSSD is {fn(f.rmssd_ms)} ms, and {fn(100 * f.rr_jump_frac)} % of successive intervals "
+            f"change by more than 10 %."
         )
     return " ".join(text) + "\n" + answer_text(label)
 

@@ -652,7 +652,7 @@ def task_parity_inputs(cfg: Any, per_class: int = 1, seed: int = 0) -> list[tupl
     idx = stratified_subset(getattr(samples, "records", samples), per_class, seed)
     out = []
     for i in idx:
-        ex = make_example(samples[i], pre_prompt="", fs=cfg.fs, max_seconds=cfg.max_seconds)
+        ex = make_example(samples[i], pre_prompt="", fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
         out.append((ex.text, list(ex.series)))
     return out
 

@@ -46,6 +46,7 @@ class Backend(Protocol):
     max_seconds: float  # longest span the model was trained on (0: no limit); longer windows are cropped
     min_length: int  # fewest samples per series the encoder takes (one patch)
     task: str  # the task name in the model's config ("har", "ecg_rhythm", ...), "" if none
+    series_features: str  # measured numbers the model reads in each description ("" or "rr"; prompts.measured_text)
     question: str  # the question the model was trained with, "" to use the task's default
 
     def encode(self, series: Sequence[np.ndarray]) -> Encoded:

@@ -143,6 +143,7 @@ class OnnxBackend:
         self.max_seconds = float(self.cfg.max_seconds)
         self.min_length = int(self.cfg.encoder.patch_len)
         self.task = str(self.cfg.task)
+        self.series_features = str(self.cfg.series_features)
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

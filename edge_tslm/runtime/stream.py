@@ -138,6 +138,7 @@ class Streamer:
             not self.labels or self.cfg.af_label in self.labels
         )
         self.question = self._question()
+        self._features = str(getattr(self.backend, "series_features", "") or "")
         # Stream state (set when the first samples arrive).
         self.fs: float | None = None
         self.channels: tuple[str, ...] | None = None
@@ -398,7 +399,8 @@ class Streamer:
         if q.usable:
             try:
                 signal, meta = self._prepare(clean)
-                mi = build_model_input(validate(signal, meta, self.question, min_length=int(getattr(self.backend, "min_length", 1) or 1)))
+                inp = validate(signal, meta, self.question, min_length=int(getattr(self.backend, "min_length", 1) or 1))
+                mi = build_model_input(inp, features=self._features)
             except InputError as e:
                 q.flag("invalid_input", str(e), unusable=True)
         lat["prepare"] = _ms(t_start)
@@ -422,7 +424,7 @@ class Streamer:
             if answer is not None and self._want_rationale(answer):
                 t = time.perf_counter()
                 try:
-                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST))
+                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), features=self._features)
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens)
                     stages.update(_stages(self.backend, "rationale_"))
                 except Exception as e:  # noqa: BLE001

@@ -30,6 +30,7 @@ class TorchBackend:
         self.max_seconds = float(cfg.max_seconds)
         self.min_length = int(cfg.encoder.patch_len)
         self.task = str(cfg.task)
+        self.series_features = str(cfg.series_features)
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

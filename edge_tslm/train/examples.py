@@ -38,18 +38,21 @@ def make_example(
     rationale: bool = False,
     fs: float = 0.0,
     max_seconds: float = 0.0,
+    features: str = "",
 ) -> Example:
     """The answer-only target trains the classify path; the rationale target (asked for in the prompt)
     trains the explanation generated on demand."""
     signal, meta = prepare_signal(sample.signal, sample.meta, fs, max_seconds)
     question = sample.prompt + (RATIONALE_REQUEST if rationale else "")
-    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt)
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features)
     target = sample.rationale if rationale else answer_text(sample.label)
     return Example(mi.text, mi.series, target, sample.label)
 
 
-def example_from_input(inp: TSInput, *, pre_prompt: str = "", rationale: bool = False, fs: float = 0.0, max_seconds: float = 0.0) -> Example:
+def example_from_input(
+    inp: TSInput, *, pre_prompt: str = "", rationale: bool = False, fs: float = 0.0, max_seconds: float = 0.0, features: str = ""
+) -> Example:
     signal, meta = prepare_signal(inp.signal, inp.meta, fs, max_seconds)
     question = inp.prompt + (RATIONALE_REQUEST if rationale else "")
-    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt)
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features)
     return Example(mi.text, mi.series, "", "")

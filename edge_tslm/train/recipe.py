@@ -23,6 +23,7 @@ def stage_examples(
     limit: int = 0,
     balance: float = 0.0,
     max_seconds: float | None = None,
+    features: str | None = None,
 ) -> list[Example]:
     """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand).
 
@@ -31,6 +32,8 @@ def stage_examples(
     task = get_task(task_name)
     if max_seconds is not None:
         task = replace(task, max_seconds=max_seconds)
+    if features is not None:
+        task = replace(task, series_features=features)
     samples = task.load(split, data_path)
     n = min(len(samples), limit) if limit else len(samples)
     rng = np.random.default_rng(seed)
@@ -45,7 +48,10 @@ def stage_examples(
             if extra > 0:
                 idx += list(rng.choice(members, size=extra, replace=True))
     return [
-        make_example(samples[i], rationale=bool(rng.random() < rationale_prob), fs=task.fs, max_seconds=task.max_seconds)
+        make_example(
+            samples[i], rationale=bool(rng.random() < rationale_prob), fs=task.fs, max_seconds=task.max_seconds,
+            features=task.series_features,
+        )
         for i in idx
     ]
 
@@ -77,10 +83,12 @@ def run_curriculum(
             task = replace(task, max_seconds=stage_max_seconds[name])
         path = (data_paths or {}).get(name)
         model.cfg = model.cfg.replace(
-            task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds
+            task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds,
+            series_features=task.series_features,
         )
-        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, max_seconds=task.max_seconds)
-        va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit, max_seconds=task.max_seconds)
+        kw = dict(max_seconds=task.max_seconds, features=task.series_features)
+        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, **kw)
+        va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit, **kw)
         cfg = replace(
             train_cfg,
             out_dir=str(out / f"stage{k + 1}-{name}"),

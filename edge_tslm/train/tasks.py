@@ -14,6 +14,7 @@ class Task:
     load: Callable[[str, str | None], Sequence[Sample]]  # (split, data path) -> samples
     fs: float = 0.0  # model rate (0: as recorded)
     max_seconds: float = 0.0
+    series_features: str = ""  # measured numbers in each series' description (TSLMConfig.series_features)
 
 
 def _har(split: str, path: str | None) -> Sequence[Sample]:
@@ -61,7 +62,8 @@ def get_task(name: str) -> Task:
     tasks = {
         "har": Task(HAR_TASK, _har),
         # 150 Hz keeps R peaks sharp and halves the encoder's work; 60 s covers every challenge record
-        "ecg_rhythm": Task(ECG_TASK, _ecg, fs=150.0, max_seconds=60.0),
+        # the measured heart rate and RR irregularity go into the description: the feature baseline's strongest inputs
+        "ecg_rhythm": Task(ECG_TASK, _ecg, fs=150.0, max_seconds=60.0, series_features="rr"),
         "tsqa": Task(TSQA_TASKS["trend"], _tsqa),
         "synthetic_ecg": Task(SYNTH_ECG_TASK, _synthetic_ecg, fs=150.0, max_seconds=60.0),
     }

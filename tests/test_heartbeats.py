@@ -1,0 +1,105 @@
+"""The numpy R-peak detector against sleepecg on real records, its edge cases, and the description text."""
+
+import re
+
+import numpy as np
+import pytest
+
+from edge_tslm.data import physionet2017 as p17
+from edge_tslm.heartbeats import describe_rhythm, detect_r_peaks, rhythm_features
+from edge_tslm.prompts import build_model_input
+from edge_tslm.signals import SignalMeta, resample, validate
+
+
+def _beat_f1(ref: np.ndarray, got: np.ndarray, tol: int) -> float:
+    if ref.size == 0 or got.size == 0:
+        return float(ref.size == got.size)
+    tp = int((np.abs(ref[:, None] - got[None, :]).min(axis=1) <= tol).sum())
+    return 2 * tp / (ref.size + got.size)
+
+
+def _synthetic_ecg(rr_s: np.ndarray, fs: float, noise: float = 0.02, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian QRS spikes at the given RR intervals (first beat at 0.5 s) + small T waves + noise."""
+    beats = np.round((0.5 + np.concatenate([[0.0], np.cumsum(rr_s)])) * fs).astype(int)
+    n = int(beats[-1] + fs)
+    t = np.arange(n)
+    x = np.zeros(n)
+    for b in beats:
+        x += np.exp(-0.5 * ((t - b) / (0.012 * fs)) ** 2) + 0.25 * np.exp(-0.5 * ((t - b - 0.25 * fs) / (0.05 * fs)) ** 2)
+    x += noise * np.random.default_rng(seed).standard_normal(n)
+    return x, beats
+
+
+def test_finds_every_beat_of_a_synthetic_ecg_at_several_rates():
+    rng = np.random.default_rng(1)
+    for fs in (150.0, 300.0, 500.0):
+        rr = rng.uniform(0.35, 1.2, size=40)  # 50-170 bpm, irregular
+        x, beats = _synthetic_ecg(rr, fs)
+        got = detect_r_peaks(x, fs)
+        assert _beat_f1(beats, got, int(0.03 * fs)) == 1.0, fs
+        f = rhythm_features(x, fs)
+        rr_true = np.diff(beats) / fs
+        assert f.n_beats == beats.size
+        assert abs(f.heart_rate_bpm - 60 / rr_true.mean()) < 0.5
+        assert abs(f.rr_cv - rr_true.std() / rr_true.mean()) < 0.01
+
+
+def test_inverted_lead_gives_the_same_beats():
+    x, beats = _synthetic_ecg(np.full(20, 0.8), 300.0)
+    assert _beat_f1(beats, detect_r_peaks(-x, 300.0), 9) == 1.0
+
+
+def test_regular_vs_irregular_rhythm_numbers():
+    fs = 150.0
+    reg = rhythm_features(_synthetic_ecg(np.full(30, 0.8), fs)[0], fs)
+    irr = rhythm_features(_synthetic_ecg(np.random.default_rng(3).uniform(0.4, 1.0, 30), fs)[0], fs)
+    assert reg.rr_cv < 0.02 and reg.rr_jump_frac == 0.0
+    assert irr.rr_cv > 0.15 and irr.rr_jump_frac > 0.5
+
+
+@pytest.mark.parametrize(
+    "x",
+    [np.zeros(3000), np.full(3000, 0.7), np.random.default_rng(0).standard_normal(100), np.full(3000, np.nan)],
+    ids=["zeros", "flat", "too_short", "all_nan"],
+)
+def test_no_beats_without_an_ecg_and_no_exception(x):
+    assert detect_r_peaks(x, 150.0).size == 0
+    assert describe_rhythm(x, 150.0) == "0 beats detected"
+
+
+def test_nan_gap_inside_a_window_is_survived():
+    x, beats = _synthetic_ecg(np.full(30, 0.8), 150.0)
+    x[600:900] = np.nan
+    got = detect_r_peaks(x, 150.0)
+    outside = beats[(beats < 590) | (beats > 910)]
+    assert _beat_f1(outside, got[(got < 590) | (got > 910)], 5) == 1.0
+
+
+def test_description_text_states_the_measured_numbers():
+    fs = 150.0
+    x, _ = _synthetic_ecg(np.random.default_rng(4).uniform(0.5, 1.0, 30), fs)
+    f = rhythm_features(x, fs)
+    text = describe_rhythm(x, fs)
+    m = re.fullmatch(r"rate (\d+) bpm, RR CV (\d+) %, RR jumps (\d+) %", text)
+    assert m, text
+    assert [int(v) for v in m.groups()] == [round(f.heart_rate_bpm), round(100 * f.rr_cv), round(100 * f.rr_jump_frac)]
+    mi = build_model_input(validate(x[None].astype(np.float32), SignalMeta(fs=fs, unit="mV", channels=("ECG",)), "Rhythm?"), features="rr")
+    assert f", {text} <ts>" in mi.text
+    plain = build_model_input(validate(x[None].astype(np.float32), SignalMeta(fs=fs, unit="mV", channels=("ECG",)), "Rhythm?"))
+    assert "bpm" not in plain.text
+    with pytest.raises(ValueError, match="series_features"):
+        build_model_input(validate(x[None].astype(np.float32), SignalMeta(fs=fs, unit="mV", channels=("ECG",)), "R?"), features="qt")
+
+
+@pytest.mark.skipif(p17.default_path() is None, reason="PhysioNet 2017 data not found (../shared/data/physionet2017)")
+def test_agrees_with_sleepecg_on_real_normal_records_at_the_model_rate():
+    sleepecg = pytest.importorskip("sleepecg")
+    recs = [r for r in p17.split_records("test") if r.code == "N"][:12]
+    scores = []
+    for r in recs:
+        x = r.load()
+        ref = sleepecg.detect_heartbeats(x[0].astype(np.float64), p17.FS)
+        got = detect_r_peaks(resample(x, p17.FS, 150.0)[0], 150.0) * 2  # the model's rate, back to 300 Hz samples
+        scores.append(_beat_f1(ref, got, int(0.05 * p17.FS)))
+    assert np.median(scores) >= 0.98, scores
+    assert min(scores) >= 0.8, scores
