@@ -359,7 +359,7 @@ def verdict(res: dict) -> str:
     if g_s:
         over = [x for x in g_s["not_measured"] if x[2] == "over_cap"]
         late = [x for x in g_s["not_measured"] if x[2] != "over_cap"]
-        extra = f"; {len(over)} cells over the {res.get('cap_gb')} GB cap, so its true growth is larger" if over else ""
+        extra = (f"; {len(over)} cell{'s' if len(over) > 1 else ''} over the {res.get('cap_gb')} GB cap, so its true growth is larger" if over else "")
         extra += (f"; {len(late)} cells timed out or skipped after a timeout (CPU-starved, no memory figure)"
                   if late else "")
         extra += f"; {len(g_s['not_run'])} cells not run in the time budget" if g_s.get("not_run") else ""
