@@ -27,7 +27,7 @@ from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
 from edge_tslm.metrics import challenge_score, classification_report
 from edge_tslm.runtime.onnx_backend import OnnxBackend
-from edge_tslm.train.examples import make_example
+from edge_tslm.train.examples import layout_kwargs, make_example
 from edge_tslm.train.tasks import get_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,7 +69,7 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int) ->
     t0 = time.perf_counter()
     for j, i in enumerate(idx):
         s = samples[i]
-        ex = make_example(s, pre_prompt="", fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
+        ex = make_example(s, pre_prompt="", **layout_kwargs(cfg))
         enc = be.encode(ex.series)
         enc_ms = be.last_timings["encode_ms"]
         scores = be.classify(ex.text, enc, labels)

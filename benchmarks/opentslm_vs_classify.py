@@ -87,7 +87,7 @@ def main() -> None:
     from edge_tslm.machine import machine
     from edge_tslm.model.artifact import from_pretrained, read_config
     from edge_tslm.prompts import parse_answer
-    from edge_tslm.train.examples import make_example
+    from edge_tslm.train.examples import layout_kwargs, make_example
     from edge_tslm.train.tasks import get_task
 
     torch.set_num_threads(a.threads)
@@ -102,7 +102,7 @@ def main() -> None:
     paths = []
 
     def generate(s):
-        ex = make_example(s, rationale=True, fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
+        ex = make_example(s, rationale=True, **layout_kwargs(cfg))
         text = model.generate(ex.text, ex.series, max_new_tokens=a.max_new_tokens)
         return parse_answer(text, labels), text
 
@@ -128,7 +128,7 @@ def main() -> None:
             continue
 
         def onnx_classify(s, be=be):
-            ex = make_example(s, fs=be.fs, max_seconds=be.max_seconds, features=be.series_features)
+            ex = make_example(s, **layout_kwargs(be.cfg))
             scores = be.classify(ex.text, be.encode(ex.series), labels)
             return max(scores, key=scores.get), ""
 

@@ -189,9 +189,9 @@ class _TorchRunner:
             torch.mps.synchronize()
 
     def example(self, sample, rationale: bool = False):
-        from edge_tslm.train.examples import make_example
+        from edge_tslm.train.examples import layout_kwargs, make_example
 
-        return make_example(sample, rationale=rationale, fs=self.cfg.fs, max_seconds=self.cfg.max_seconds, features=self.cfg.series_features)
+        return make_example(sample, rationale=rationale, **layout_kwargs(self.cfg))
 
     def encode(self, ex) -> None:
         import torch
@@ -242,9 +242,9 @@ class _OnnxRunner:
         self.notes = f"onnxruntime {'/'.join(self.be.providers)}"
 
     def example(self, sample, rationale: bool = False):
-        from edge_tslm.train.examples import make_example
+        from edge_tslm.train.examples import layout_kwargs, make_example
 
-        return make_example(sample, rationale=rationale, fs=self.be.fs, max_seconds=self.be.max_seconds, features=self.be.series_features)
+        return make_example(sample, rationale=rationale, **layout_kwargs(self.be.cfg))
 
     def encode(self, ex):
         return self.be.encode(ex.series)

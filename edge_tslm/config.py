@@ -89,6 +89,7 @@ class TSLMConfig:
     fs: float = 0.0  # sampling rate the model was trained at (0: as given); inputs are resampled to it
     max_seconds: float = 0.0  # longest span the model was trained on (0: no limit); longer inputs are cropped
     series_features: str = ""  # measured numbers added to each series' description ("rr": ECG rate + RR irregularity)
+    question_first: bool = False  # the question before the series (a stream's runtime caches it with the prompt head)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

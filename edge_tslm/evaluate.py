@@ -12,7 +12,7 @@ import torch
 from edge_tslm.data.sample import Sample
 from edge_tslm.metrics import challenge_score, classification_report
 from edge_tslm.prompts import parse_answer
-from edge_tslm.train.examples import make_example
+from edge_tslm.train.examples import layout_kwargs, make_example
 
 ECG_TASKS = ("ecg_rhythm", "physionet2017")
 
@@ -21,7 +21,7 @@ ECG_TASKS = ("ecg_rhythm", "physionet2017")
 def predict(model, sample: Sample, labels: Sequence[str], mode: str = "classify", rationale: bool = False):
     """-> (predicted label or None, scores per label or {}, generated text or '')."""
     cfg = model.cfg
-    ex = make_example(sample, pre_prompt="", rationale=rationale, fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
+    ex = make_example(sample, pre_prompt="", rationale=rationale, **layout_kwargs(cfg))
     if mode == "classify":
         scores = model.classify(ex.text, ex.series, labels)
         return max(scores, key=scores.get), scores, ""

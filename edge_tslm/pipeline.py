@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_tslm.prompts import parse_answer
 from edge_tslm.signals import SignalMeta, validate
-from edge_tslm.train.examples import example_from_input
+from edge_tslm.train.examples import example_from_input, layout_kwargs
 
 
 class TSLMPipeline:
@@ -48,7 +48,7 @@ class TSLMPipeline:
         inp = validate(signal, meta, prompt, min_length=cfg.encoder.patch_len)
         lat: dict[str, float] = {}
         t = time.perf_counter()
-        ex = example_from_input(inp, fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
+        ex = example_from_input(inp, **layout_kwargs(cfg))
         lat["prepare"] = _ms(t)
         scores: dict[str, float] = {}
         t = time.perf_counter()
@@ -66,7 +66,7 @@ class TSLMPipeline:
         why = None
         if rationale:
             t = time.perf_counter()
-            rex = example_from_input(inp, rationale=True, fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
+            rex = example_from_input(inp, rationale=True, **layout_kwargs(cfg))
             why = self.model.generate(rex.text, rex.series, max_new_tokens=160)
             lat["rationale"] = _ms(t)
         lat["total"] = float(sum(lat.values()))

@@ -92,12 +92,14 @@ class ModelInput:
     stds: tuple[float, ...]
 
 
-def build_model_input(inp: TSInput, *, pre_prompt: str = "", features: str = "") -> ModelInput:
+def build_model_input(inp: TSInput, *, pre_prompt: str = "", features: str = "", question_first: bool = False) -> ModelInput:
     """Normalise each channel and write its scale into the text; one ``<ts><endofchunk>`` per series.
 
     If ``meta.mean``/``meta.std`` are given the signal is taken as already normalised and those
     stats are the ones described. ``features`` (a model's ``series_features``) adds measured numbers
     to each channel's description, computed on the signal as given (the model's rate, cropped).
+    ``question_first`` puts the question before the series: a stream asks the same question of every
+    window, so a runtime can then cache it with the rest of the prompt's head.
     """
     meta = inp.meta
     if meta.mean is not None and meta.std is not None:
@@ -108,11 +110,14 @@ def build_model_input(inp: TSInput, *, pre_prompt: str = "", features: str = "")
         means, stds = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     n_samples = normed.shape[1]
     parts = [pre_prompt.strip()] if pre_prompt.strip() else []
+    if question_first:
+        parts.append(inp.prompt.strip())
     for name, m, s, row in zip(meta.channels, means, stds, np.asarray(inp.signal, dtype=np.float64)):
         measured = measured_text(row, meta.fs, features) if features else ""
         desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples, measured=measured)
         parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
-    parts.append(inp.prompt.strip())
+    if not question_first:
+        parts.append(inp.prompt.strip())
     series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in normed)
     return ModelInput(series=series, text="\n".join(parts) + "\n", means=means, stds=stds)
 

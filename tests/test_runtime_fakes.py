@@ -15,6 +15,7 @@ import pytest
 
 from edge_tslm.runtime.backend import Backend, Encoded
 from edge_tslm.runtime.events import SCHEMA, check_event, validate_event
+from edge_tslm.signals import SignalMeta
 
 STD = re.compile(r"std (-?[0-9.e+-]+)")
 
@@ -25,9 +26,10 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, labels=("walking", "sitting"), threshold=0.2, fs=50.0, max_seconds=0.0, min_length=4, task="har", fail_on=None,
-                 series_features=""):
+                 series_features="", question_first=False):
         self.labels = tuple(labels)
         self.series_features = series_features
+        self.question_first = question_first
         self.threshold = threshold
         self.fs = fs
         self.max_seconds = max_seconds
@@ -70,8 +72,9 @@ def test_fake_backend_satisfies_protocol():
 
 
 def test_rr_model_reads_the_measured_rhythm_in_every_window_and_rationale():
-    """A model trained with series_features="rr" sees the window's heart rate and RR irregularity, computed on
-    the window at the model's rate, in the classify text and in the rationale's text."""
+    """A model trained with series_features="rr" and question_first sees the window's heart rate and RR
+    irregularity, computed on the window at the model's rate, after the question, in the classify text and in
+    the rationale's text: the stream lays out the text as training did (train.examples.make_example)."""
     from edge_tslm.heartbeats import describe_rhythm
     from edge_tslm.runtime.stream import StreamConfig, Streamer
     from edge_tslm.signals import resample
@@ -79,7 +82,7 @@ def test_rr_model_reads_the_measured_rhythm_in_every_window_and_rationale():
     fs_in, fs_model, n = 300.0, 150.0, 30
     t = np.arange(int(2 * n * fs_in)) / fs_in
     x = (np.exp(-0.5 * (((t + 0.3) % 0.8 - 0.4) / 0.01) ** 2)).astype(np.float32)  # 75 bpm spikes
-    be = af_backend(fs=fs_model, series_features="rr")
+    be = af_backend(fs=fs_model, series_features="rr", question_first=True)
     cfg = StreamConfig(task="afib", window_s=n, hop_s=n, rationale_on="always", channels=("ECG",), unit="mV", check_events=True)
     st = Streamer(be, cfg, fs=fs_in)
     st.feed(x[None])
@@ -90,6 +93,15 @@ def test_rr_model_reads_the_measured_rhythm_in_every_window_and_rationale():
     assert expected.startswith("rate 75 bpm, RR CV 0 %, RR jumps 0 %"), expected
     assert all("rate 75 bpm" in text for text in be.texts)
     assert f", {expected} <ts>" in be.texts[0]
+    assert be.texts[0].index("What is the heart rhythm?") < be.texts[0].index("ECG: 30 s")
+
+    from edge_tslm.data.physionet2017 import ECG_TASK
+    from edge_tslm.data.sample import Sample
+    from edge_tslm.train.examples import make_example
+
+    sample = Sample(x[None, : int(n * fs_in)], SignalMeta(fs=fs_in, unit="mV", channels=("ECG",)), ECG_TASK.question,
+                    "normal", "Answer: normal", "ecg_rhythm", "r")
+    assert make_example(sample, fs=fs_model, features="rr", question_first=True).text == be.texts[0]
 
 
 def test_schema_validator_accepts_and_rejects():

@@ -129,7 +129,7 @@ def _task(model):
 
 
 def _train_examples(model, n: int):
-    from edge_tslm.train.examples import make_example
+    from edge_tslm.train.examples import layout_kwargs, make_example
 
     t = _task(model)
     if t is None:
@@ -137,7 +137,7 @@ def _train_examples(model, n: int):
     samples = t.load("train", None)
     idx = range(0, len(samples), max(1, len(samples) // n))
     cfg = model.cfg
-    return [make_example(samples[i], fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features) for i in list(idx)[:n]]
+    return [make_example(samples[i], **layout_kwargs(cfg)) for i in list(idx)[:n]]
 
 
 def _f1(model, limit: int) -> dict[str, Any] | None:

@@ -645,14 +645,14 @@ def task_parity_inputs(cfg: Any, per_class: int = 1, seed: int = 0) -> list[tupl
     """Real windows for the parity record: the seeded stratified subset (per_class per label) of the task's test
     split, with the text the torch evaluation uses (make_example, pre_prompt as a system turn)."""
     from edge_tslm.data.subset import stratified_subset
-    from edge_tslm.train.examples import make_example
+    from edge_tslm.train.examples import layout_kwargs, make_example
     from edge_tslm.train.tasks import get_task
 
     samples = get_task(cfg.task).load("test", None)
     idx = stratified_subset(getattr(samples, "records", samples), per_class, seed)
     out = []
     for i in idx:
-        ex = make_example(samples[i], pre_prompt="", fs=cfg.fs, max_seconds=cfg.max_seconds, features=cfg.series_features)
+        ex = make_example(samples[i], pre_prompt="", **layout_kwargs(cfg))
         out.append((ex.text, list(ex.series)))
     return out
 

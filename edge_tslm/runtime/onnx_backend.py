@@ -144,6 +144,7 @@ class OnnxBackend:
         self.min_length = int(self.cfg.encoder.patch_len)
         self.task = str(self.cfg.task)
         self.series_features = str(self.cfg.series_features)
+        self.question_first = bool(self.cfg.question_first)
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

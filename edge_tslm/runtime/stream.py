@@ -138,7 +138,10 @@ class Streamer:
             not self.labels or self.cfg.af_label in self.labels
         )
         self.question = self._question()
-        self._features = str(getattr(self.backend, "series_features", "") or "")
+        self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
+            "features": str(getattr(self.backend, "series_features", "") or ""),
+            "question_first": bool(getattr(self.backend, "question_first", False)),
+        }
         # Stream state (set when the first samples arrive).
         self.fs: float | None = None
         self.channels: tuple[str, ...] | None = None
@@ -400,7 +403,7 @@ class Streamer:
             try:
                 signal, meta = self._prepare(clean)
                 inp = validate(signal, meta, self.question, min_length=int(getattr(self.backend, "min_length", 1) or 1))
-                mi = build_model_input(inp, features=self._features)
+                mi = build_model_input(inp, **self._layout)
             except InputError as e:
                 q.flag("invalid_input", str(e), unusable=True)
         lat["prepare"] = _ms(t_start)
@@ -424,7 +427,7 @@ class Streamer:
             if answer is not None and self._want_rationale(answer):
                 t = time.perf_counter()
                 try:
-                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), features=self._features)
+                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), **self._layout)
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens)
                     stages.update(_stages(self.backend, "rationale_"))
                 except Exception as e:  # noqa: BLE001

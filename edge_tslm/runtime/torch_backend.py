@@ -31,6 +31,7 @@ class TorchBackend:
         self.min_length = int(cfg.encoder.patch_len)
         self.task = str(cfg.task)
         self.series_features = str(cfg.series_features)
+        self.question_first = bool(cfg.question_first)
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

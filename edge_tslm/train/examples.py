@@ -13,6 +13,11 @@ from edge_tslm.signals import SignalMeta, TSInput, resample, validate
 RATIONALE_REQUEST = " Explain briefly, then answer."
 
 
+def layout_kwargs(cfg) -> dict:
+    """How a model (a TSLMConfig) wants its inputs laid out: its rate, longest span and text layout."""
+    return {"fs": cfg.fs, "max_seconds": cfg.max_seconds, "features": cfg.series_features, "question_first": cfg.question_first}
+
+
 @dataclass(frozen=True)
 class Example:
     text: str
@@ -39,20 +44,28 @@ def make_example(
     fs: float = 0.0,
     max_seconds: float = 0.0,
     features: str = "",
+    question_first: bool = False,
 ) -> Example:
     """The answer-only target trains the classify path; the rationale target (asked for in the prompt)
     trains the explanation generated on demand."""
     signal, meta = prepare_signal(sample.signal, sample.meta, fs, max_seconds)
     question = sample.prompt + (RATIONALE_REQUEST if rationale else "")
-    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features)
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features, question_first=question_first)
     target = sample.rationale if rationale else answer_text(sample.label)
     return Example(mi.text, mi.series, target, sample.label)
 
 
 def example_from_input(
-    inp: TSInput, *, pre_prompt: str = "", rationale: bool = False, fs: float = 0.0, max_seconds: float = 0.0, features: str = ""
+    inp: TSInput,
+    *,
+    pre_prompt: str = "",
+    rationale: bool = False,
+    fs: float = 0.0,
+    max_seconds: float = 0.0,
+    features: str = "",
+    question_first: bool = False,
 ) -> Example:
     signal, meta = prepare_signal(inp.signal, inp.meta, fs, max_seconds)
     question = inp.prompt + (RATIONALE_REQUEST if rationale else "")
-    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features)
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features, question_first=question_first)
     return Example(mi.text, mi.series, "", "")

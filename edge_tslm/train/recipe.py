@@ -24,6 +24,7 @@ def stage_examples(
     balance: float = 0.0,
     max_seconds: float | None = None,
     features: str | None = None,
+    question_first: bool | None = None,
 ) -> list[Example]:
     """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand).
 
@@ -34,6 +35,8 @@ def stage_examples(
         task = replace(task, max_seconds=max_seconds)
     if features is not None:
         task = replace(task, series_features=features)
+    if question_first is not None:
+        task = replace(task, question_first=question_first)
     samples = task.load(split, data_path)
     n = min(len(samples), limit) if limit else len(samples)
     rng = np.random.default_rng(seed)
@@ -50,7 +53,7 @@ def stage_examples(
     return [
         make_example(
             samples[i], rationale=bool(rng.random() < rationale_prob), fs=task.fs, max_seconds=task.max_seconds,
-            features=task.series_features,
+            features=task.series_features, question_first=task.question_first,
         )
         for i in idx
     ]
@@ -84,9 +87,9 @@ def run_curriculum(
         path = (data_paths or {}).get(name)
         model.cfg = model.cfg.replace(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds,
-            series_features=task.series_features,
+            series_features=task.series_features, question_first=task.question_first,
         )
-        kw = dict(max_seconds=task.max_seconds, features=task.series_features)
+        kw = dict(max_seconds=task.max_seconds, features=task.series_features, question_first=task.question_first)
         tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, **kw)
         va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit, **kw)
         cfg = replace(
