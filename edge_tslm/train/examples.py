@@ -36,25 +36,6 @@ def prepare_signal(signal: np.ndarray, meta: SignalMeta, fs: float = 0.0, max_se
     return signal, meta
 
 
-def make_example(
-    sample: Sample,
-    *,
-    pre_prompt: str = "",
-    rationale: bool = False,
-    fs: float = 0.0,
-    max_seconds: float = 0.0,
-    features: str = "",
-    question_first: bool = False,
-) -> Example:
-    """The answer-only target trains the classify path; the rationale target (asked for in the prompt)
-    trains the explanation generated on demand."""
-    signal, meta = prepare_signal(sample.signal, sample.meta, fs, max_seconds)
-    question = sample.prompt + (RATIONALE_REQUEST if rationale else "")
-    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features, question_first=question_first)
-    target = sample.rationale if rationale else answer_text(sample.label)
-    return Example(mi.text, mi.series, target, sample.label)
-
-
 def example_from_input(
     inp: TSInput,
     *,
@@ -65,7 +46,16 @@ def example_from_input(
     features: str = "",
     question_first: bool = False,
 ) -> Example:
+    """The text and series a model reads for this input (no target): `layout_kwargs(cfg)` gives the layout."""
     signal, meta = prepare_signal(inp.signal, inp.meta, fs, max_seconds)
     question = inp.prompt + (RATIONALE_REQUEST if rationale else "")
     mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features, question_first=question_first)
     return Example(mi.text, mi.series, "", "")
+
+
+def make_example(sample: Sample, *, rationale: bool = False, **layout) -> Example:
+    """The answer-only target trains the classify path; the rationale target (asked for in the prompt)
+    trains the explanation generated on demand. `layout`: example_from_input's keywords."""
+    ex = example_from_input(TSInput(sample.signal, sample.meta, sample.prompt), rationale=rationale, **layout)
+    target = sample.rationale if rationale else answer_text(sample.label)
+    return Example(ex.text, ex.series, target, sample.label)
