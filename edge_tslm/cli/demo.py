@@ -29,7 +29,7 @@ import typer
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HAR = REPO / "models" / "flamingo-har"
-DEFAULT_ECG = REPO / "models" / "flamingo-ecg"
+DEFAULT_ECG = REPO / "models" / "flamingo-ecg-rr"  # trained with the measured RR text (training/README.md)
 CACHE_ENV = "EDGE_TSLM_CACHE"
 KEY_FILES = ("config.json", "adapter.safetensors", "manifest.json")  # what the compact artifact is built from
 
