@@ -40,3 +40,15 @@ def test_task_registry():
     assert get_task("ecg_rhythm").fs == 150.0
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         get_task("nope")
+
+
+@pytest.mark.skipif(__import__("edge_tslm.data.physionet2017", fromlist=["x"]).default_path() is None,
+                    reason="PhysioNet 2017 data not found (../shared/data/physionet2017)")
+def test_ecg_stage_trains_with_rr_text_and_question_first_unless_overridden():
+    from edge_tslm.data.physionet2017 import ECG_TASK
+    from edge_tslm.train.recipe import stage_examples
+
+    ex = stage_examples("ecg_rhythm", "val", None, 0.0, 0, limit=2)
+    assert all(e.text.startswith(ECG_TASK.question) and " bpm, RR CV " in e.text for e in ex)
+    plain = stage_examples("ecg_rhythm", "val", None, 0.0, 0, limit=2, features="", question_first=False)
+    assert all(e.text.endswith(ECG_TASK.question + "\n") and "bpm" not in e.text for e in plain)

@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", default="", help="start from this artifact's adapter (e.g. the previous curriculum stage's best)")
     ap.add_argument("--max-seconds", default="", help="crop a stage's signals, e.g. ecg_rhythm=15 (SoftPrompt: one LM token per patch)")
+    ap.add_argument("--series-features", default="",
+                    help="override a stage's measured description text, e.g. ecg_rhythm= (none) or ecg_rhythm=rr (the default)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
     ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")
@@ -71,6 +73,7 @@ def main() -> None:
         rationale_prob=a.rationale_prob,
         balance=a.balance,
         stage_max_seconds=kv(a.max_seconds),
+        stage_features=dict(p.split("=", 1) for p in a.series_features.split(",") if p),
         val_limit=a.val_limit,
     )
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"

@@ -73,6 +73,7 @@ def run_curriculum(
     val_limit: int = 64,
     balance: float = 0.0,
     stage_max_seconds: dict[str, float] | None = None,
+    stage_features: dict[str, str] | None = None,
 ) -> dict:
     """Train stage after stage; the final model carries the last task's labels and sampling rate.
 
@@ -84,6 +85,8 @@ def run_curriculum(
         task = get_task(name)
         if name in (stage_max_seconds or {}):
             task = replace(task, max_seconds=stage_max_seconds[name])
+        if name in (stage_features or {}):  # e.g. the ecg_rhythm stage without its default RR text, for an ablation
+            task = replace(task, series_features=stage_features[name])
         path = (data_paths or {}).get(name)
         model.cfg = model.cfg.replace(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds,
