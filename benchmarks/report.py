@@ -108,7 +108,12 @@ def section_patch(r: dict | None) -> list[str]:
         out.append(f"| {x['patch_len']} | {x['encoder_ms_har_window']:.1f} | {x['encoder_ms_3x10000']:.1f} | "
                    f"{x['classify_ms_p50']:.1f} | {x['macro_f1']:.4f} | {x.get('load_avg_1min', '–')} |")
     out.append("")
-    out.append("The load changed between rows (other developers' jobs), so latency differences mix patch_len with load.")
+    loads = [x["load_avg_1min"] for x in r["rows"] if x.get("load_avg_1min") is not None]
+    if loads and max(loads) > 1.5 * min(loads):
+        out.append("The load changed between rows (other developers' jobs), so latency differences mix patch_len with load.")
+    if b["init"] != "scratch":
+        out.append(f"Every setting starts from `{b['init_model']}` with a fresh patch convolution; its other weights were "
+                   "trained behind patch_len 4, which favours patch_len 4.")
     return out + [""]
 
 
