@@ -194,6 +194,8 @@ class CheapBackend:
         self.max_seconds = 0.0
         self.min_length = 4
         self.task = "har" if task == "har" else "ecg_rhythm"
+        self.series_features = ""  # the cheap backend reads the plain description
+        self.question_first = False
         self.question = ""
         self.last_timings: dict[str, float] = {}
 
