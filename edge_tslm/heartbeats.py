@@ -146,7 +146,7 @@ def rhythm_features(ecg: np.ndarray, fs: float) -> RhythmFeatures:
     hr = float(60.0 / rr.mean()) if rr.size >= 1 else nan
     cv = float(rr.std() / rr.mean()) if rr.size >= 2 else nan
     rmssd = float(np.sqrt(np.mean(np.diff(rr) ** 2)) * 1000.0) if rr.size >= 2 else nan
-    # the most AF-specific of these on PhysioNet 2017 (AF-vs-rest AUC 0.93 vs 0.77 for the CV): robust to one missed beat
+    # a share, not a spread: one missed or extra beat moves it by one interval's worth, the CV by much more
     jumps = float(np.mean(np.abs(np.diff(rr)) > _JUMP * rr[:-1])) if rr.size >= 2 else nan
     return RhythmFeatures(x.size / fs, int(peaks.size), hr, cv, rmssd, jumps)
 
