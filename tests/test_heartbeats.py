@@ -103,3 +103,11 @@ def test_agrees_with_sleepecg_on_real_normal_records_at_the_model_rate():
         scores.append(_beat_f1(ref, got, int(0.05 * p17.FS)))
     assert np.median(scores) >= 0.98, scores
     assert min(scores) >= 0.8, scores
+
+
+def test_unknown_series_features_in_a_config_is_refused_on_load():
+    from edge_tslm.config import TSLMConfig
+
+    with pytest.raises(ValueError, match="series_features 'RR' is unknown"):
+        TSLMConfig.from_dict({"series_features": "RR"})
+    assert TSLMConfig.from_dict({"series_features": "rr"}).series_features == "rr"
