@@ -116,6 +116,12 @@ class TSLMConfig:
                 kwargs[k] = v
         return cls(**kwargs)
 
+    def __post_init__(self) -> None:
+        from edge_tslm.prompts import SERIES_FEATURES  # a bad config.json fails on load, not at a stream's first window
+
+        if self.series_features not in SERIES_FEATURES:
+            raise ValueError(f"series_features {self.series_features!r} is unknown; use one of {SERIES_FEATURES}")
+
     def replace(self, **changes: Any) -> "TSLMConfig":
         return dataclasses.replace(self, **changes)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_tslm.prompts import answer_text, format_number
 from edge_tslm.heartbeats import RhythmFeatures, rhythm_features
+from edge_tslm.prompts import answer_text, format_number
 
 # ----------------------------------------------------------------------------- HAR
 
@@ -85,9 +85,6 @@ def har_rationale(signal: np.ndarray, fs: float, channels: Sequence[str], unit: 
 # ----------------------------------------------------------------------------- ECG
 
 
-EcgFeatures = RhythmFeatures  # the rationale's numbers are the ones the model's description shows
-
-
 def detect_r_peaks(ecg: np.ndarray, fs: float) -> np.ndarray:
     """R-peak sample indices of a single-lead ECG (sleepecg's fast detector; the feature baseline's input)."""
     import sleepecg
@@ -96,11 +93,6 @@ def detect_r_peaks(ecg: np.ndarray, fs: float) -> np.ndarray:
     if x.size < int(2 * fs):
         return np.zeros(0, dtype=np.int64)
     return np.asarray(sleepecg.detect_heartbeats(x, fs), dtype=np.int64)
-
-
-def rr_intervals(peaks: np.ndarray, fs: float) -> np.ndarray:
-    """RR intervals in seconds."""
-    return np.diff(np.asarray(peaks, dtype=np.float64)) / fs
 
 
 def ecg_features(signal: np.ndarray, fs: float) -> RhythmFeatures:
