@@ -10,7 +10,9 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import string
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,13 +144,25 @@ def _cached_gguf(name: str, gguf: Path) -> Path:
         raise RuntimeError(f"GGUF conversion of {name} lost weights: missing={missing} unexpected={unexpected}")
     if cfg.tie_word_embeddings:
         plain.tie_weights()
-    tmp = out.with_suffix(".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out.parent))  # one per process
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "source.json").write_text(
         json.dumps({"gguf": gguf.name, "gguf_sha256": file_sha256(gguf), "weights_dequantized_from": "Q4"})
     )
-    tmp.rename(out)
+    return publish_dir(tmp, out)
+
+
+def publish_dir(tmp: Path, out: Path) -> Path:
+    """Move a finished `tmp` directory to `out`. Several processes (e.g. concurrent training runs on one machine)
+    may convert the same backbone at once: whoever renames first wins, and the others drop their identical copy."""
+    try:
+        tmp.rename(out)
+    except OSError:
+        if not (out / "source.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RhythmFeatures", "detect_r_peaks", "rhythm_features", "describe_rhythm"]
+__all__ = ["BeatFeatures", "RhythmFeatures", "beat_features", "describe_beats", "describe_rhythm", "detect_r_peaks", "rhythm_features"]
 
 _BAND_HZ = (5.0, 30.0)
 _REFRACTORY_S = 0.2
@@ -35,7 +35,7 @@ _REFINE_S = 0.075
 _MIN_SECONDS = 2.0
 
 
-def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
+def _bandpass(x: np.ndarray, fs: float, band: tuple[float, float] = _BAND_HZ) -> np.ndarray:
     """Zero-phase band-pass: |H_hp(f) H_lp(f)|^2 of 2nd-order Butterworth sections, applied by FFT.
 
     The signal is mirrored at both ends (1 s) so the circular FFT filter does not ring at the edges."""
@@ -43,7 +43,7 @@ def _bandpass(x: np.ndarray, fs: float) -> np.ndarray:
     xp = np.concatenate([x[pad:0:-1], x, x[-2 : -pad - 2 : -1]]) if pad > 0 else x
     n = 1 << int(math.ceil(math.log2(max(xp.size, 2))))
     f = np.fft.rfftfreq(n, 1.0 / fs)
-    lo, hi = _BAND_HZ
+    lo, hi = band
     hi = min(hi, 0.45 * fs)
     r_hp = (f / lo) ** 4
     gain = (r_hp / (1.0 + r_hp)) * (1.0 / (1.0 + (f / hi) ** 4))  # |H|^2 of each 2nd-order section
@@ -132,6 +132,8 @@ class RhythmFeatures:
     rr_cv: float  # std(RR) / mean(RR); nan with fewer than 3 beats
     rmssd_ms: float  # root mean square of successive RR differences; nan with fewer than 3 beats
     rr_jump_frac: float  # share of successive RR intervals that differ by > 10 % of the earlier one; nan below 3 beats
+    rr_min_ratio: float = float("nan")  # shortest RR / median RR (a premature beat); nan below 4 beats
+    rr_max_ratio: float = float("nan")  # longest RR / median RR (a pause or a missed beat); nan below 4 beats
 
 
 _JUMP = 0.10
@@ -140,7 +142,11 @@ _JUMP = 0.10
 def rhythm_features(ecg: np.ndarray, fs: float) -> RhythmFeatures:
     """Measure `RhythmFeatures` on a 1-D (or (1, L)) ECG."""
     x = np.asarray(ecg, dtype=np.float64).ravel()
-    peaks = detect_r_peaks(x, fs)
+    return rhythm_from_peaks(detect_r_peaks(x, fs), x.size, fs)
+
+
+def rhythm_from_peaks(peaks: np.ndarray, n_samples: int, fs: float) -> RhythmFeatures:
+    """`RhythmFeatures` from R-peak sample indices of an ECG `n_samples` long."""
     rr = np.diff(peaks.astype(np.float64)) / fs  # seconds
     nan = float("nan")
     hr = float(60.0 / rr.mean()) if rr.size >= 1 else nan
@@ -148,7 +154,9 @@ def rhythm_features(ecg: np.ndarray, fs: float) -> RhythmFeatures:
     rmssd = float(np.sqrt(np.mean(np.diff(rr) ** 2)) * 1000.0) if rr.size >= 2 else nan
     # a share, not a spread: one missed or extra beat moves it by one interval's worth, the CV by much more
     jumps = float(np.mean(np.abs(np.diff(rr)) > _JUMP * rr[:-1])) if rr.size >= 2 else nan
-    return RhythmFeatures(x.size / fs, int(peaks.size), hr, cv, rmssd, jumps)
+    med = float(np.median(rr)) if rr.size >= 3 else nan
+    lo, hi = (float(rr.min()) / med, float(rr.max()) / med) if rr.size >= 3 and med > 0 else (nan, nan)
+    return RhythmFeatures(n_samples / fs, int(peaks.size), hr, cv, rmssd, jumps, lo, hi)
 
 
 def describe_rhythm(ecg: np.ndarray, fs: float) -> str:
@@ -156,7 +164,86 @@ def describe_rhythm(ecg: np.ndarray, fs: float) -> str:
 
     Whole numbers on purpose: each digit is a token that every streamed window pays for. "RR jumps"
     is `rr_jump_frac`; with fewer than 3 beats the text says how many were found."""
-    f = rhythm_features(ecg, fs)
+    return _describe(rhythm_features(ecg, fs))
+
+
+def _describe(f: RhythmFeatures) -> str:
     if f.n_beats < 3:
         return f"{f.n_beats} beats detected"
     return f"rate {round(f.heart_rate_bpm)} bpm, RR CV {round(100 * f.rr_cv)} %, RR jumps {round(100 * f.rr_jump_frac)} %"
+
+
+# ----------------------------------------------------------------------------- beat morphology
+
+_MORPH_BAND_HZ = (0.5, 40.0)  # keeps P and T waves, drops baseline wander and mains hum
+_BEAT_S = (0.25, 0.45)  # a beat's window: this long before and after its R peak
+_P_REGION_S = (0.25, 0.08)  # where the P wave sits: from 250 ms to 80 ms before R
+_QRS_HALF_S = 0.06
+_ODD_CORR = 0.8
+_QRS_SEARCH_S = 0.1
+_QRS_SLOPE = 0.2
+
+
+@dataclass(frozen=True)
+class BeatFeatures:
+    """How alike the beats are and what the median beat holds: what separates 'other rhythm' (ectopic
+    beats), atrial fibrillation (no P wave, fibrillatory baseline) and noise, beyond RR timing."""
+
+    n_beats: int  # beats whose whole window lies inside the signal
+    beat_match: float  # median Pearson correlation of a beat with the median beat; nan below 3 beats
+    odd_beat_frac: float  # share of beats correlating < 0.8 with the median beat (ectopic, or noise)
+    p_wave_ratio: float  # peak-to-peak of the median beat 250-80 ms before R / that of its QRS
+    residual: float  # median |beat - median beat| / QRS peak-to-peak (noise, fibrillatory waves)
+    qrs_ms: float  # QRS width of the median beat: where its slope exceeds 20 % of its steepest, within +-100 ms of R
+
+
+def beat_features(ecg: np.ndarray, fs: float, peaks: np.ndarray | None = None) -> BeatFeatures:
+    """Measure `BeatFeatures` on a 1-D (or (1, L)) ECG; `peaks` from `detect_r_peaks` if not given."""
+    x = np.nan_to_num(np.asarray(ecg, dtype=np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
+    if peaks is None:
+        peaks = detect_r_peaks(x, fs)
+    nan = float("nan")
+    before, after = int(round(_BEAT_S[0] * fs)), int(round(_BEAT_S[1] * fs))
+    inside = peaks[(peaks >= before) & (peaks + after < x.size)]
+    if inside.size < 3:
+        return BeatFeatures(int(inside.size), nan, nan, nan, nan, nan)
+    y = _bandpass(x - x.mean(), fs, _MORPH_BAND_HZ)
+    beats = y[inside[:, None] + np.arange(-before, after)[None, :]]  # (B, W)
+    template = np.median(beats, axis=0)  # (W,)
+    bc = beats - beats.mean(axis=1, keepdims=True)
+    tc = template - template.mean()
+    denom = np.sqrt((bc * bc).sum(axis=1) * (tc * tc).sum())
+    corr = np.where(denom > 0, (bc @ tc) / np.maximum(denom, 1e-300), 0.0)  # (B,)
+    q = int(round(_QRS_HALF_S * fs))
+    qrs = float(np.ptp(template[before - q : before + q + 1]))
+    p_lo, p_hi = before - int(round(_P_REGION_S[0] * fs)), before - int(round(_P_REGION_S[1] * fs))
+    match, odd = float(np.median(corr)), float(np.mean(corr < _ODD_CORR))
+    if qrs <= 0:
+        return BeatFeatures(int(inside.size), match, odd, nan, nan, nan)
+    p_ratio = float(np.ptp(template[max(0, p_lo) : max(p_hi, 1)])) / qrs
+    residual = float(np.median(np.abs(beats - template[None, :]))) / qrs
+    s = min(int(round(_QRS_SEARCH_S * fs)), before, after - 1)
+    slope = np.abs(np.diff(template[before - s : before + s + 1]))  # (2s,)
+    steep = np.flatnonzero(slope > _QRS_SLOPE * slope.max())
+    qrs_ms = float(1000.0 * (steep[-1] - steep[0] + 1) / fs)
+    return BeatFeatures(int(inside.size), match, odd, p_ratio, residual, qrs_ms)
+
+
+def describe_beats(ecg: np.ndarray, fs: float) -> str:
+    """The measured rhythm and beat shape as description text: ``rate 74 bpm, RR CV 4 %, RR jumps 45 %,
+    RR 88-108 %, beat match 97 %, odd beats 2 %, P wave 14 %, residual 5 %, QRS 60 ms``.
+
+    `describe_rhythm`, the shortest and longest RR as % of the median, then `BeatFeatures` (see there
+    for what each means). On the PhysioNet 2017 split these numbers raise a gradient-boosting classifier's
+    challenge score from 0.66 (the rhythm numbers alone) to 0.75 (`benchmarks/ecg_text_features.py`)."""
+    x = np.asarray(ecg, dtype=np.float64).ravel()
+    peaks = detect_r_peaks(x, fs)
+    r = rhythm_from_peaks(peaks, x.size, fs)
+    text = _describe(r)
+    if math.isfinite(r.rr_min_ratio):
+        text += f", RR {round(100 * r.rr_min_ratio)}-{round(100 * r.rr_max_ratio)} %"
+    b = beat_features(x, fs, peaks)
+    if b.n_beats < 3 or not math.isfinite(b.p_wave_ratio):
+        return text
+    return (f"{text}, beat match {round(100 * b.beat_match)} %, odd beats {round(100 * b.odd_beat_frac)} %, "
+            f"P wave {round(100 * b.p_wave_ratio)} %, residual {round(100 * b.residual)} %, QRS {round(b.qrs_ms)} ms")

@@ -53,7 +53,7 @@ def format_number(x: float) -> str:
     return f"{mantissa}e{exponent}"
 
 
-SERIES_FEATURES = ("", "rr")
+SERIES_FEATURES = ("", "rr", "beats")
 
 
 def describe_series(
@@ -72,13 +72,18 @@ def describe_series(
 
 
 def measured_text(row: np.ndarray, fs: float, features: str) -> str:
-    """What `features` adds to a channel's description ("rr": heart rate and RR irregularity, numpy only)."""
+    """What `features` adds to a channel's description, numpy only: "rr" heart rate and RR irregularity,
+    "beats" those plus the RR range and the beats' shape (`edge_tslm.heartbeats.describe_beats`)."""
     if features not in SERIES_FEATURES:
         raise ValueError(f"unknown series_features {features!r}; choose one of {SERIES_FEATURES}")
     if features == "rr":
         from edge_tslm.heartbeats import describe_rhythm
 
         return describe_rhythm(row, fs)
+    if features == "beats":
+        from edge_tslm.heartbeats import describe_beats
+
+        return describe_beats(row, fs)
     return ""
 
 

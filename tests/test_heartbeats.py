@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_tslm.data import physionet2017 as p17
-from edge_tslm.heartbeats import describe_rhythm, detect_r_peaks, rhythm_features
+from edge_tslm.heartbeats import beat_features, describe_beats, describe_rhythm, detect_r_peaks, rhythm_features
 from edge_tslm.prompts import build_model_input
 from edge_tslm.signals import SignalMeta, resample, validate
 
@@ -111,3 +111,69 @@ def test_unknown_series_features_in_a_config_is_refused_on_load():
     with pytest.raises(ValueError, match="series_features 'RR' is unknown"):
         TSLMConfig.from_dict({"series_features": "RR"})
     assert TSLMConfig.from_dict({"series_features": "rr"}).series_features == "rr"
+
+
+def _shaped_ecg(n_beats: int, fs: float, *, p_amp: float = 0.15, qrs_sigma_s: float = 0.012, odd_every: int = 0,
+                rr_s: float = 0.8, noise: float = 0.005, seed: int = 0) -> np.ndarray:
+    """Regular beats with a P wave 160 ms before R, a QRS of the given width and a T wave; every `odd_every`-th
+    beat is an ectopic one (wide, inverted, no P wave)."""
+    n = int((n_beats * rr_s + 1.0) * fs)
+    t = np.arange(n) / fs
+    x = np.zeros(n)
+    for k in range(n_beats):
+        r = 0.5 + k * rr_s
+        g = lambda c, s: np.exp(-0.5 * ((t - c) / s) ** 2)  # noqa: E731
+        if odd_every and k % odd_every == odd_every - 1:
+            x += -1.5 * g(r, 0.025)
+        else:
+            x += p_amp * g(r - 0.16, 0.02) + g(r, qrs_sigma_s) + 0.25 * g(r + 0.25, 0.05)
+    return x + noise * np.random.default_rng(seed).standard_normal(n)
+
+
+def test_beat_features_see_the_p_wave_ectopic_beats_and_qrs_width():
+    fs = 150.0
+    normal = beat_features(_shaped_ecg(30, fs), fs)
+    assert normal.n_beats >= 28
+    assert normal.beat_match > 0.99 and normal.odd_beat_frac == 0.0
+    assert 0.10 < normal.p_wave_ratio < 0.20  # the P wave is 15 % of the QRS
+    assert normal.residual < 0.02
+    no_p = beat_features(_shaped_ecg(30, fs, p_amp=0.0), fs)
+    assert no_p.p_wave_ratio < 0.04 < normal.p_wave_ratio
+    ectopic = beat_features(_shaped_ecg(30, fs, odd_every=5), fs)
+    assert 0.15 <= ectopic.odd_beat_frac <= 0.25  # 1 beat in 5
+    wide = beat_features(_shaped_ecg(30, fs, qrs_sigma_s=0.03), fs)
+    assert 40 <= normal.qrs_ms <= 80 and wide.qrs_ms > normal.qrs_ms + 50
+
+
+def test_rr_range_flags_a_premature_beat():
+    fs = 150.0
+    rr = np.full(30, 0.8)
+    rr[10], rr[11] = 0.45, 1.15  # a premature beat, then the compensatory pause
+    f = rhythm_features(_synthetic_ecg(rr, fs)[0], fs)
+    assert abs(f.rr_min_ratio - 0.45 / 0.8) < 0.03 and abs(f.rr_max_ratio - 1.15 / 0.8) < 0.03
+    reg = rhythm_features(_synthetic_ecg(np.full(30, 0.8), fs)[0], fs)
+    assert abs(reg.rr_min_ratio - 1.0) < 0.03 and abs(reg.rr_max_ratio - 1.0) < 0.03
+
+
+def test_describe_beats_states_the_measured_numbers():
+    fs = 150.0
+    x = _shaped_ecg(30, fs, odd_every=5)
+    text = describe_beats(x, fs)
+    m = re.fullmatch(r"rate (\d+) bpm, RR CV (\d+) %, RR jumps (\d+) %, RR (\d+)-(\d+) %, beat match (\d+) %, "
+                     r"odd beats (\d+) %, P wave (\d+) %, residual (\d+) %, QRS (\d+) ms", text)
+    assert m, text
+    r, b = rhythm_features(x, fs), beat_features(x, fs)
+    assert text.startswith(describe_rhythm(x, fs))
+    assert int(m[4]) == round(100 * r.rr_min_ratio) and int(m[5]) == round(100 * r.rr_max_ratio)
+    assert [int(m[i]) for i in (6, 7, 8, 9, 10)] == [round(100 * b.beat_match), round(100 * b.odd_beat_frac),
+                                                      round(100 * b.p_wave_ratio), round(100 * b.residual), round(b.qrs_ms)]
+    assert describe_beats(np.zeros(int(10 * fs)), fs) == "0 beats detected"  # a flat line: no shape numbers
+
+
+def test_beats_layout_goes_into_the_model_text():
+    fs = 150.0
+    x = _shaped_ecg(20, fs)[None, :].astype(np.float32)
+    inp = validate(x, SignalMeta(fs=fs, unit="mV", channels=("ECG",)), "What is the rhythm?")
+    assert describe_beats(x[0], fs) in build_model_input(inp, features="beats").text
+    with pytest.raises(ValueError, match="series_features"):
+        build_model_input(inp, features="morphology")

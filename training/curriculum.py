@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--init", default="", help="start from this artifact's adapter (e.g. the previous curriculum stage's best)")
     ap.add_argument("--max-seconds", default="", help="crop a stage's signals, e.g. ecg_rhythm=15 (SoftPrompt: one LM token per patch)")
     ap.add_argument("--series-features", default="",
-                    help="override a stage's measured description text, e.g. ecg_rhythm= (none) or ecg_rhythm=rr (the default)")
+                    help="override a stage's measured description text, e.g. ecg_rhythm= (none), ecg_rhythm=rr (the default: rate and RR) or ecg_rhythm=beats (plus beat shape)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
     ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")

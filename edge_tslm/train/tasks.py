@@ -64,7 +64,8 @@ def get_task(name: str) -> Task:
         "har": Task(HAR_TASK, _har),
         # 150 Hz keeps R peaks sharp and halves the encoder's work; 60 s covers every challenge record
         # the measured heart rate and RR irregularity go into the description (the feature baseline's strongest
-        # inputs); the question comes first, so a stream's runtime caches it instead of paying for it every window
+        # inputs; "beats" adds the beat shape, which helped SoftPrompt but not Flamingo, training/README.md); the
+        # question comes first, so a stream's runtime caches it instead of paying for it every window
         "ecg_rhythm": Task(ECG_TASK, _ecg, fs=150.0, max_seconds=60.0, series_features="rr", question_first=True),
         "tsqa": Task(TSQA_TASKS["trend"], _tsqa),
         "synthetic_ecg": Task(SYNTH_ECG_TASK, _synthetic_ecg, fs=150.0, max_seconds=60.0),
