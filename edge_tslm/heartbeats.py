@@ -235,7 +235,7 @@ def describe_beats(ecg: np.ndarray, fs: float) -> str:
 
     `describe_rhythm`, the shortest and longest RR as % of the median, then `BeatFeatures` (see there
     for what each means). On the PhysioNet 2017 split these numbers raise a gradient-boosting classifier's
-    challenge score from 0.66 (the rhythm numbers alone) to 0.75 (`benchmarks/ecg_text_features.py`)."""
+    challenge score from 0.65 (the rhythm numbers alone) to 0.75 (`benchmarks/ecg_text_features.py`)."""
     x = np.asarray(ecg, dtype=np.float64).ravel()
     peaks = detect_r_peaks(x, fs)
     r = rhythm_from_peaks(peaks, x.size, fs)
