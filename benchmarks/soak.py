@@ -196,6 +196,7 @@ class CheapBackend:
         self.task = "har" if task == "har" else "ecg_rhythm"
         self.series_features = ""  # the cheap backend reads the plain description
         self.question_first = False
+        self.series_text = "full"
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

@@ -90,6 +90,7 @@ class TSLMConfig:
     max_seconds: float = 0.0  # longest span the model was trained on (0: no limit); longer inputs are cropped
     series_features: str = ""  # measured numbers added to each series' description ("rr": ECG rate + RR irregularity)
     question_first: bool = False  # the question before the series (a stream's runtime caches it with the prompt head)
+    series_text: str = "full"  # how each series is described: "full" or "short" (prompts.SERIES_TEXTS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,10 +118,12 @@ class TSLMConfig:
         return cls(**kwargs)
 
     def __post_init__(self) -> None:
-        from edge_tslm.prompts import SERIES_FEATURES  # a bad config.json fails on load, not at a stream's first window
+        from edge_tslm.prompts import SERIES_FEATURES, SERIES_TEXTS  # a bad config.json fails on load, not mid-stream
 
         if self.series_features not in SERIES_FEATURES:
             raise ValueError(f"series_features {self.series_features!r} is unknown; use one of {SERIES_FEATURES}")
+        if self.series_text not in SERIES_TEXTS:
+            raise ValueError(f"series_text {self.series_text!r} is unknown; use one of {SERIES_TEXTS}")
 
     def replace(self, **changes: Any) -> "TSLMConfig":
         return dataclasses.replace(self, **changes)

@@ -30,8 +30,8 @@ __all__ = [
 ]
 
 
-def format_number(x: float) -> str:
-    """3 significant digits, plain for 1e-3 <= |x| < 1e5 else ``1.23e-05``; ``float()`` parses it back.
+def format_number(x: float, digits: int = 3) -> str:
+    """`digits` significant digits (3: ``1.23e-05``), plain for 1e-3 <= |x| < 1e5; ``float()`` parses it back.
 
     Short numbers cost few tokens and read the same in every description and rationale.
     """
@@ -40,7 +40,7 @@ def format_number(x: float) -> str:
         return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
     if x == 0:
         return "0"
-    sci = f"{x:.2e}"  # rounds to 3 significant digits first, so 99999 -> 1.00e+05 picks the right form
+    sci = f"{x:.{max(1, digits) - 1}e}"  # rounds to `digits` significant digits first, so 99999 -> 1.00e+05 picks the right form
     rounded = Decimal(sci)
     if Decimal("1e-3") <= abs(rounded) < Decimal("1e5"):
         text = format(rounded, "f")
@@ -54,16 +54,23 @@ def format_number(x: float) -> str:
 
 
 SERIES_FEATURES = ("", "rr", "beats")
+# How each channel is described: "full" says duration, rate, mean and std (3 digits); "short" only mean (3 digits)
+# and std (2 digits). A stream pays for every per-window token, so HAR's three axes cost ~30 tokens less with "short".
+SERIES_TEXTS = ("full", "short")
 
 
 def describe_series(
-    name: str, *, mean: float, std: float, unit: str, fs: float, n_samples: int, measured: str = ""
+    name: str, *, mean: float, std: float, unit: str, fs: float, n_samples: int, measured: str = "", text: str = "full"
 ) -> str:
     """One channel's description: what the z-normalised numbers meant before normalisation, plus any
-    `measured` text (e.g. the ECG's heart rate and RR irregularity)."""
+    `measured` text (e.g. the ECG's heart rate and RR irregularity); `text` is one of SERIES_TEXTS."""
+    if text not in SERIES_TEXTS:
+        raise ValueError(f"unknown series_text {text!r}; choose one of {SERIES_TEXTS}")
     u = f" {unit}" if unit else ""
     duration = n_samples / fs
     extra = f", {measured}" if measured else ""
+    if text == "short":  # the window's length and rate are the same every time: the pre-prompt says them
+        return f"{name}: mean {format_number(mean)}{u}, std {format_number(std, 2)}{u}{extra}"
     # Kept short: every token here is paid for at every training step and every streamed window.
     return (
         f"{name}: {format_number(duration)} s at {format_number(fs)} Hz, "
@@ -97,7 +104,9 @@ class ModelInput:
     stds: tuple[float, ...]
 
 
-def build_model_input(inp: TSInput, *, pre_prompt: str = "", features: str = "", question_first: bool = False) -> ModelInput:
+def build_model_input(
+    inp: TSInput, *, pre_prompt: str = "", features: str = "", question_first: bool = False, series_text: str = "full"
+) -> ModelInput:
     """Normalise each channel and write its scale into the text; one ``<ts><endofchunk>`` per series.
 
     If ``meta.mean``/``meta.std`` are given the signal is taken as already normalised and those
@@ -119,7 +128,8 @@ def build_model_input(inp: TSInput, *, pre_prompt: str = "", features: str = "",
         parts.append(inp.prompt.strip())
     for name, m, s, row in zip(meta.channels, means, stds, np.asarray(inp.signal, dtype=np.float64)):
         measured = measured_text(row, meta.fs, features) if features else ""
-        desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples, measured=measured)
+        desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples, measured=measured,
+                               text=series_text)
         parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
     if not question_first:
         parts.append(inp.prompt.strip())

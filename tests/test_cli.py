@@ -144,3 +144,16 @@ def test_answer_reads_stdin(har_artifact):
     res = invoke("answer", "--model", har_artifact, input=json.dumps(triplet()))
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["answer"] in HAR_TASK.labels
+
+
+def test_train_refuses_an_unknown_text_layout(tmp_path):
+    res = invoke("train", "--out", tmp_path / "run", "--backbone", "tiny-llama", "--series-features", "qrs")
+    assert res.exit_code != 0
+    assert "not a text layout" in res.output and "beats" in res.output
+
+
+def test_train_records_the_chosen_text_layout(tmp_path):
+    res = invoke("train", "--out", tmp_path / "run", "--task", "tsqa", "--stages", "tsqa", "--backbone", "tiny-llama",
+                 "--steps", "1", "--batch-size", "2", "--series-features", "rr")
+    assert res.exit_code == 0, res.output
+    assert read_config(tmp_path / "run" / "stage1-tsqa" / "best").series_features == "rr"

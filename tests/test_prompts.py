@@ -254,3 +254,23 @@ def test_normalize_label():
     assert normalize_label('  "Sitting   Down." ') == "sitting down"
     assert normalize_label("**Walking**!") == "walking"
     assert parse_answer("Answer: the answer is: walking") == "walking"
+
+
+def test_short_series_text_drops_duration_and_rate_and_rounds_std_to_two_digits():
+    from edge_tslm.prompts import describe_series, format_number
+
+    full = describe_series("x", mean=0.99312, std=0.022634, unit="g", fs=50.0, n_samples=128)
+    short = describe_series("x", mean=0.99312, std=0.022634, unit="g", fs=50.0, n_samples=128, text="short")
+    assert full == "x: 2.56 s at 50 Hz, mean 0.993 g, std 0.0226 g"
+    assert short == "x: mean 0.993 g, std 0.023 g"
+    assert format_number(0.022634, 2) == "0.023" and format_number(123456.0, 2) == "1.2e+05"
+    with pytest.raises(ValueError, match="series_text"):
+        describe_series("x", mean=0.0, std=1.0, unit="", fs=1.0, n_samples=1, text="tiny")
+
+
+def test_config_refuses_an_unknown_series_text():
+    from edge_tslm.config import TSLMConfig
+
+    assert TSLMConfig().series_text == "full"
+    with pytest.raises(ValueError, match="series_text"):
+        TSLMConfig(series_text="terse")

@@ -26,10 +26,11 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, labels=("walking", "sitting"), threshold=0.2, fs=50.0, max_seconds=0.0, min_length=4, task="har", fail_on=None,
-                 series_features="", question_first=False):
+                 series_features="", question_first=False, series_text="full"):
         self.labels = tuple(labels)
         self.series_features = series_features
         self.question_first = question_first
+        self.series_text = series_text
         self.threshold = threshold
         self.fs = fs
         self.max_seconds = max_seconds
@@ -137,3 +138,26 @@ class ScriptedBackend(FakeBackend):
         self.calls["classify"] += 1
         want = self.script[n]
         return {lab: (0.0 if lab == want else -3.0) for lab in labels}
+
+
+def test_short_text_model_reads_the_short_descriptions_it_was_trained_on():
+    """A HAR model trained with series_text="short" and question_first: the stream's window text is
+    make_example's text with that layout (no per-axis duration and rate, the question in the cached head)."""
+    from edge_tslm.data.hapt import HAR_TASK
+    from edge_tslm.data.sample import Sample
+    from edge_tslm.runtime.stream import StreamConfig, Streamer
+    from edge_tslm.train.examples import make_example
+
+    fs, n = 50.0, 128
+    x = (0.3 * np.sin(np.arange(4 * n) / 3.0)[None, :] + np.array([[1.0], [0.1], [-0.2]])).astype(np.float32)
+    be = FakeBackend(labels=HAR_TASK.labels, fs=fs, question_first=True, series_text="short")
+    cfg = StreamConfig(task="har", window_s=n / fs, hop_s=n / fs, channels=("x", "y", "z"), unit="g")
+    st = Streamer(be, cfg, fs=fs)
+    st.feed(x)
+    st.finish()
+    assert be.texts
+    text = be.texts[0]
+    assert text.startswith(HAR_TASK.question) and "x: mean 1" in text and " s at " not in text
+    sample = Sample(x[:, :n], SignalMeta(fs=fs, unit="g", channels=("x", "y", "z")), HAR_TASK.question, "walking",
+                    "Answer: walking", "har", "r")
+    assert make_example(sample, fs=fs, question_first=True, series_text="short").text == text

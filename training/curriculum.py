@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--max-seconds", default="", help="crop a stage's signals, e.g. ecg_rhythm=15 (SoftPrompt: one LM token per patch)")
     ap.add_argument("--series-features", default="",
                     help="override a stage's measured description text, e.g. ecg_rhythm= (none), ecg_rhythm=rr (the default: rate and RR) or ecg_rhythm=beats (plus beat shape)")
+    ap.add_argument("--question-first", default="", help="stages whose question goes before the series, e.g. har")
+    ap.add_argument("--series-text", default="", help="per stage, how each series is described: full | short, e.g. har=short")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
     ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")
@@ -60,6 +62,11 @@ def main() -> None:
 
         load_adapter(model, Path(a.init))
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
+    layout: dict[str, dict] = {}
+    for stage in filter(None, a.question_first.split(",")):
+        layout.setdefault(stage, {})["question_first"] = True
+    for stage, text in (p.split("=", 1) for p in a.series_text.split(",") if p):
+        layout.setdefault(stage, {})["series_text"] = text
     res = run_curriculum(
         model,
         a.stages.split(","),
@@ -74,6 +81,7 @@ def main() -> None:
         balance=a.balance,
         stage_max_seconds=kv(a.max_seconds),
         stage_features=dict(p.split("=", 1) for p in a.series_features.split(",") if p),
+        stage_layout=layout,
         val_limit=a.val_limit,
     )
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"

@@ -21,6 +21,8 @@ def train(
     batch_size: Annotated[int, typer.Option()] = 8,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (fp32 master weights)")] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    series_features: Annotated[Optional[str], typer.Option(
+        help="measured numbers in the final task's text: '' (none), rr or beats; default: the task's (ecg_rhythm: rr)")] = None,
     export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
 ) -> None:
     """Train at full precision; each stage starts from the previous stage's best checkpoint."""
@@ -32,6 +34,12 @@ def train(
     from edge_tslm.train.recipe import run_curriculum
 
     names = (stages or f"tsqa,{task}").split(",")
+    if series_features is not None:
+        from edge_tslm.prompts import SERIES_FEATURES
+
+        if series_features not in SERIES_FEATURES:
+            raise typer.BadParameter(f"{series_features!r} is not a text layout; use one of {SERIES_FEATURES}",
+                                     param_hint="--series-features")
     model = build_model(TSLMConfig(variant=variant, backbone=backbone))
     res = run_curriculum(
         model,
@@ -39,6 +47,7 @@ def train(
         out,
         data_paths={task: str(data)} if data else None,
         train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60),
+        stage_features={names[-1]: series_features} if series_features is not None else None,
     )
     best = out / f"stage{len(names)}-{names[-1]}" / "best"
     if export:

@@ -48,6 +48,7 @@ class Backend(Protocol):
     task: str  # the task name in the model's config ("har", "ecg_rhythm", ...), "" if none
     series_features: str  # measured numbers the model reads in each description ("" or "rr"; prompts.measured_text)
     question_first: bool  # the model was trained with the question before the series (prompts.build_model_input)
+    series_text: str  # how the model's text describes each series: "full" or "short" (prompts.SERIES_TEXTS)
     question: str  # the question the model was trained with, "" to use the task's default
 
     def encode(self, series: Sequence[np.ndarray]) -> Encoded:

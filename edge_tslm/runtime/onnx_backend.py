@@ -145,6 +145,7 @@ class OnnxBackend:
         self.task = str(self.cfg.task)
         self.series_features = str(self.cfg.series_features)
         self.question_first = bool(self.cfg.question_first)
+        self.series_text = str(self.cfg.series_text)
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

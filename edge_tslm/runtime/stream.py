@@ -141,6 +141,7 @@ class Streamer:
         self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
             "features": str(getattr(self.backend, "series_features", "") or ""),
             "question_first": bool(getattr(self.backend, "question_first", False)),
+            "series_text": str(getattr(self.backend, "series_text", "full") or "full"),
         }
         # Stream state (set when the first samples arrive).
         self.fs: float | None = None

@@ -32,6 +32,7 @@ class TorchBackend:
         self.task = str(cfg.task)
         self.series_features = str(cfg.series_features)
         self.question_first = bool(cfg.question_first)
+        self.series_text = str(cfg.series_text)
         self.question = ""
         self.last_timings: dict[str, float] = {}
 

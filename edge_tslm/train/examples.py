@@ -15,7 +15,8 @@ RATIONALE_REQUEST = " Explain briefly, then answer."
 
 def layout_kwargs(cfg) -> dict:
     """How a model (a TSLMConfig) wants its inputs laid out: its rate, longest span and text layout."""
-    return {"fs": cfg.fs, "max_seconds": cfg.max_seconds, "features": cfg.series_features, "question_first": cfg.question_first}
+    return {"fs": cfg.fs, "max_seconds": cfg.max_seconds, "features": cfg.series_features, "question_first": cfg.question_first,
+            "series_text": cfg.series_text}
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,13 @@ def example_from_input(
     max_seconds: float = 0.0,
     features: str = "",
     question_first: bool = False,
+    series_text: str = "full",
 ) -> Example:
     """The text and series a model reads for this input (no target): `layout_kwargs(cfg)` gives the layout."""
     signal, meta = prepare_signal(inp.signal, inp.meta, fs, max_seconds)
     question = inp.prompt + (RATIONALE_REQUEST if rationale else "")
-    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features, question_first=question_first)
+    mi = build_model_input(validate(signal, meta, question), pre_prompt=pre_prompt, features=features,
+                           question_first=question_first, series_text=series_text)
     return Example(mi.text, mi.series, "", "")
 
 

@@ -25,6 +25,7 @@ def stage_examples(
     max_seconds: float | None = None,
     features: str | None = None,
     question_first: bool | None = None,
+    series_text: str | None = None,
 ) -> list[Example]:
     """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand).
 
@@ -37,6 +38,8 @@ def stage_examples(
         task = replace(task, series_features=features)
     if question_first is not None:
         task = replace(task, question_first=question_first)
+    if series_text is not None:
+        task = replace(task, series_text=series_text)
     samples = task.load(split, data_path)
     n = min(len(samples), limit) if limit else len(samples)
     rng = np.random.default_rng(seed)
@@ -53,7 +56,7 @@ def stage_examples(
     return [
         make_example(
             samples[i], rationale=bool(rng.random() < rationale_prob), fs=task.fs, max_seconds=task.max_seconds,
-            features=task.series_features, question_first=task.question_first,
+            features=task.series_features, question_first=task.question_first, series_text=task.series_text,
         )
         for i in idx
     ]
@@ -74,11 +77,13 @@ def run_curriculum(
     balance: float = 0.0,
     stage_max_seconds: dict[str, float] | None = None,
     stage_features: dict[str, str] | None = None,
+    stage_layout: dict[str, dict] | None = None,
 ) -> dict:
     """Train stage after stage; the final model carries the last task's labels and sampling rate.
 
     stage_max_seconds crops a stage's signals shorter than its task's default (SoftPrompt pays one LM token
-    per patch, so a 60 s ECG at 150 Hz would be 2,250 soft tokens); the model's config records the crop."""
+    per patch, so a 60 s ECG at 150 Hz would be 2,250 soft tokens); the model's config records the crop.
+    stage_layout overrides a stage's text layout, e.g. {"har": {"question_first": True, "series_text": "short"}}."""
     out = Path(out_dir)
     results = {}
     for k, name in enumerate(stages):
@@ -87,12 +92,15 @@ def run_curriculum(
             task = replace(task, max_seconds=stage_max_seconds[name])
         if name in (stage_features or {}):  # e.g. the ecg_rhythm stage without its default RR text, for an ablation
             task = replace(task, series_features=stage_features[name])
+        if name in (stage_layout or {}):
+            task = replace(task, **stage_layout[name])
         path = (data_paths or {}).get(name)
         model.cfg = model.cfg.replace(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds,
-            series_features=task.series_features, question_first=task.question_first,
+            series_features=task.series_features, question_first=task.question_first, series_text=task.series_text,
         )
-        kw = dict(max_seconds=task.max_seconds, features=task.series_features, question_first=task.question_first)
+        kw = dict(max_seconds=task.max_seconds, features=task.series_features, question_first=task.question_first,
+                  series_text=task.series_text)
         tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, **kw)
         va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit, **kw)
         cfg = replace(

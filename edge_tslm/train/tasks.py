@@ -16,6 +16,7 @@ class Task:
     max_seconds: float = 0.0
     series_features: str = ""  # measured numbers in each series' description (TSLMConfig.series_features)
     question_first: bool = False  # TSLMConfig.question_first
+    series_text: str = "full"  # TSLMConfig.series_text
 
 
 def _har(split: str, path: str | None) -> Sequence[Sample]:
