@@ -130,7 +130,9 @@ def main() -> None:
     a = ap.parse_args()
     if not a.markdown_only:
         res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device)
-        suffix = "" if a.mode == "classify" else f"_{a.mode}"
+        # a subset or another device gets its own file, so it never overwrites the whole split's CPU figure
+        suffix = ("" if a.mode == "classify" else f"_{a.mode}") + (f"_pc{a.per_class}" if a.per_class else "") + (
+            "" if a.device == "cpu" else f"_{a.device}")
         (RESULTS / f"tslm_{a.model.name}{suffix}.json").write_text(json.dumps(res, indent=1))
     write_markdown()
 
