@@ -42,6 +42,9 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
 
     if threads:
         torch.set_num_threads(threads)
+    if device == "cuda":  # "fp32" means fp32: cuDNN would otherwise run the encoder's convolutions in TF32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     cfg = read_config(model_dir)
     task = get_task(cfg.task)
     info = machine()
