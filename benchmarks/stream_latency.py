@@ -199,7 +199,9 @@ def worker(args: argparse.Namespace) -> None:
     from edge_tslm.runtime import StreamConfig, Streamer, load_backend
 
     x = np.load(args.signal)
-    opts = {"threads": args.threads} if args.threads else {}
+    opts: dict = {"threads": args.threads} if args.threads else {}
+    if args.no_arena:
+        opts["memory_arena"] = False
     backend = load_backend(args.artifact, args.backend, **opts)
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
@@ -275,7 +277,8 @@ def run_child(task: str, artifact: Path, backend: str, signal: np.ndarray, fs: f
     sig = tmp / f"{task}.npy"
     np.save(sig, signal)
     cmd = [sys.executable, __file__, "--worker", "--task", task, "--artifact", str(artifact), "--backend", backend, "--signal", str(sig),
-           "--fs", str(fs), "--rationales", str(a.rationales), "--rationale-tokens", str(a.rationale_tokens), "--threads", str(a.threads)]
+           "--fs", str(fs), "--rationales", str(a.rationales), "--rationale-tokens", str(a.rationale_tokens), "--threads", str(a.threads)] + (
+               ["--no-arena"] if a.no_arena else [])
     load_before = [round(v, 2) for v in os.getloadavg()]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -311,9 +314,9 @@ def _int(v):
 
 
 def _threads(run: dict) -> str:
-    """' ×N' for a run with N > 1 onnxruntime threads (runs without the key used 1)."""
+    """' ×N' for a run with N > 1 onnxruntime threads (runs without the key used 1); ' no-arena' without ORT's arena."""
     n = run.get("threads")
-    return f" ×{n}" if n and n > 1 else ""
+    return (f" ×{n}" if n and n > 1 else "") + (" no-arena" if run.get("memory_arena") is False else "")
 
 
 def _fmt(v, nd=1):
@@ -391,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rationales", type=int, default=2, help="windows per run whose rationale is generated")
     ap.add_argument("--rationale-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads (0: its default)")
+    ap.add_argument("--no-arena", action="store_true", help="onnxruntime without its memory arena (edge-tslm stream --no-arena)")
     ap.add_argument("--run", action="append", default=[], metavar="TASK:ARTIFACT",
                     help="another artifact to measure, e.g. har:runs/onnx-har (fp32 decoder) or afib:models/flamingo-ecg (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_latency.json")
@@ -455,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
                 cpu_tok = r.get("cpu_ms", {}).get("rationale_ms_per_token")
                 wb["ratio_cpu"] = round(cpu_tok / bound_ms, 2) if cpu_tok else None
             r["bandwidth_bound"] = wb
-            r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads)
+            r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads, memory_arena=not a.no_arena)
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)

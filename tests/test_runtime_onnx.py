@@ -327,3 +327,20 @@ def test_no_torch_process_runs_the_artifact(exported, backend):
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert max(abs(got[k] - want[k]) for k in ACTIVITIES) < 1e-6
+
+
+def test_without_the_memory_arena_the_scores_are_the_same(exported, backend, tmp_path):
+    """`edge-tslm stream --no-arena` (OnnxBackend memory_arena=False) trades a little latency for a lower peak RSS,
+    never the answers; the torch loader accepts the option too, so `--backend auto` can fall back with it."""
+    from edge_tslm.runtime.backend import load_backend
+
+    lean = load_backend(exported[1], "onnx", threads=1, memory_arena=False)
+    series = series_of(np.random.default_rng(11), 128)
+    text = ts_text(1, "What is the activity?")
+    a = backend.classify(text, backend.encode(series), ACTIVITIES)
+    b = lean.classify(text, lean.encode(series), ACTIVITIES)
+    assert max(abs(a[k] - b[k]) for k in ACTIVITIES) <= 1e-5
+    from edge_tslm.model.artifact import save_pretrained
+
+    torch_art = save_pretrained(exported[0], tmp_path / "torch-artifact")
+    assert load_backend(torch_art, "torch", memory_arena=False).labels == tuple(ACTIVITIES)

@@ -28,6 +28,9 @@ def stream(
     min_af_windows: Annotated[int, typer.Option(help="consecutive AF windows that make an episode")] = 3,
     unit: Annotated[Optional[str], typer.Option(help="unit of the signal (default: g for har, mV for afib)")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: its default)")] = 0,
+    arena: Annotated[bool, typer.Option("--arena/--no-arena",
+                                        help="onnxruntime's memory arena; --no-arena frees every buffer after each call "
+                                             "(a lower peak RSS for a little latency)")] = True,
 ) -> None:
     """Stream windows through a model: answers, rationales on demand, quality flags, latency, then a summary."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
@@ -55,7 +58,10 @@ def stream(
             time_scale=time_scale,
         )
         items = replay(source, fs=fs, speed=speed) if realtime else source
-        be = load_backend(model, backend, **({"threads": threads} if threads else {}))
+        opts: dict = {"threads": threads} if threads else {}
+        if not arena:
+            opts["memory_arena"] = False
+        be = load_backend(model, backend, **opts)
     except (ValueError, SourceError, BackendUnavailable) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)

@@ -37,7 +37,12 @@ class TorchBackend:
         self.last_timings: dict[str, float] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str = "auto", threads: int | None = None, backbone: Any = None) -> "TorchBackend":
+    def from_pretrained(
+        cls, path: str | Path, *, device: str = "auto", threads: int | None = None, backbone: Any = None,
+        memory_arena: bool = True,
+    ) -> "TorchBackend":
+        """memory_arena is onnxruntime's option, accepted so that `--backend auto` can fall back here with it; torch
+        manages its own memory."""
         try:
             import torch
         except ImportError:
