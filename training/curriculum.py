@@ -67,6 +67,10 @@ def main() -> None:
         layout.setdefault(stage, {})["question_first"] = True
     for stage, text in (p.split("=", 1) for p in a.series_text.split(",") if p):
         layout.setdefault(stage, {})["series_text"] = text
+    features = dict(p.split("=", 1) for p in a.series_features.split(",") if p)
+    stray = sorted((set(layout) | set(features)) - set(a.stages.split(",")))
+    if stray:  # a typo would otherwise train with the default layout without a word
+        ap.error(f"--question-first/--series-text/--series-features name stages not in --stages {a.stages!r}: {stray}")
     res = run_curriculum(
         model,
         a.stages.split(","),
@@ -80,7 +84,7 @@ def main() -> None:
         rationale_prob=a.rationale_prob,
         balance=a.balance,
         stage_max_seconds=kv(a.max_seconds),
-        stage_features=dict(p.split("=", 1) for p in a.series_features.split(",") if p),
+        stage_features=features,
         stage_layout=layout,
         val_limit=a.val_limit,
     )
