@@ -224,7 +224,8 @@ def _stream(con, title: str, backend, task: str, x, fs: float, truth=None, ratio
     s = events[-1]
     lat = s["latency_ms"]
     con.print(f"[bold]summary[/] {s['windows']} windows, {s['usable']} answered, decisions {s['decisions']}, flags {s['flags'] or 'none'}; "
-              f"window latency p50 {lat['p50']} ms / p95 {lat['p95']} ms (incl. the rationale window); peak RSS {s['peak_rss_mb']} MB; "
+              f"window latency p50 {lat['p50']} ms / p95 {lat['p95']} ms (incl. the rationale window); peak RSS of this process {s['peak_rss_mb']} MB "
+              f"(it includes an artifact build or an earlier stream in this process; benchmarks/stream_latency.py measures a stream alone); "
               f"{x.shape[1] / fs:.0f} s of signal in {wall:.1f} s")
     return events
 
