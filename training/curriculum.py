@@ -21,6 +21,35 @@ from edge_tslm.train.loop import TrainConfig
 from edge_tslm.train.recipe import run_curriculum
 
 
+def stage_layouts(ap: argparse.ArgumentParser, a: argparse.Namespace) -> dict[str, dict]:
+    """--series-features / --question-first / --series-text -> run_curriculum's stage_layout, checked up front: a
+    typo in a stage name or a value would otherwise train with the default layout, or fail after minutes of loading."""
+    from edge_tslm.prompts import SERIES_FEATURES, SERIES_TEXTS
+
+    def pairs(flag: str, text: str, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+        out = []
+        for p in filter(None, text.split(",")):
+            if "=" not in p:
+                ap.error(f"{flag} takes stage=value pairs, e.g. {flag} har={allowed[-1]}; got {p!r}")
+            stage, value = p.split("=", 1)
+            if value not in allowed:
+                ap.error(f"{flag} {p!r}: {value!r} is not one of {allowed}")
+            out.append((stage, value))
+        return out
+
+    layout: dict[str, dict] = {}
+    for stage, value in pairs("--series-features", a.series_features, SERIES_FEATURES):
+        layout.setdefault(stage, {})["series_features"] = value
+    for stage in filter(None, a.question_first.split(",")):
+        layout.setdefault(stage, {})["question_first"] = True
+    for stage, value in pairs("--series-text", a.series_text, SERIES_TEXTS):
+        layout.setdefault(stage, {})["series_text"] = value
+    stray = sorted(set(layout) - set(a.stages.split(",")))
+    if stray:
+        ap.error(f"--series-features/--question-first/--series-text name stages not in --stages {a.stages!r}: {stray}")
+    return layout
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", default="flamingo", choices=["flamingo", "softprompt"])
@@ -50,6 +79,7 @@ def main() -> None:
     ap.add_argument("--val-limit", type=int, default=64, help="validation examples per stage (early stopping's loss)")
     ap.add_argument("--data", action="append", default=[], help="task=path, e.g. ecg_rhythm=../shared/data/physionet2017")
     a = ap.parse_args()
+    layout = stage_layouts(ap, a)
 
     torch.manual_seed(a.seed)
     model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows))
@@ -62,15 +92,6 @@ def main() -> None:
 
         load_adapter(model, Path(a.init))
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
-    layout: dict[str, dict] = {}
-    for stage in filter(None, a.question_first.split(",")):
-        layout.setdefault(stage, {})["question_first"] = True
-    for stage, text in (p.split("=", 1) for p in a.series_text.split(",") if p):
-        layout.setdefault(stage, {})["series_text"] = text
-    features = dict(p.split("=", 1) for p in a.series_features.split(",") if p)
-    stray = sorted((set(layout) | set(features)) - set(a.stages.split(",")))
-    if stray:  # a typo would otherwise train with the default layout without a word
-        ap.error(f"--question-first/--series-text/--series-features name stages not in --stages {a.stages!r}: {stray}")
     res = run_curriculum(
         model,
         a.stages.split(","),
@@ -84,7 +105,6 @@ def main() -> None:
         rationale_prob=a.rationale_prob,
         balance=a.balance,
         stage_max_seconds=kv(a.max_seconds),
-        stage_features=features,
         stage_layout=layout,
         val_limit=a.val_limit,
     )

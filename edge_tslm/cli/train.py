@@ -47,7 +47,7 @@ def train(
         out,
         data_paths={task: str(data)} if data else None,
         train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60),
-        stage_features={names[-1]: series_features} if series_features is not None else None,
+        stage_layout={names[-1]: {"series_features": series_features}} if series_features is not None else None,
     )
     best = out / f"stage{len(names)}-{names[-1]}" / "best"
     if export:

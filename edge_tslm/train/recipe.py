@@ -76,22 +76,20 @@ def run_curriculum(
     val_limit: int = 64,
     balance: float = 0.0,
     stage_max_seconds: dict[str, float] | None = None,
-    stage_features: dict[str, str] | None = None,
     stage_layout: dict[str, dict] | None = None,
 ) -> dict:
     """Train stage after stage; the final model carries the last task's labels and sampling rate.
 
     stage_max_seconds crops a stage's signals shorter than its task's default (SoftPrompt pays one LM token
     per patch, so a 60 s ECG at 150 Hz would be 2,250 soft tokens); the model's config records the crop.
-    stage_layout overrides a stage's text layout, e.g. {"har": {"question_first": True, "series_text": "short"}}."""
+    stage_layout overrides a stage's text layout (Task fields), e.g. {"har": {"question_first": True, "series_text": "short"}}
+    or {"ecg_rhythm": {"series_features": ""}} (the ECG stage without its default RR text, for an ablation)."""
     out = Path(out_dir)
     results = {}
     for k, name in enumerate(stages):
         task = get_task(name)
         if name in (stage_max_seconds or {}):
             task = replace(task, max_seconds=stage_max_seconds[name])
-        if name in (stage_features or {}):  # e.g. the ecg_rhythm stage without its default RR text, for an ablation
-            task = replace(task, series_features=stage_features[name])
         if name in (stage_layout or {}):
             task = replace(task, **stage_layout[name])
         path = (data_paths or {}).get(name)
