@@ -344,3 +344,31 @@ def test_without_the_memory_arena_the_scores_are_the_same(exported, backend, tmp
 
     torch_art = save_pretrained(exported[0], tmp_path / "torch-artifact")
     assert load_backend(torch_art, "torch", memory_arena=False).labels == tuple(ACTIVITIES)
+
+
+def test_a_rationale_prompt_does_not_shorten_the_window_prompts_cached_head(exported):
+    """Question first, then the window's numbers: a rationale prompt ("... Explain briefly") shares only the
+    question; it reuses that part, leaves the head the windows share cached, and gives the cold backend's text."""
+    from edge_tslm.constants import END_CHUNK_TOKEN, TS_TOKEN
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    _, art = exported
+    question = "Which activity is the person doing right now? Options: walking, sitting, standing."
+    window = lambda v, extra="": f"{question}{extra}\nx: mean {v} g, the same description every window {TS_TOKEN}{END_CHUNK_TOKEN}\n"  # noqa: E731
+    rng = np.random.default_rng(5)
+    warm = OnnxBackend(art, threads=1)
+    for v in ("0.993", "0.951"):
+        warm.classify(window(v), warm.encode(series_of(rng, 128)), ACTIVITIES)
+    head = list(warm._prefix_ids)
+    series = series_of(rng, 128)
+    text = window("0.97", " Explain briefly, then answer.")
+    got = warm.generate(text, warm.encode(series), 6, stop=False)
+    cold = OnnxBackend(art, threads=1)
+    assert got == cold.generate(text, cold.encode(series), 6, stop=False)
+    rationale_ids = warm._prompt(text, 1)[0]
+    shared = next(i for i, (p, q) in enumerate(zip(head, rationale_ids)) if p != q)
+    assert shared < len(head)  # the rationale prompt shares less than the windows do ...
+    assert warm._prefix_ids == head  # ... and the windows' head stays cached whole
+    hits = warm.prefix_hits
+    warm.classify(window("0.96"), warm.encode(series_of(rng, 128)), ACTIVITIES)
+    assert warm.prefix_hits == hits + 1 and warm._prefix_ids == head

@@ -282,24 +282,29 @@ class OnnxBackend:
         }
         return self.decoder.run(outputs or self._dec_out, feed)
 
-    def _cached_prefix(self, ids: list[int], free: int) -> tuple[int, list[np.ndarray] | None]:
+    def _cached_prefix(self, ids: list[int], free: int, shrink: bool = True) -> tuple[int, list[np.ndarray] | None]:
         """(n, past K/V of ids[:n]) for the cached head this prompt shares, or (0, None) on a miss.
 
         The first window's head (everything before its first <ts>, which may hold that window's own numbers) is
         stored after its call; later windows share only part of it, and the cache shrinks to that shared part once,
-        so a stream converges to caching exactly the text its windows have in common."""
+        so a stream converges to caching exactly the text its windows have in common. A rationale prompt
+        (shrink=False) uses the part it shares without shrinking the head: with the question first, its "Explain
+        briefly" right after the question would otherwise cut every later window's cached head short."""
         m = min(free, len(self._prefix_ids))
         n = next((i for i in range(m) if self._prefix_ids[i] != ids[i]), m)
         if n == 0 or 2 * n < len(self._prefix_ids):  # nothing, or too little, in common: a new prompt
             return 0, None
+        if n < len(self._prefix_ids) and not shrink:
+            return n, [np.ascontiguousarray(a[:, :, :n]) for a in self._prefix_past]
         if n < len(self._prefix_ids):
             self._prefix_ids = self._prefix_ids[:n]
             self._prefix_past = [np.ascontiguousarray(a[:, :, :n]) for a in self._prefix_past]
         self.prefix_hits += 1
         return n, self._prefix_past
 
-    def _prompt_call(self, text: str, encoded: Encoded, trie: _Trie | None = None, outputs=None):
+    def _prompt_call(self, text: str, encoded: Encoded, trie: _Trie | None = None, outputs=None, shrink: bool = True):
         """The prompt (after its cached head) and, optionally, a label trie in the same row -> (outs, ids, ts, cross).
+        shrink=False: see `_cached_prefix` (a rationale prompt must not shorten the window prompts' cached head).
 
         outs[0]: logits (1, 1 + nodes, V) at the prompt's last token and at each trie node; outs[1:] the requested
         present K/V (all of them when ``outputs`` is None)."""
@@ -307,8 +312,8 @@ class OnnxBackend:
         ids, ts = self._prompt(text, len(encoded.series))
         T = len(ids)
         free = min(int(ts.min()), T - 1)  # tokens before the first <ts> see no media (always keep one to run)
-        n, past = self._cached_prefix(ids, free) if free > 0 else (0, None)
-        store = free > 0 and past is None
+        n, past = self._cached_prefix(ids, free, shrink) if free > 0 else (0, None)
+        store = free > 0 and past is None and shrink
         if past is None:
             past = self._empty_past()
         rest = ids[n:]
@@ -366,7 +371,7 @@ class OnnxBackend:
         """Greedy decoding; the KV cache stays in onnxruntime between steps (IOBinding: no copies through numpy).
         stop=False decodes max_new_tokens whatever the eos ids say (benchmarks time a fixed number of tokens)."""
         t0 = time.perf_counter()
-        outs, ids, ts, cross = self._prompt_call(text, encoded)
+        outs, ids, ts, cross = self._prompt_call(text, encoded, shrink=False)
         logits, past, length = outs[0][0, 0], outs[1:], len(ids)
         t1 = time.perf_counter()
         out: list[int] = []
