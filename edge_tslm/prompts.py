@@ -55,7 +55,8 @@ def format_number(x: float, digits: int = 3) -> str:
 
 SERIES_FEATURES = ("", "rr", "beats")
 # How each channel is described: "full" says duration, rate, mean and std (3 digits); "short" only mean (3 digits)
-# and std (2 digits). A stream pays for every per-window token, so HAR's three axes cost ~30 tokens less with "short".
+# and std (2 digits). A stream pays for every per-window token: HAR's 125 become 72 with "short" and the question first
+# (benchmarks/prompt_tokens.py).
 SERIES_TEXTS = ("full", "short")
 
 
