@@ -26,6 +26,7 @@ from edge_tslm.data import physionet2017 as p17
 from edge_tslm.heartbeats import beat_features, detect_r_peaks, rhythm_from_peaks
 from edge_tslm.machine import machine
 from edge_tslm.metrics import challenge_score, per_class_f1
+from edge_tslm.results import write_results
 from edge_tslm.signals import resample
 from edge_tslm.train.tasks import get_task
 
@@ -105,20 +106,24 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.time() - t0, 1), "machine": machine(),
         "command": "python benchmarks/ecg_text_features.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
-    (RESULTS / "ecg_text_features.json").write_text(json.dumps(result, indent=1))
+    print(write_results(RESULTS / "ecg_text_features.json", result, markdown))
+    return result
+
+
+def markdown(res: dict) -> str:
+    """The table of ecg_text_features.md."""
     lines = ["# What the ECG text layouts carry (gradient boosting on the stated numbers)", "",
-             f"`{result['command'].strip()}`: fit on the {len(y_tr)} train records, scored on the {len(y_te)} test "
-             f"records, mean of {a.seeds} seeds. A ceiling for the text alone, not a TSLM score.", "",
+             f"`{res['command'].strip()}`: fit on the {res['n_train']} train records, scored on the {res['n_test']} test "
+             f"records, mean of {res['seeds']} seeds. A ceiling for the text alone, not a TSLM score.", "",
              "| layout | numbers | challenge | macro-F1 | AF F1 | other F1 |", "|---|---|---:|---:|---:|---:|"]
-    for layout, r in rows.items():
+    for layout, r in res["layouts"].items():
         lines.append(f"| {layout} | {', '.join(r['numbers'])} | {r['challenge']:.4f} | {r['macro_f1']:.4f} | "
                      f"{r['af_f1']:.4f} | {r['other_f1']:.4f} |")
-    if base_row:
-        lines.append(f"| baseline (`benchmarks/results/baseline_ecg.json`) | its {base_row['n_features']} features | "
-                     f"{base_row['challenge']:.4f} | {base_row['macro_f1']:.4f} | {base_row['af_f1']:.4f} | {base_row['other_f1']:.4f} |")
-    (RESULTS / "ecg_text_features.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return result
+    b = res.get("baseline_test")
+    if b:
+        lines.append(f"| baseline (`benchmarks/results/baseline_ecg.json`) | its {b['n_features']} features | "
+                     f"{b['challenge']:.4f} | {b['macro_f1']:.4f} | {b['af_f1']:.4f} | {b['other_f1']:.4f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

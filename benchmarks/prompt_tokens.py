@@ -11,7 +11,6 @@ HAR: the first 200 HAPT test windows. ECG: the first 30 s of the first 100 Physi
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 
 from edge_tslm.machine import machine
 from edge_tslm.model.artifact import from_pretrained, read_config
+from edge_tslm.results import write_results
 from edge_tslm.runtime.tokenizer import PromptTokenizer
 from edge_tslm.signals import TSInput
 from edge_tslm.train.examples import example_from_input, layout_kwargs
@@ -84,18 +84,21 @@ def main() -> dict:
                          "per_window_min_max": [int(per_window.min()), int(per_window.max())]})
             print(rows[-1], file=sys.stderr)
     result = {"rows": rows, "machine": machine(), "command": "python benchmarks/prompt_tokens.py " + shlex.join(sys.argv[1:])}
-    (RESULTS / "prompt_tokens.json").write_text(json.dumps(result, indent=1))
-    lines = ["# Prompt tokens a stream pays for per window", "", f"`{result['command'].strip()}`: the runtime's prompt ids "
+    print(write_results(RESULTS / "prompt_tokens.json", result, markdown))
+    return result
+
+
+def markdown(res: dict) -> str:
+    """The table of prompt_tokens.md."""
+    lines = ["# Prompt tokens a stream pays for per window", "", f"`{res['command'].strip()}`: the runtime's prompt ids "
              "(chat template and pre-prompt included) for real test windows; the shared head is cached, the rest is "
              "prefilled every window.", "",
              "| task | layout | windows | prompt tokens (mean) | shared head (cached) | per window (mean) | per window min–max |",
              "|---|---|---:|---:|---:|---:|---|"]
-    for r in rows:
+    for r in res["rows"]:
         lines.append(f"| {r['task']} | {r['layout']} | {r['windows']} | {r['prompt_tokens_mean']} | {r['shared_head']} | "
                      f"**{r['per_window_mean']}** | {r['per_window_min_max'][0]}–{r['per_window_min_max'][1]} |")
-    (RESULTS / "prompt_tokens.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return result
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
