@@ -5,6 +5,8 @@ Table 11, on our default backbone). Every cell runs in a fresh subprocess.
     python benchmarks/memory_scaling.py --device cuda         # same script on a GPU (max_memory_allocated)
     python benchmarks/memory_scaling.py --device mps          # Apple GPU (driver_allocated_memory)
     python benchmarks/memory_scaling.py --markdown-only       # re-render .md + .png from the JSON
+    python benchmarks/memory_scaling.py --activation-checkpointing --out benchmarks/results/memory_scaling_ckpt
+                                                              # the same grid, training with activation checkpointing
 
 One step = the body of edge_tslm.train.loop.train for a batch of 1: collate (the loop's _collate) -> loss
 (model.loss through the loop's _LossModule) -> backward -> clip_grad_norm_ -> AdamW step over the loop's
@@ -116,7 +118,8 @@ def make_example(n_series: int, length: int, seed: int = 0):
 
 
 def run_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", backbone: str = "smollm2-135m",
-             seed: int = 0, threads: int = 1, warmup: bool = True, train_token_rows: bool = True) -> dict:
+             seed: int = 0, threads: int = 1, warmup: bool = True, train_token_rows: bool = True,
+             activation_checkpointing: bool = False) -> dict:
     """Build the model, measure the idle baseline, run one training step, return the step's extra memory."""
     import gc
 
@@ -133,7 +136,9 @@ def run_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", b
     t_load = time.time()
     model = build_model(TSLMConfig(variant=variant, backbone=backbone, train_token_rows=train_token_rows)).to(device)
     model.train()
-    tc = TrainConfig(batch_size=1)
+    tc = TrainConfig(batch_size=1, activation_checkpointing=activation_checkpointing)
+    if tc.activation_checkpointing:  # what train() switches on for this setting
+        model.set_activation_checkpointing(True)
     opt = torch.optim.AdamW(param_groups(model, tc.lr_encoder, tc.lr_fusion, tc.lr_tokens, tc.weight_decay), betas=(0.9, 0.95))
     net = _LossModule(model)
     ex = make_example(n_series, length, seed)
@@ -196,7 +201,7 @@ def run_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", b
         "baseline_mib": round(base / 2**20, 1), "baseline_vmsize_mib": round(base_status.get("VmSize", 0) / 2**20, 1),
         "method": method, "loss": round(float(loss.detach()), 4), "lm_sequence_tokens": seq, "text_tokens": lm_tokens,
         "step_s": round(step_s, 2), "load_s": round(load_s, 1), "torch_threads": torch.get_num_threads(),
-        "warmup": warmup, "train_token_rows": train_token_rows,
+        "warmup": warmup, "train_token_rows": train_token_rows, "activation_checkpointing": activation_checkpointing,
     }
 
 
@@ -211,7 +216,8 @@ def _cell_main(spec: dict) -> None:
     try:
         res = run_cell(spec["variant"], spec["n_series"], spec["length"], device=spec["device"],
                        backbone=spec["backbone"], seed=spec.get("seed", 0), threads=spec.get("threads", 1),
-                       train_token_rows=spec.get("train_token_rows", True))
+                       train_token_rows=spec.get("train_token_rows", True),
+                       activation_checkpointing=spec.get("activation_checkpointing", False))
     except (MemoryError, RuntimeError) as e:  # CPU: allocator refused under RLIMIT_AS; CUDA: OOM
         msg = str(e)
         oom = isinstance(e, MemoryError) or any(w in msg for w in ("DefaultCPUAllocator", "can't allocate", "out of memory", "bad_alloc"))
@@ -224,10 +230,11 @@ def _cell_main(spec: dict) -> None:
 
 def measure_cell(variant: str, n_series: int, length: int, *, device: str = "cpu", backbone: str = "smollm2-135m",
                  cap_gb: float = 10.0, timeout_s: float = 900.0, threads: int = 1, seed: int = 0,
-                 train_token_rows: bool = True) -> dict:
+                 train_token_rows: bool = True, activation_checkpointing: bool = False) -> dict:
     """Run one cell in a fresh subprocess under the cap and the timeout; never raises for OOM or timeouts."""
     spec = dict(variant=variant, n_series=n_series, length=length, device=device, backbone=backbone,
-                cap_gb=cap_gb, threads=threads, seed=seed, train_token_rows=train_token_rows)
+                cap_gb=cap_gb, threads=threads, seed=seed, train_token_rows=train_token_rows,
+                activation_checkpointing=activation_checkpointing)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads or os.environ.get("OMP_NUM_THREADS", "1")),
            "MKL_NUM_THREADS": str(threads or 1), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.time()
@@ -292,12 +299,16 @@ def write_markdown(res: dict) -> str:
         f"`{res['command']}` — backbone `{res['backbone']}`, device `{res['device']}`, batch 1, fp32, "
         f"default TSLMConfig of each variant with train_token_rows={res.get('train_token_rows', True)} (True: the <ts>/"
         f"<endofchunk> rows train, so the backward reaches the LM's first layer in both variants), "
+        + ("**with activation checkpointing** (TrainConfig(activation_checkpointing=True): LM decoder layers and "
+           "encoder blocks keep only their inputs and recompute the rest in the backward), "
+           if res.get("activation_checkpointing") else "without activation checkpointing, ") +
         f"one training step (forward + backward + clip + AdamW step) per fresh subprocess; {m['cpu']}, "
         f"{m['cores']} cores, {m['ram_gb']} GB RAM, torch {m['versions'].get('torch')}, load average "
         f"{res['load_avg_1min_start']} -> {res['load_avg_1min_end']}.", "",
         (f"The last of several runs: {res['resumed_cells']} cells were measured by earlier runs of this script "
-           "(`python benchmarks/memory_scaling.py --timeout 600`, then `--resume` runs) and reused from "
-           "memory_scaling.partial.jsonl; each cell's load average is in the JSON. " if res.get("resumed_cells") else "")
+           f"(each with its command's flags, then `--resume` runs) and reused from "
+           f"{res.get('plot', 'memory_scaling.png').replace('.png', '.partial.jsonl')}; each cell's load average is in "
+           "the JSON. " if res.get("resumed_cells") else "")
         + f"First table per variant: MiB the step adds to the loaded, warmed-up model "
         f"({cells[0].get('method', '') if cells else ''}; noise about +-10 MiB between identical runs); second: the "
         f"whole process's peak, the paper's kind of figure. "
@@ -340,7 +351,7 @@ def write_markdown(res: dict) -> str:
     lines += ["Also in the JSON: absolute peaks, idle baseline, LM sequence length (SoftPrompt splices one token "
               "per patch of 4 samples; Flamingo feeds only text tokens), step seconds (1 thread, shared machine).",
               "", "Goal: Flamingo grows <= 10 % across the grid while SoftPrompt grows several-fold. "
-              f"Measured: {res['verdict']}", "", "![memory scaling](memory_scaling.png)", ""]
+              f"Measured: {res['verdict']}", "", f"![memory scaling]({res.get('plot', 'memory_scaling.png')})", ""]
     return "\n".join(lines)
 
 
@@ -418,6 +429,8 @@ def main() -> None:
     ap.add_argument("--freeze-token-rows", action="store_true",
                     help="TSLMConfig(train_token_rows=False), as models/flamingo-har was trained: the backward then stops "
                          "at the first fusion block instead of reaching the embeddings (default: the library default, True)")
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="train the step with TrainConfig(activation_checkpointing=True), both variants")
     ap.add_argument("--order", default="grid", choices=["grid", "corners"],
                     help="grid: L by L, N by N; corners: N=min and N=max at every L, longest L first (for a short time budget)")
     ap.add_argument("--resume", action="store_true", help="reuse the cells in <out>.partial.jsonl, run only the rest")
@@ -469,7 +482,8 @@ def main() -> None:
                      "status": "not_run", "reason": f"--max-minutes {a.max_minutes} spent (shared machine)"}
             else:
                 c = measure_cell(v, n, L, device=a.device, backbone=a.backbone, cap_gb=a.cap_gb,
-                                 timeout_s=a.timeout, threads=a.threads, train_token_rows=not a.freeze_token_rows)
+                                 timeout_s=a.timeout, threads=a.threads, train_token_rows=not a.freeze_token_rows,
+                                 activation_checkpointing=a.activation_checkpointing)
                 if c["status"] in ("over_cap", "timed_out"):
                     failed[(v, L)] = min(failed.get((v, L), 10**9), n)
             c["load_avg_1min"] = round(os.getloadavg()[0], 2)
@@ -486,9 +500,10 @@ def main() -> None:
                "timeout_s": a.timeout, "threads": a.threads, "train_token_rows": not a.freeze_token_rows, "machine": info,
                "load_avg_1min_start": info["load_avg_1min_at_start"], "load_avg_1min_end": round(os.getloadavg()[0], 2),
                "command": "python " + " ".join(sys.argv), "cells": cells,
-               "resumed_cells": len(done)}
+               "resumed_cells": len(done), "activation_checkpointing": a.activation_checkpointing}
     res["growth"] = {v: growth(res["cells"], v) for v in ("flamingo", "softprompt")}
     res["verdict"] = verdict(res)
+    res["plot"] = a.out.with_suffix(".png").name
     jpath.write_text(json.dumps(res, indent=1))
     a.out.with_suffix(".md").write_text(write_markdown(res))
     plot(res, a.out.with_suffix(".png"))

@@ -10,10 +10,8 @@ from conftest import TINY_BACKBONES, VARIANTS, build_tiny, open_gates, series_of
 from edge_tslm.backbones import load_backbone  # noqa: E402
 from edge_tslm.model.batch import IGNORE, collate  # noqa: E402
 
-
 def is_backbone(name: str) -> bool:
     return name.startswith("lm.") and "lora_" not in name
-
 
 def train_batch(model, rng):
     return collate(
@@ -23,7 +21,6 @@ def train_batch(model, rng):
         ["Answer: walking", "Answer: no"],
         chat_format=False,
     )
-
 
 @pytest.mark.parametrize("backbone", TINY_BACKBONES)
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -37,7 +34,6 @@ def test_only_adapters_train(variant, backbone):
     parts = {n.split(".")[0] for n, p in named.items() if p.requires_grad}
     want = {"flamingo": {"series_encoder", "xattn", "new_tokens"}, "softprompt": {"soft_encoder", "new_tokens", "lm"}}
     assert parts == want[variant]
-
 
 @pytest.mark.parametrize("backbone", TINY_BACKBONES)
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -59,7 +55,6 @@ def test_one_step_moves_adapters_and_leaves_backbone_bit_identical(variant, back
     for key in first:
         assert any(key in n for n in moved), f"no {key} parameter moved after one step"
 
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_adapter_part_gets_gradient_once_signal_flows(variant, rng):
     """With gates open / LoRA B non-zero, no adapter tensor is disconnected from the loss."""
@@ -79,7 +74,6 @@ def test_every_adapter_part_gets_gradient_once_signal_flows(variant, rng):
     ]
     assert dead == []
 
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_loss_is_cross_entropy_on_target_tokens_only(variant, rng):
     model = build_tiny(variant)
@@ -94,7 +88,6 @@ def test_loss_is_cross_entropy_on_target_tokens_only(variant, rng):
     assert len(terms) == len("Answer: walking") + 1 + len("Answer: no") + 1  # char tokenizer + EOS each
     assert float(loss) == pytest.approx(float(torch.stack(terms).mean()), abs=1e-5)
 
-
 @pytest.mark.parametrize("backbone", TINY_BACKBONES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_parameter_counts_add_up(variant, backbone):
@@ -108,3 +101,34 @@ def test_parameter_counts_add_up(variant, backbone):
     if variant == "softprompt":
         lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
         assert counts["lora"] == {"trainable": lora, "frozen": 0} and lora > 0
+
+@pytest.mark.parametrize("backbone", TINY_BACKBONES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(variant, backbone, rng):
+    """Recomputing in the backward must not change the step: same loss, same gradient on every trainable part."""
+
+    model = build_tiny(variant, backbone).train()
+    if variant == "flamingo":
+        open_gates(model, 0.5)  # non-zero gates, so the cross-attention's gradients are not trivially zero
+    batch = train_batch(model, rng)
+
+    def step() -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        loss.backward()
+        return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+    plain_loss, plain = step()
+    model.set_activation_checkpointing(True)
+    base = model.lm.get_base_model() if hasattr(model.lm, "get_base_model") else model.lm
+    is_on = lambda: getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing  # noqa: E731
+    assert is_on()
+    blocks = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True and not hasattr(m, "config")]
+    assert blocks, "no encoder block was switched to checkpointing"
+    ckpt_loss, ckpt = step()
+    model.set_activation_checkpointing(False)
+    assert not is_on()
+    assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
+    assert ckpt.keys() == plain.keys() and len(plain) > 4
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-4, atol=1e-6, msg=f"gradient of {n} differs")

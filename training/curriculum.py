@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--rationale-prob", type=float, default=0.2)
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--activation-checkpointing", action="store_true",
+                    help="recompute activations in the backward (LM layers, encoder blocks): less memory, ~1 more forward")
     ap.add_argument("--balance", type=float, default=0.0, help="oversample minority classes to this fraction of the majority")
     ap.add_argument("--freeze-token-rows", action="store_true", help="keep <ts>/<endofchunk> rows fixed (backward stops at the first fusion layer)")
     ap.add_argument("--seed", type=int, default=0)
@@ -98,7 +100,7 @@ def main() -> None:
         a.out,
         data_paths=dict(p.split("=", 1) for p in a.data),
         train_cfg=TrainConfig(batch_size=a.batch_size, eval_every=a.eval_every, bf16=a.bf16, seed=a.seed, epochs=a.epochs,
-                              patience=a.patience),
+                              patience=a.patience, activation_checkpointing=a.activation_checkpointing),
         stage_steps={k: int(v) for k, v in kv(a.steps).items()},
         stage_time_s={k: v * 60 for k, v in kv(a.minutes).items()},
         stage_stop={k: int(v) for k, v in kv(a.stop).items()},

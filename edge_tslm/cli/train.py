@@ -21,6 +21,8 @@ def train(
     batch_size: Annotated[int, typer.Option()] = 8,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (fp32 master weights)")] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    activation_checkpointing: Annotated[bool, typer.Option(
+        help="recompute activations in the backward: training memory barely grows with text or series length, ~1 more forward")] = False,
     series_features: Annotated[Optional[str], typer.Option(
         help="measured numbers in the final task's text: '' (none), rr or beats; default: the task's (ecg_rhythm: rr)")] = None,
     export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
@@ -46,7 +48,8 @@ def train(
         names,
         out,
         data_paths={task: str(data)} if data else None,
-        train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60),
+        train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60,
+                              activation_checkpointing=activation_checkpointing),
         stage_layout={names[-1]: {"series_features": series_features}} if series_features is not None else None,
     )
     best = out / f"stage{len(names)}-{names[-1]}" / "best"

@@ -102,6 +102,12 @@ class TSLMBase(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute activations in the backward (LM layers and encoder blocks): less training memory, ~1 more forward."""
+        from edge_tslm.model.checkpointing import set_activation_checkpointing
+
+        set_activation_checkpointing(self, self.lm, enabled)
+
     def loss(self, batch: TSBatch) -> torch.Tensor:
         """Cross-entropy on the target tokens only (the prompt and the series carry no loss)."""
         hidden, labels = self.hidden_states(batch)

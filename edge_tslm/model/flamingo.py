@@ -11,6 +11,7 @@ from edge_tslm.config import EncoderConfig, ResamplerConfig, TSLMConfig
 from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import TSBatch
+from edge_tslm.model.checkpointing import CheckpointableBlock
 from edge_tslm.model.encoder import PatchEncoder, check_series_lengths
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.resampler import PerceiverResampler
@@ -19,8 +20,9 @@ from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
 ABSENT = 1 << 30  # <ts> position of a series a sample does not have: no token ever sees it
 
 
-class SeriesEncoder(nn.Module):
-    """Encoder + resampler: one series of any length -> num_latents vectors. This is the exported graph."""
+class SeriesEncoder(CheckpointableBlock):
+    """Encoder + resampler: one series of any length -> num_latents vectors. This is the exported graph.
+    Checkpointed as one block, one series per call (encode_media), when activation checkpointing is on."""
 
     def __init__(self, enc: EncoderConfig, res: ResamplerConfig):
         super().__init__()
@@ -62,7 +64,14 @@ class FlamingoTSLM(TSLMBase):
         media = series.new_zeros(B, S, n_lat, self.cfg.encoder.dim)  # (B, S, N, D)
         if len(b_idx):
             used = int(series_mask.any(1).any(0).nonzero().max()) + 1  # trim common padding
-            lat = self.series_encoder(series[b_idx, s_idx, :used], series_mask[b_idx, s_idx, :used], s_idx)
+            x, m = series[b_idx, s_idx, :used], series_mask[b_idx, s_idx, :used]  # (K, used)
+            enc = self.series_encoder
+            if enc.gradient_checkpointing and enc.training and torch.is_grad_enabled():
+                # one checkpoint per series: only its input and its N latents are kept, and the backward
+                # recomputes one series at a time, so the step's memory does not grow with the number of series
+                lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], s_idx[k : k + 1]) for k in range(len(s_idx))])
+            else:
+                lat = enc(x, m, s_idx)  # (K, N, D)
             media = media.index_put((b_idx, s_idx), lat.to(media.dtype))
         return media.view(B, S * n_lat, -1)  # (B, S * N, D)
 

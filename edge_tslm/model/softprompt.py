@@ -12,12 +12,13 @@ from edge_tslm.config import TSLMConfig
 from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import IGNORE, TSBatch
+from edge_tslm.model.checkpointing import CheckpointableBlock
 from edge_tslm.model.encoder import PatchEncoder, check_series_lengths
 from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
 
 
-class SoftPromptEncoder(nn.Module):
-    """Series (K, L) -> soft tokens (K, P, D_lm) + patch mask (K, P)."""
+class SoftPromptEncoder(CheckpointableBlock):
+    """Series (K, L) -> soft tokens (K, P, D_lm) + patch mask (K, P). Checkpointed as one block."""
 
     def __init__(self, cfg: TSLMConfig, lm_dim: int):
         super().__init__()

@@ -39,6 +39,7 @@ class TrainConfig:
     patience: int = 4  # evaluations without a better validation loss before stopping
     seed: int = 0
     bf16: bool = False
+    activation_checkpointing: bool = False  # recompute activations in the backward: less memory, ~1 more forward
     log_every: int = 10
     time_limit_s: float = 0.0  # stop cleanly (best checkpoint kept) after this long; 0: no limit
     stop_step: int = 0  # stop after this step without changing the schedule (replays a time-limited run)
@@ -99,6 +100,8 @@ def train(
         state.update(load_checkpoint(model, opt, out / "last"))
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr
+    if cfg.activation_checkpointing:
+        model.set_activation_checkpointing(True)
     net = _LossModule(model)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=False)
@@ -171,6 +174,8 @@ def train(
     progress(None, None)
     if log:
         log.close()
+    if cfg.activation_checkpointing:
+        model.set_activation_checkpointing(False)
     return {"step": step, "best_val_loss": state["best_val"], "time_s": time.time() - t0}
 
 
