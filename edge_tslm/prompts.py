@@ -79,19 +79,20 @@ def describe_series(
     )
 
 
-def measured_text(row: np.ndarray, fs: float, features: str) -> str:
+def measured_text(row: np.ndarray, fs: float, features: str, exclude: np.ndarray | None = None) -> str:
     """What `features` adds to a channel's description, numpy only: "rr" heart rate and RR irregularity,
-    "beats" those plus the RR range and the beats' shape (`edge_tslm.heartbeats.describe_beats`)."""
+    "beats" those plus the RR range and the beats' shape (`edge_tslm.heartbeats.describe_beats`).
+    `exclude` (L,) bool marks samples not to measure from (a stream's filled gaps and noise bursts)."""
     if features not in SERIES_FEATURES:
         raise ValueError(f"unknown series_features {features!r}; choose one of {SERIES_FEATURES}")
     if features == "rr":
         from edge_tslm.heartbeats import describe_rhythm
 
-        return describe_rhythm(row, fs)
+        return describe_rhythm(row, fs, exclude)
     if features == "beats":
         from edge_tslm.heartbeats import describe_beats
 
-        return describe_beats(row, fs)
+        return describe_beats(row, fs, exclude)
     return ""
 
 
@@ -106,7 +107,8 @@ class ModelInput:
 
 
 def build_model_input(
-    inp: TSInput, *, pre_prompt: str = "", features: str = "", question_first: bool = False, series_text: str = "full"
+    inp: TSInput, *, pre_prompt: str = "", features: str = "", question_first: bool = False, series_text: str = "full",
+    untrusted: np.ndarray | None = None,
 ) -> ModelInput:
     """Normalise each channel and write its scale into the text; one ``<ts><endofchunk>`` per series.
 
@@ -114,7 +116,8 @@ def build_model_input(
     stats are the ones described. ``features`` (a model's ``series_features``) adds measured numbers
     to each channel's description, computed on the signal as given (the model's rate, cropped).
     ``question_first`` puts the question before the series: a stream asks the same question of every
-    window, so a runtime can then cache it with the rest of the prompt's head.
+    window, so a runtime can then cache it with the rest of the prompt's head. ``untrusted`` (C, L) bool
+    marks samples the measured numbers must not come from (a stream's interpolated holes and noise bursts).
     """
     meta = inp.meta
     if meta.mean is not None and meta.std is not None:
@@ -127,8 +130,12 @@ def build_model_input(
     parts = [pre_prompt.strip()] if pre_prompt.strip() else []
     if question_first:
         parts.append(inp.prompt.strip())
-    for name, m, s, row in zip(meta.channels, means, stds, np.asarray(inp.signal, dtype=np.float64)):
-        measured = measured_text(row, meta.fs, features) if features else ""
+    raw = np.asarray(inp.signal, dtype=np.float64)
+    if untrusted is not None and np.shape(untrusted) != raw.shape:
+        raise ValueError(f"untrusted mask has shape {np.shape(untrusted)}, the signal {raw.shape}; pass one flag per sample")
+    for c, (name, m, s, row) in enumerate(zip(meta.channels, means, stds, raw)):
+        exclude = None if untrusted is None else np.asarray(untrusted[c], dtype=bool)
+        measured = measured_text(row, meta.fs, features, exclude) if features else ""
         desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples, measured=measured,
                                text=series_text)
         parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")

@@ -177,3 +177,40 @@ def test_beats_layout_goes_into_the_model_text():
     assert describe_beats(x[0], fs) in build_model_input(inp, features="beats").text
     with pytest.raises(ValueError, match="series_features"):
         build_model_input(inp, features="morphology")
+
+
+def test_untrusted_stretch_is_left_out_of_the_rr_numbers():
+    """A filled gap (a straight line where beats were) makes one long RR and a jump; excluding the
+    stretch gives back the clean rhythm's numbers, and nothing changes where nothing is excluded."""
+    fs = 150.0
+    x, beats = _synthetic_ecg(np.full(30, 0.8), fs)
+    clean = rhythm_features(x, fs)
+    holed = x.copy()
+    a, b = 1000, 1200  # 1.3 s: at least one beat inside
+    assert ((beats >= a) & (beats < b)).any()
+    holed[a:b] = np.linspace(holed[a - 1], holed[b], b - a)  # what the stream's interpolation writes
+    broken = rhythm_features(holed, fs)
+    assert broken.rr_jump_frac > 0 and broken.rr_cv > 0.1  # the hole reads as an irregular rhythm
+    exclude = np.zeros(holed.size, dtype=bool)
+    exclude[a:b] = True
+    fixed = rhythm_features(holed, fs, exclude)
+    assert fixed.rr_jump_frac == 0.0 and fixed.rr_cv < 0.02
+    assert abs(fixed.heart_rate_bpm - clean.heart_rate_bpm) < 0.5
+    assert fixed.n_beats < clean.n_beats  # beats in and beside the hole are not counted
+    assert rhythm_features(x, fs, np.zeros(x.size, dtype=bool)) == clean
+    assert describe_rhythm(holed, fs, exclude) == describe_rhythm(x, fs)
+    assert describe_beats(holed, fs, exclude).startswith(describe_rhythm(x, fs))
+
+
+def test_untrusted_mask_reaches_the_model_text():
+    fs = 150.0
+    x, _ = _synthetic_ecg(np.full(30, 0.8), fs)
+    x[1000:1200] = np.linspace(x[999], x[1200], 200)
+    inp = validate(x[None].astype(np.float32), SignalMeta(fs=fs, unit="mV", channels=("ECG",)), "Which rhythm?")
+    mask = np.zeros((1, x.size), dtype=bool)
+    mask[0, 1000:1200] = True
+    plain = build_model_input(inp, features="rr").text
+    masked = build_model_input(inp, features="rr", untrusted=mask).text
+    assert "RR jumps 0 %" in masked and "RR jumps 0 %" not in plain
+    with pytest.raises(ValueError, match="one flag per sample"):
+        build_model_input(inp, features="rr", untrusted=mask[:, :-1])

@@ -105,6 +105,22 @@ def test_rr_model_reads_the_measured_rhythm_in_every_window_and_rationale():
     assert make_example(sample, fs=fs_model, features="rr", question_first=True).text == be.texts[0]
 
 
+def test_a_filled_hole_does_not_reach_the_rr_text():
+    """A window with a short NaN hole is interpolated and flagged; its RR text is measured around the hole,
+    so a regular rhythm still reads as regular (the interpolated line hides a beat: a long RR and a jump)."""
+    from edge_tslm.runtime.stream import StreamConfig, Streamer
+
+    fs, n = 150.0, 30
+    t = np.arange(int(n * fs)) / fs
+    x = (np.exp(-0.5 * (((t + 0.3) % 0.8 - 0.4) / 0.01) ** 2)).astype(np.float32)  # 75 bpm spikes
+    x[1440:1500] = np.nan  # 0.4 s with the beat at 9.7 s inside, within the 0.5 s the stream interpolates
+    be = af_backend(fs=fs, series_features="rr")
+    st = Streamer(be, StreamConfig(task="afib", window_s=n, hop_s=n, channels=("ECG",), unit="mV", check_events=True), fs=fs)
+    (ev,) = [e for e in st.feed(x[None]) + st.finish() if e["type"] == "window"]
+    assert {"nan", "interpolated"} <= set(ev["quality"]["flags"]) and ev["answer"] is not None
+    assert "rate 75 bpm, RR CV 0 %, RR jumps 0 %" in be.texts[0], be.texts[0]
+
+
 def test_schema_validator_accepts_and_rejects():
     good = {
         "type": "window", "index": 0, "start_s": 0.0, "end_s": 2.56, "answer": None, "scores": {}, "rationale": None,

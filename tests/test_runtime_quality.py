@@ -200,3 +200,19 @@ def test_real_windows_are_not_noise():
         for r in p17.split_records("val")[:60]:
             _, q = check_window(r.load()[:, : int(30 * p17.FS)], p17.FS)
             assert "noise" not in q.flags, (r.name, r.code, q.messages)
+
+
+def test_untrusted_mask_marks_filled_holes_and_noise_bursts_only():
+    fs = 300.0
+    x = ecg_like()
+    _, q = check_window(x, fs)
+    assert q.untrusted is None and "untrusted" not in q.to_dict()
+    y = burst(x, fs, 0, 12.0, 15.0)
+    y[0, 3000:3060] = np.nan  # a 0.2 s hole, interpolated
+    _, q = check_window(y, fs)
+    assert set(q.flags) >= {"nan", "interpolated", "noise"}
+    m = q.untrusted
+    assert m.shape == x.shape and m[0, 3000:3060].all()
+    (d,) = q.detail["noise"]
+    assert m[0, int(d["start_s"] * fs) : int(d["end_s"] * fs)].all()
+    assert m.mean() < 0.15  # the rest of the window stays trusted

@@ -55,6 +55,9 @@ class Quality:
     longest_gap_s: float = 0.0
     messages: list[str] = field(default_factory=list)
     detail: dict = field(default_factory=dict)
+    # (C, L) bool, not in the event: samples that were missing (now interpolated) or inside a noise burst, so
+    # numbers measured for the model's text (heart rate, RR) leave them out; None when every sample is real
+    untrusted: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def flag(self, name: str, message: str | None = None, *, unusable: bool = False) -> None:
         if name not in self.flags:
@@ -158,6 +161,12 @@ def check_window(
     _check_flat(x, bad, q, cfg)
     _check_clipping(x, bad, q, cfg)
     _check_noise(x, bad, fs, q, cfg)
+    if bad.any() or q.detail.get("noise"):
+        untrusted = bad.copy()
+        for burst in q.detail.get("noise", []):
+            a, b = int(burst["start_s"] * fs), int(np.ceil(burst["end_s"] * fs))
+            untrusted[burst["channel"], a:b] = True
+        q.untrusted = untrusted
     return x, q
 
 

@@ -93,6 +93,9 @@ class StreamConfig:
     max_gap_fill_s: float | None = None  # timestamp gaps up to this are filled with missing samples; longer ones restart
     max_issue_events: int = 50  # per kind; further source issues are only counted
     quality: QualityConfig = field(default_factory=QualityConfig)
+    # measured numbers in the text (heart rate, RR) leave out interpolated holes and noise bursts (False: the
+    # whole window, as before; benchmarks/fault_text.py compares the two)
+    exclude_untrusted: bool = True
     check_events: bool = False  # validate every event against the schema (tests, debugging)
 
     def __post_init__(self) -> None:
@@ -403,8 +406,9 @@ class Streamer:
         if q.usable:
             try:
                 signal, meta = self._prepare(clean)
+                untrusted = _at_model_rate(q.untrusted, signal.shape[1], self.fs, meta.fs) if self.cfg.exclude_untrusted else None
                 inp = validate(signal, meta, self.question, min_length=int(getattr(self.backend, "min_length", 1) or 1))
-                mi = build_model_input(inp, **self._layout)
+                mi = build_model_input(inp, untrusted=untrusted, **self._layout)
             except InputError as e:
                 q.flag("invalid_input", str(e), unusable=True)
         lat["prepare"] = _ms(t_start)
@@ -428,7 +432,8 @@ class Streamer:
             if answer is not None and self._want_rationale(answer):
                 t = time.perf_counter()
                 try:
-                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), **self._layout)
+                    rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), untrusted=untrusted,
+                                            **self._layout)
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens)
                     stages.update(_stages(self.backend, "rationale_"))
                 except Exception as e:  # noqa: BLE001
@@ -603,6 +608,14 @@ class Streamer:
 
     def _emit(self, ev: dict) -> dict:
         return check_event(ev) if self.cfg.check_events else ev
+
+
+def _at_model_rate(mask: np.ndarray | None, n_out: int, fs_in: float, fs_out: float) -> np.ndarray | None:
+    """A (C, L_in) per-sample mask carried to the prepared signal: resampled (nearest earlier sample) and cropped."""
+    if mask is None:
+        return None
+    src = np.minimum((np.arange(n_out) * (fs_in / fs_out)).astype(np.int64), mask.shape[1] - 1)  # (n_out,)
+    return mask[:, src]
 
 
 def _softmax(logp: dict[str, float]) -> dict[str, float]:
