@@ -420,3 +420,25 @@ def test_write_results_writes_json_and_markdown_beside_it(tmp_path):
     md = write_results(tmp_path / "sub" / "x.json", {"a": 1}, lambda r: f"# a = {r['a']}\n")
     assert json.loads((tmp_path / "sub" / "x.json").read_text()) == {"a": 1}
     assert (tmp_path / "sub" / "x.md").read_text() == md == "# a = 1\n"
+
+
+# ----------------------------------------------------------------------------- fault_text
+
+
+def test_fault_text_streams_each_faulted_window_once_and_only_the_mask_setting_differs():
+    """benchmarks/fault_text.py's window: one per record, the fault flagged, and exclude_untrusted changing
+    nothing but the measured text (a regular 75 bpm rhythm keeps 'RR jumps 0 %' only when the hole is left out)."""
+    ft = _load("fault_text")
+    fs, n = 150.0, 30
+    t = np.arange(int(n * fs)) / fs
+    x = (np.exp(-0.5 * (((t + 0.3) % 0.8 - 0.4) / 0.01) ** 2)).astype(np.float32)[None]  # 75 bpm spikes
+    n_nan = int(round(soak.FAULT_KINDS["nan_short"][0] * fs))
+    y, ty = soak.inject(x, fs, [soak.Fault("nan_short", 1455 - n_nan // 2, n_nan)])  # over the beat at 9.7 s
+    texts = {}
+    for exclude in (True, False):
+        be = FakeBackend(labels=("atrial fibrillation", "normal"), fs=fs, task="ecg_rhythm", series_features="rr")
+        w = ft.stream_once(be, y, ty, fs, float(n), exclude)
+        assert {"nan", "interpolated"} <= set(w["quality"]["flags"]) and w["answer"] is not None
+        (texts[exclude],) = be.texts
+    assert "RR jumps 0 %" in texts[True] and "RR jumps 0 %" not in texts[False]
+    assert texts[True].split("rate")[0] == texts[False].split("rate")[0]
