@@ -14,14 +14,7 @@ DEFAULT_PACKAGES = ("numpy", "scipy", "torch", "transformers", "onnxruntime", "s
 
 def machine(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict:
     """Numbers mean little without this; recorded beside every result."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, isa = _cpu()
     ram_gb = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -39,12 +32,44 @@ def machine(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict:
         "gpu": _gpu(),
         "load_avg_1min_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "cpu": cpu,
+        "cpu_isa": isa,
         "cores": os.cpu_count(),
         "ram_gb": ram_gb,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
     }
+
+
+# The vector extensions that decide CPU kernel speed (onnxruntime's int8/4-bit MatMuls, torch's GEMMs): two
+# "AMD EPYC" hosts of the same machine kind ran the same artifact 2.7x apart, one with AVX-512 VNNI, one without.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
+def _cpu() -> tuple[str, list[str]]:
+    """('<model name> (family F model M, <ISA>)', the ISA_FLAGS present), from /proc/cpuinfo where there is one.
+
+    The model name alone ('AMD EPYC' in a VM) does not tell hosts apart; family/model and the ISA do."""
+    name = platform.processor() or ""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return name, []
+    name = fields.get("model name", name)
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ISA_FLAGS if f in flags]
+    if not fields:
+        return name, isa
+    arch = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+    vec = ", ".join(f.upper().replace("_", "-") for f in isa) or "no AVX2"
+    if "avx2" in isa and "avx512f" not in isa:
+        vec += ", no AVX-512"
+    return f"{name} ({arch}; {vec})", isa
 
 
 def _gpu() -> str | None:
