@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--k", type=int, default=576)
     ap.add_argument("--n", type=int, default=1536)
+    ap.add_argument("--out", type=Path, default=RESULTS / "matmulnbits_micro.json", help="writes this .json and the .md beside it")
     a = ap.parse_args()
     import onnxruntime as ort
 
@@ -109,15 +111,16 @@ def main() -> None:
             except Exception as e:  # a form this onnxruntime refuses is a result too
                 rows.append({"form": form, "M": M, "ms": None, "error": f"{type(e).__name__}: {str(e)[:200]}"})
     res = {"rows": rows, "shape": {"K": a.k, "N": a.n}, "threads": a.threads, "reps": a.reps, "onnxruntime": ort.__version__,
-           "machine": machine(), "command": f"python benchmarks/matmulnbits_micro.py --threads {a.threads}"}
-    (RESULTS / "matmulnbits_micro.json").write_text(json.dumps(res, indent=1))
+           "machine": machine(), "command": "python benchmarks/matmulnbits_micro.py " + " ".join(sys.argv[1:])}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(res, indent=1))
     lines = ["# MatMulNBits forms on this CPU (one K=%d -> N=%d projection)" % (a.k, a.n), "",
              f"`{res['command']}`; median of {a.reps} runs; onnxruntime {ort.__version__}; "
              f"{res['machine']['cpu']}, load average {res['machine']['load_avg_1min_at_start']} at start.", "",
              "| form | rows M | ms | rel. error vs fp32 |", "|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['form']} | {r['M']} | {r['ms'] if r['ms'] is not None else r['error']} | {r.get('rel_err', '')} |")
-    (RESULTS / "matmulnbits_micro.md").write_text("\n".join(lines) + "\n")
+    a.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
