@@ -42,7 +42,8 @@ def machine(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict:
 
 
 # The vector extensions that decide CPU kernel speed (onnxruntime's int8/4-bit MatMuls, torch's GEMMs): two
-# "AMD EPYC" hosts of the same machine kind ran the same artifact 2.7x apart, one with AVX-512 VNNI, one without.
+# "AMD EPYC" hosts of the same machine kind ran the same compact artifacts 2.4-3.4x apart (decision and decode
+# times in benchmarks/results/stream_latency.md), the slower one AVX2 only.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
 
 

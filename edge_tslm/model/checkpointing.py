@@ -19,8 +19,12 @@ class CheckpointableBlock(nn.Module):
 
     gradient_checkpointing: bool = False
 
+    def recomputes(self) -> bool:
+        """Will a call now be checkpointed (switched on, training, and building a graph)?"""
+        return self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        if self.recomputes():
             return checkpoint(super().__call__, *args, use_reentrant=False, **kwargs)
         return super().__call__(*args, **kwargs)
 

@@ -66,7 +66,7 @@ class FlamingoTSLM(TSLMBase):
             used = int(series_mask.any(1).any(0).nonzero().max()) + 1  # trim common padding
             x, m = series[b_idx, s_idx, :used], series_mask[b_idx, s_idx, :used]  # (K, used)
             enc = self.series_encoder
-            if enc.gradient_checkpointing and enc.training and torch.is_grad_enabled():
+            if enc.recomputes():
                 # one checkpoint per series: only its input and its N latents are kept, and the backward
                 # recomputes one series at a time, so the step's memory does not grow with the number of series
                 lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], s_idx[k : k + 1]) for k in range(len(s_idx))])
