@@ -172,6 +172,8 @@ def rhythm_from_peaks(peaks: np.ndarray, n_samples: int, fs: float, exclude: np.
     With `exclude` (n_samples,) bool, an RR interval that touches an untrusted stretch is left out, and a
     successive difference only compares two kept intervals that share a beat: a streamed window with a
     filled gap or a noise burst then describes the rhythm of its clean stretches, not the fault."""
+    if exclude is not None and np.size(exclude) != n_samples:
+        raise ValueError(f"exclude has {np.size(exclude)} flags for an ECG of {n_samples} samples; pass one per sample")
     rr = np.diff(peaks.astype(np.float64)) / fs  # seconds
     keep = ~_near_untrusted(peaks[:-1], peaks[1:], exclude, fs) if rr.size else np.zeros(0, dtype=bool)  # (R,)
     pairs = keep[:-1] & keep[1:]  # (R - 1,) successive intervals both kept

@@ -200,6 +200,8 @@ def test_untrusted_stretch_is_left_out_of_the_rr_numbers():
     assert rhythm_features(x, fs, np.zeros(x.size, dtype=bool)) == clean
     assert describe_rhythm(holed, fs, exclude) == describe_rhythm(x, fs)
     assert describe_beats(holed, fs, exclude).startswith(describe_rhythm(x, fs))
+    with pytest.raises(ValueError, match="one per sample"):
+        rhythm_features(holed, fs, exclude[:-1])
 
 
 def test_untrusted_mask_reaches_the_model_text():
