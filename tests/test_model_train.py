@@ -123,11 +123,13 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(variant, bac
     base = model.lm.get_base_model() if hasattr(model.lm, "get_base_model") else model.lm
     is_on = lambda: getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing  # noqa: E731
     assert is_on()
-    blocks = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True and not hasattr(m, "config")]
-    assert blocks, "no encoder block was switched to checkpointing"
+    from edge_tslm.model.checkpointing import CheckpointableBlock
+
+    blocks = [m for m in model.modules() if isinstance(m, CheckpointableBlock)]
+    assert blocks and all(b.recomputes() for b in blocks), "the encoder blocks were not switched to checkpointing"
     ckpt_loss, ckpt = step()
     model.set_activation_checkpointing(False)
-    assert not is_on()
+    assert not is_on() and not any(b.recomputes() for b in blocks)
     assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
     assert ckpt.keys() == plain.keys() and len(plain) > 4
     for n in plain:
