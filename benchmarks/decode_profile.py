@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=20, help="decode calls summed (the last ones)")
     ap.add_argument("--out", type=Path, default=RESULTS / "decode_profile.json")
     a = ap.parse_args(argv)
+    if a.tokens < 1 or a.steps < 1:
+        ap.error(f"--tokens and --steps must be >= 1, got {a.tokens} and {a.steps}")
     from edge_tslm.results import write_results
 
     print(write_results(a.out, profile(a.model, a.tokens, min(a.steps, a.tokens)), markdown))

@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "fault_text.json")
     a = ap.parse_args(argv)
+    if a.per_class < 1:
+        ap.error(f"--per-class must be >= 1 (records per label), got {a.per_class}")
     from edge_tslm.results import write_results
 
     print(write_results(a.out, run(a.model, a.per_class, a.threads), markdown))
