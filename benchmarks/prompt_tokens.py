@@ -5,7 +5,8 @@
 For each layout, the prompt ids the ONNX runtime feeds (`runtime.tokenizer.PromptTokenizer` on the model's own
 tokenizer, as `edge-tslm export` saves it; chat template and system pre-prompt included) are built for real test
 windows. The head all windows share is what the runtime caches (`OnnxBackend._cached_prefix`); the rest is paid per
-window, at ~1.6 ms a token on one core of this CPU (`benchmarks/results/stream_latency.md`).
+window, at ~1.6 ms a token on one core of this CPU (`benchmarks/results/stream_latency.md`). Every token from the first `<ts>` on is paid per window, even where the text
+is the same each time (`series_text="none"`): the series reach it through the cross-attention.
 HAR: the first 200 HAPT test windows. ECG: the first 30 s of the first 100 PhysioNet 2017 test records.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_tslm.constants import TS_TOKEN
 from edge_tslm.machine import machine
 from edge_tslm.model.artifact import from_pretrained, read_config
 from edge_tslm.results import write_results
@@ -34,6 +36,8 @@ LAYOUTS = (
     ("har", "full text, question last (models/flamingo-har)", "flamingo-har", {}),
     ("har", "full text, question first", "flamingo-har", {"question_first": True}),
     ("har", "short text, question first (models/flamingo-har-short)", "flamingo-har-short", {}),
+    ("har", "no numbers (scale token), question first", "flamingo-har-short",
+     {"series_text": "none", "encoder": {"scale_token": True}}),
     ("ecg_rhythm", "no measured text, question last (models/flamingo-ecg)", "flamingo-ecg", {}),
     ("ecg_rhythm", "rr text, question first (models/flamingo-ecg-rr)", "flamingo-ecg-rr", {}),
     ("ecg_rhythm", "beats text, question first", "flamingo-ecg-rr", {"series_features": "beats"}),
@@ -71,12 +75,15 @@ def main() -> dict:
                 d = os.path.join(tmp, model_name)
                 from_pretrained(MODELS / model_name).tokenizer.save_pretrained(d)
                 tokenizers[model_name] = PromptTokenizer(d)
-            cfg = replace(read_config(MODELS / model_name), **changes)
+            cfg = read_config(MODELS / model_name)
+            cfg = replace(cfg, **{k: replace(getattr(cfg, k), **v) if isinstance(v, dict) else v for k, v in changes.items()})
             inputs.setdefault(task, _inputs(task))
             tok = tokenizers[model_name]
             ids = [tok.prompt_ids(example_from_input(x, **layout_kwargs(cfg)).text, chat_format=cfg.chat_format,
                                   system=cfg.pre_prompt) for x in inputs[task]]
-            head = _common_prefix(ids)
+            # the runtime caches the shared head up to the first <ts> at most: the media reach every token after it
+            ts_id = tok.token_id(TS_TOKEN)
+            head = min(_common_prefix(ids), min(i.index(ts_id) for i in ids))
             per_window = np.array([len(i) - head for i in ids])
             rows.append({"task": task, "layout": name, "model": f"models/{model_name}", "changes": changes,
                          "windows": len(ids), "prompt_tokens_mean": round(float(np.mean([len(i) for i in ids])), 1),

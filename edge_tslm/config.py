@@ -16,6 +16,10 @@ class EncoderConfig:
     conv_layers: int = 2  # residual Conv1d(k=5) layers over patches: local context at any length
     max_series: int = 16  # series identity embeddings (a sample may hold up to this many series)
     dropout: float = 0.0
+    # The encoder takes the series as recorded, z-normalises it itself and adds one "scale token" made from each
+    # series' mean and std: the numbers a "full"/"short" description writes as text reach the resampler as a vector
+    # instead, so the text can drop them (series_text="none") and a stream prefills fewer tokens per window.
+    scale_token: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class TSLMConfig:
     max_seconds: float = 0.0  # longest span the model was trained on (0: no limit); longer inputs are cropped
     series_features: str = ""  # measured numbers added to each series' description ("rr": ECG rate + RR irregularity)
     question_first: bool = False  # the question before the series (a stream's runtime caches it with the prompt head)
-    series_text: str = "full"  # how each series is described: "full" or "short" (prompts.SERIES_TEXTS)
+    series_text: str = "full"  # how each series is described: "full", "short" or "none" (prompts.SERIES_TEXTS)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +128,13 @@ class TSLMConfig:
             raise ValueError(f"series_features {self.series_features!r} is unknown; use one of {SERIES_FEATURES}")
         if self.series_text not in SERIES_TEXTS:
             raise ValueError(f"series_text {self.series_text!r} is unknown; use one of {SERIES_TEXTS}")
+        if self.encoder.scale_token and self.variant != "flamingo":
+            raise ValueError("encoder.scale_token is a Flamingo encoder option; a SoftPrompt model reads the scale as text")
+        if self.series_text == "none" and not self.encoder.scale_token:
+            raise ValueError(
+                'series_text "none" leaves each series\' mean and std out of the text, so only a model whose encoder reads '
+                "them (encoder.scale_token=True) may use it; pick \"full\" or \"short\", or build the model with a scale token"
+            )
 
     def replace(self, **changes: Any) -> "TSLMConfig":
         return dataclasses.replace(self, **changes)

@@ -73,6 +73,15 @@ def _cpu() -> tuple[str, list[str]]:
     return f"{name} ({arch}; {vec})", isa
 
 
+def machine_cpu_isa() -> list[str] | None:
+    """The ISA_FLAGS this CPU has; None where /proc/cpuinfo cannot tell (macOS, Windows)."""
+    try:
+        Path("/proc/cpuinfo").stat()
+    except OSError:
+        return None
+    return _cpu()[1]
+
+
 def _gpu() -> str | None:
     """The CUDA device's name and memory when torch is already loaded (never imports torch: the runtime is torch-free)."""
     torch = sys.modules.get("torch")

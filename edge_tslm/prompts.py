@@ -55,9 +55,10 @@ def format_number(x: float, digits: int = 3) -> str:
 
 SERIES_FEATURES = ("", "rr", "beats")
 # How each channel is described: "full" says duration, rate, mean and std (3 digits); "short" only mean (3 digits)
-# and std (2 digits). A stream pays for every per-window token: HAR's 125 become 72 with "short" and the question first
-# (benchmarks/prompt_tokens.py).
-SERIES_TEXTS = ("full", "short")
+# and std (2 digits); "none" only its name (and any measured text): the series then goes to the encoder as recorded and
+# the encoder's scale token reads its mean and std (EncoderConfig.scale_token). A stream pays for every per-window
+# token: HAR's 125 become 72 with "short" and the question first (benchmarks/prompt_tokens.py), fewer still with "none".
+SERIES_TEXTS = ("full", "short", "none")
 
 
 def describe_series(
@@ -70,6 +71,8 @@ def describe_series(
     u = f" {unit}" if unit else ""
     duration = n_samples / fs
     extra = f", {measured}" if measured else ""
+    if text == "none":  # the scale goes to the encoder as numbers, not as text
+        return f"{name}: {measured}" if measured else f"{name}:"
     if text == "short":  # the window's length and rate are the same every time: the pre-prompt says them
         return f"{name}: mean {format_number(mean)}{u}, std {format_number(std, 2)}{u}{extra}"
     # Kept short: every token here is paid for at every training step and every streamed window.
@@ -118,6 +121,8 @@ def build_model_input(
     ``question_first`` puts the question before the series: a stream asks the same question of every
     window, so a runtime can then cache it with the rest of the prompt's head. ``untrusted`` (C, L) bool
     marks samples the measured numbers must not come from (a stream's interpolated holes and noise bursts).
+    With ``series_text="none"`` the series are returned as recorded (float32, not normalised): the model's encoder
+    normalises them and reads their scale itself (``EncoderConfig.scale_token``).
     """
     meta = inp.meta
     if meta.mean is not None and meta.std is not None:
@@ -141,6 +146,8 @@ def build_model_input(
         parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
     if not question_first:
         parts.append(inp.prompt.strip())
+    if series_text == "none":  # as recorded: the encoder normalises and reads the scale itself
+        normed = raw if meta.mean is None or meta.std is None else raw * np.asarray(stds)[:, None] + np.asarray(means)[:, None]
     series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in normed)
     return ModelInput(series=series, text="\n".join(parts) + "\n", means=means, stds=stds)
 

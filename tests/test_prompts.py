@@ -274,3 +274,24 @@ def test_config_refuses_an_unknown_series_text():
     assert TSLMConfig().series_text == "full"
     with pytest.raises(ValueError, match="series_text"):
         TSLMConfig(series_text="terse")
+
+
+def test_none_series_text_writes_only_the_name_and_passes_the_series_as_recorded():
+    from edge_tslm.prompts import build_model_input, describe_series
+    from edge_tslm.signals import SignalMeta, TSInput
+
+    assert describe_series("x", mean=0.99, std=0.02, unit="g", fs=50.0, n_samples=128, text="none") == "x:"
+    assert describe_series("ECG", mean=0.0, std=1.0, unit="mV", fs=300.0, n_samples=9000, text="none",
+                           measured="heart rate 72 bpm") == "ECG: heart rate 72 bpm"
+    x = np.stack([np.linspace(0.9, 1.1, 64), np.full(64, -0.25)]).astype(np.float32)
+    meta = SignalMeta(fs=50.0, unit="g", channels=("x", "y"))
+    mi = build_model_input(TSInput(x, meta, "Which?"), series_text="none")
+    assert "mean" not in mi.text and "1.1" not in mi.text and mi.text.count("<ts>") == 2
+    np.testing.assert_array_equal(np.stack(mi.series), x)
+    assert mi.means[1] == pytest.approx(-0.25)
+    # already-normalised input with its stats in the meta: the series goes back to its recorded scale
+    std = np.maximum(x.std(1, keepdims=True), 1e-6)
+    normed = ((x - x.mean(1, keepdims=True)) / std).astype(np.float32)
+    meta2 = SignalMeta(fs=50.0, unit="g", channels=("x", "y"), mean=tuple(x.mean(1)), std=tuple(std[:, 0]))
+    mi2 = build_model_input(TSInput(normed, meta2, "Which?"), series_text="none")
+    np.testing.assert_allclose(np.stack(mi2.series), x, atol=1e-5)

@@ -124,3 +124,19 @@ def test_param_groups_cover_every_trainable_parameter_once():
     assert by["tokens"]["weight_decay"] == 0.0 and by["no_decay"]["weight_decay"] == 0.0
     gates = {id(p) for n, p in model.named_parameters() if n.endswith(("attn_gate", "ff_gate"))}
     assert gates and gates <= {id(p) for p in by["no_decay"]["params"]}
+
+
+@pytest.mark.parametrize("isa, fast", [(["avx2"], False), (["avx2", "avx512f", "avx512_bf16"], True), (["amx_tile"], True),
+                                       (None, True)])
+def test_bf16_on_a_cpu_without_bf16_instructions_falls_back_to_fp32_with_a_warning(monkeypatch, isa, fast):
+    import warnings
+
+    import edge_tslm.machine as machine
+    from edge_tslm.train.loop import bf16_is_fast
+
+    monkeypatch.setattr(machine, "machine_cpu_isa", lambda: isa)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert bf16_is_fast(torch.device("cpu")) is fast
+    assert any("no bf16 instructions" in str(w.message) for w in caught) is (not fast)
+    assert bf16_is_fast(torch.device("meta")) is True  # only the CPU emulates it

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from edge_tslm.config import TSLMConfig
+from edge_tslm.config import EncoderConfig, TSLMConfig
 from edge_tslm.model import build_model
 from edge_tslm.train.loop import TrainConfig
 from edge_tslm.train.recipe import run_curriculum
@@ -74,7 +74,10 @@ def main() -> None:
     ap.add_argument("--series-features", default="",
                     help="override a stage's measured description text, e.g. ecg_rhythm= (none), ecg_rhythm=rr (the default: rate and RR) or ecg_rhythm=beats (plus beat shape)")
     ap.add_argument("--question-first", default="", help="stages whose question goes before the series, e.g. har")
-    ap.add_argument("--series-text", default="", help="per stage, how each series is described: full | short, e.g. har=short")
+    ap.add_argument("--series-text", default="", help="per stage, how each series is described: full | short | none, e.g. har=short "
+                    "(none needs --scale-token)")
+    ap.add_argument("--scale-token", action="store_true",
+                    help="Flamingo: the encoder reads each series' mean and std as a vector (a scale token) instead of the text")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
     ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")
@@ -84,7 +87,12 @@ def main() -> None:
     layout = stage_layouts(ap, a)
 
     torch.manual_seed(a.seed)
-    model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows))
+    if a.scale_token and a.variant != "flamingo":
+        ap.error("--scale-token is a Flamingo encoder option")
+    if any(v.get("series_text") == "none" for v in layout.values()) and not a.scale_token:  # caught here, not after minutes of loading
+        ap.error('--series-text STAGE=none leaves the mean and std out of the text: add --scale-token so the encoder reads them')
+    enc = EncoderConfig(scale_token=a.scale_token)
+    model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows, encoder=enc))
     device = a.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"

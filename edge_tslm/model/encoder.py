@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from edge_tslm.config import EncoderConfig
+from edge_tslm.constants import STD_EPS
 
 
 def sinusoidal_positions(n: int, dim: int, device: torch.device, offset: int = 0) -> torch.Tensor:
@@ -80,3 +81,37 @@ class PatchEncoder(nn.Module):
             raise ValueError(f"a sample has more than encoder.max_series={self.cfg.max_series} series")
         h = h + self.series_embed(series_index)[:, None, :]  # series identity
         return self.drop(self.norm(h)), patch_mask
+
+
+def masked_znormalize(series: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """series, mask: (K, L) -> normed (K, L), mean (K,), std (K,): `signals.znormalize` over each row's real samples
+    (population std floored at STD_EPS; a flat row becomes zeros), so the exported encoder graph does it too."""
+    m = mask.to(series.dtype)  # (K, L)
+    n = m.sum(-1).clamp_min(1.0)  # (K,)
+    x = series * m
+    mean = x.sum(-1) / n  # (K,)
+    centred = (series - mean[:, None]) * m  # (K, L): two passes, as numpy's std
+    std = ((centred * centred).sum(-1) / n).sqrt().clamp_min(STD_EPS)  # (K,)
+    big = torch.finfo(series.dtype).max
+    hi = series.masked_fill(~mask, -big).amax(-1)  # (K,)
+    lo = series.masked_fill(~mask, big).amin(-1)
+    varies = (hi > lo).to(series.dtype)  # (K,): 0 for a flat row
+    return centred / std[:, None] * varies[:, None], mean, std
+
+
+class ScaleToken(nn.Module):
+    """A series' mean and std (what z-normalisation removes) -> one extra embedding beside its patches.
+
+    asinh(mean) and log(std) keep g, mV and raw ADC counts in a range an MLP handles; the output layer starts at zero,
+    so a model loaded from an adapter trained without the token starts out unchanged by it."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """mean, std: (K,) -> (K, 1, D)."""
+        feats = torch.stack([torch.asinh(mean), torch.log(std)], dim=-1)  # (K, 2)
+        return self.mlp(feats)[:, None, :]  # (K, 1, D)
