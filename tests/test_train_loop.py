@@ -140,3 +140,23 @@ def test_bf16_on_a_cpu_without_bf16_instructions_falls_back_to_fp32_with_a_warni
         assert bf16_is_fast(torch.device("cpu")) is fast
     assert any("no bf16 instructions" in str(w.message) for w in caught) is (not fast)
     assert bf16_is_fast(torch.device("meta")) is True  # only the CPU emulates it
+
+
+def test_a_failed_run_leaves_activation_checkpointing_off(tmp_path):
+    """An exception mid-training (here: the first step's loss) must not leave the model recomputing in every
+    later forward: train() switches checkpointing off however it ends."""
+    from edge_tslm.model.checkpointing import CheckpointableBlock
+
+    model = ddp_worker.build_model()
+    cfg = ddp_worker.train_config(str(tmp_path / "run"), batch_size=4, steps=2, activation_checkpointing=True)
+    seen = []
+
+    def boom(batch):
+        seen.append([b.recomputes() for b in model.modules() if isinstance(b, CheckpointableBlock)])
+        raise RuntimeError("out of memory (simulated)")
+
+    model.loss = boom
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(model, ddp_worker.make_examples(ddp_worker.N_TRAIN, 0), (), cfg)
+    assert seen and all(seen[0]), "checkpointing was on during the step"
+    assert not any(b.recomputes() for b in model.modules() if isinstance(b, CheckpointableBlock))

@@ -97,7 +97,26 @@ def train(
     *,
     metrics_extra: dict | None = None,
 ) -> dict:
-    """Train the model's adapter in place; the best (lowest validation loss) artifact lands in out_dir/best."""
+    """Train the model's adapter in place; the best (lowest validation loss) artifact lands in out_dir/best.
+    Activation checkpointing (cfg.activation_checkpointing) is switched off again however training ends."""
+    if not cfg.activation_checkpointing:
+        return _train(model, train_examples, val_examples, cfg, metrics_extra=metrics_extra)
+    model.set_activation_checkpointing(True)
+    try:
+        return _train(model, train_examples, val_examples, cfg, metrics_extra=metrics_extra)
+    finally:
+        model.set_activation_checkpointing(False)
+
+
+def _train(
+    model,
+    train_examples: Sequence[Example],
+    val_examples: Sequence[Example] = (),
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    metrics_extra: dict | None = None,
+) -> dict:
+    """The loop itself; see train."""
     rank, world = _dist()
     _seed(cfg.seed)
     cfg = replace(cfg, bf16=cfg.bf16 and bf16_is_fast(model.device))
@@ -118,8 +137,6 @@ def train(
         state.update(load_checkpoint(model, opt, out / "last"))
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr
-    if cfg.activation_checkpointing:
-        model.set_activation_checkpointing(True)
     net = _LossModule(model)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=False)
@@ -192,8 +209,6 @@ def train(
     progress(None, None)
     if log:
         log.close()
-    if cfg.activation_checkpointing:
-        model.set_activation_checkpointing(False)
     return {"step": step, "best_val_loss": state["best_val"], "time_s": time.time() - t0}
 
 
