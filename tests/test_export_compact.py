@@ -308,3 +308,38 @@ def test_cli_weight_bits_without_decoder_fails(tmp_path):
 def test_manifest_is_json_serialisable(compact):
     _, out, manifest = compact
     assert json.loads((out / "manifest.json").read_text())["weight_quantization"]["config"]["bits"] == 4
+
+
+def test_decoder_halves_compute_what_the_one_graph_does(compact):
+    """decoder_lower.onnx + decoder_upper.onnx (cut at the first fusion layer) give decoder.onnx's numbers: the same
+    label scores, the same prefill logits and the same greedy tokens; the weights file holds each weight once."""
+    from edge_tslm.export import spec
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model, out, manifest = compact
+    assert {spec.DECODER_LOWER_GRAPH, spec.DECODER_UPPER_GRAPH} <= set(manifest["files"])
+    lower, _ = _external(out / spec.DECODER_LOWER_GRAPH)
+    upper, _ = _external(out / spec.DECODER_UPPER_GRAPH)
+    split = min(model.insertion)
+    assert [i.name for i in lower.graph.input][3:] == [f"past_{kv}.{i}" for i in range(split) for kv in ("key", "value")]
+    assert not any(i.name.startswith("cross_") or i.name == spec.DEC_TS_POSITIONS for i in lower.graph.input), \
+        "the lower half never sees the media"
+    assert {o.name for o in upper.graph.output} >= {spec.DEC_LOGITS, f"present_key.{split}"}
+    one, two = OnnxBackend(out, threads=1, split=False), OnnxBackend(out, threads=1)
+    assert two.split and two.decoder is None and one.lower is None, "a backend loads the halves or the whole, not both"
+    rng = np.random.default_rng(3)
+    labels = list(ACTIVITIES)
+    # the same text each window (as with series_text "none"): window 1 fills the prompt-head cache, window 2 is the
+    # first with that head cached, and from window 3 on the lower half's output is reused
+    for k in range(4):
+        series = series_of(rng, 64, 48)
+        e1, e2 = one.encode(series), two.encode(series)
+        s1, s2 = one.classify(ts_text(2), e1, labels), two.classify(ts_text(2), e2, labels)
+        assert max(abs(s1[lab] - s2[lab]) for lab in labels) < 1e-4
+        l1, _ = one.prefill(ts_text(2), e1)
+        l2, _ = two.prefill(ts_text(2), e2)
+        np.testing.assert_allclose(l1, l2, atol=1e-4)
+    assert two.lower_hits == 2 and one.lower_hits == 0
+    two.classify(ts_text(2, "Other?"), two.encode(series), labels)  # new text: the lower half runs again
+    assert two.lower_hits == 2
+    assert one.generate(ts_text(2), e1, 8, stop=False) == two.generate(ts_text(2), e2, 8, stop=False)

@@ -29,6 +29,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from edge_tslm.export import spec
+
 WEIGHTS_FILE = "weights.onnx.data"
 DECODER_GRAPHS = ("decoder.onnx",)  # edge_tslm.export.spec.DECODER_GRAPH
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors (shapes, norms of tiny models) stay inside the graph
@@ -599,8 +601,23 @@ def verify_shared(out_dir: Path, names: Sequence[str] = DECODER_GRAPHS, data_nam
 # ---------------------------------------------------------------- the whole decoder
 
 
-def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig()) -> dict[str, Any]:
-    """Rewrite out_dir's fp32 decoder.onnx to ``cfg.bits``-bit weights in WEIGHTS_FILE.
+def _split_compact(decoder: Any, split: int) -> dict[str, Any] | None:
+    """The compact decoder cut at its first fusion layer (edge_tslm.export.onnx.split_decoder): the lower and upper
+    graphs a runtime loads instead of decoder.onnx. None for a graph exported without the hidden_split output."""
+    from edge_tslm.export.onnx import split_decoder
+
+    outputs = [o.name for o in decoder.graph.output]
+    if spec.DEC_HIDDEN_SPLIT not in outputs or split < 1:
+        return None
+    layers = sum(n.startswith("present_key.") for n in outputs)
+    lower, upper = split_decoder(decoder, layers, split)
+    return {"layer": split, "layers": layers, "graphs": {spec.DECODER_LOWER_GRAPH: lower, spec.DECODER_UPPER_GRAPH: upper},
+            "nodes": {"decoder": len(decoder.graph.node), "lower": len(lower.graph.node), "upper": len(upper.graph.node)}}
+
+
+def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig(), split_at: int = 0) -> dict[str, Any]:
+    """Rewrite out_dir's fp32 decoder.onnx to ``cfg.bits``-bit weights in WEIGHTS_FILE; with ``split_at`` (the first
+    fusion layer) also write it cut in two there (decoder_lower.onnx + decoder_upper.onnx, the same weights).
 
     Checks: the graph's external data resolve into the one file and it loads in an onnxruntime session.
     Returns the record that goes into the manifest (config, per-graph rewrites, weight SQNR, sharing stats).
@@ -616,12 +633,16 @@ def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig()) -
         m = onnx.load(str(out_dir / name))
         models[name], graphs[name] = quantize_graph(m, cfg, sqnr=i == 0)  # SQNR of the first graph
         del m
+    split = _split_compact(models[spec.DECODER_GRAPH], split_at)
+    if split:
+        models.update(split["graphs"])
+    written = tuple(models)
     sharing = write_shared(models, out_dir)
     del models
-    sharing["verified"] = verify_shared(out_dir)
+    sharing["verified"] = verify_shared(out_dir, written)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    for name in DECODER_GRAPHS:
+    for name in written:
         ort.InferenceSession(str(out_dir / name), opts, providers=["CPUExecutionProvider"])
     return {
         "config": asdict(cfg),
@@ -633,7 +654,8 @@ def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig()) -
         "weight_sqnr": graphs[DECODER_GRAPHS[0]].pop("weight_sqnr", None),
         "shared_weights": sharing,
         "fp32_graph_bytes": fp32_bytes,  # the same export's graphs before this step
-        "compact_bytes": sum((out_dir / f).stat().st_size for f in (*DECODER_GRAPHS, WEIGHTS_FILE)),
+        "split": {k: v for k, v in (split or {}).items() if k != "graphs"} or None,
+        "compact_bytes": sum((out_dir / f).stat().st_size for f in (*written, WEIGHTS_FILE)),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -753,12 +775,13 @@ def compact_export(
 ) -> dict[str, Any]:
     """export_artifact's step after the fp32 decoder export: compact the graphs, update the decoder report's files,
     precision, notes and parity (the fp32 graphs' parity is kept under "fp32_graphs"), return the manifest record."""
-    from edge_tslm.export.onnx import file_entry
+    from edge_tslm.export.onnx import file_entry, split_layer
 
     bits, block_size = cfg.bits, cfg.block_size
-    rec = compact_decoder(out_dir, cfg)
+    rec = compact_decoder(out_dir, cfg, split_at=split_layer(model))
     r = decoder_report
-    r.files = {f: file_entry(out_dir / f) for f in (*r.files, WEIGHTS_FILE)}
+    halves = (spec.DECODER_LOWER_GRAPH, spec.DECODER_UPPER_GRAPH) if rec["split"] else ()
+    r.files = {f: file_entry(out_dir / f) for f in (*r.files, *halves, WEIGHTS_FILE)}
     lvl = lambda a: "fp32" if a is None else f"accuracy_level {a}"  # noqa: E731
     acts = f"activations: integer-zero-point nodes {lvl(cfg.accuracy_level)}" + (
         f", folded min/max nodes {lvl(cfg.fold_accuracy_level)}" if cfg.algorithm == "minmax" and cfg.fold_zero_points else "")

@@ -356,6 +356,8 @@ class DecoderGraph(nn.Module):
     def forward(self, input_ids, position_ids, attention_mask, ts_positions, logit_index, *kv):
         from transformers import DynamicCache
 
+        from edge_tslm.backbones import decoder_layers
+
         md = self.model
         n_layers = md.lm.config.num_hidden_layers
         past, cross = kv[: 2 * n_layers], kv[2 * n_layers :]
@@ -364,11 +366,28 @@ class DecoderGraph(nn.Module):
             cache.update(past[2 * i], past[2 * i + 1], i)
         media = _CrossKV({j: (cross[2 * j], cross[2 * j + 1]) for j in range(len(cross) // 2)})
         B, T = input_ids.shape
-        seen = torch.ones(B, 1, T, past[0].shape[2], dtype=torch.bool, device=input_ids.device)  # the cache: all visible
+        # P from the last layer's cache (every layer's is the same length): the graph's upper part must not read a
+        # lower layer's input, or it could not be cut out at the split layer (split_decoder)
+        seen = torch.ones(B, 1, T, past[-1].shape[2], dtype=torch.bool, device=input_ids.device)  # the cache: all visible
         mask = torch.cat([seen, attention_mask], dim=-1)  # (B, 1, T, P + T)
-        hidden, cache = md._run(input_ids, mask, media, ts_positions, cache, 0, True, positions=position_ids)
+        captured: list[torch.Tensor] = []
+        split = split_layer(md)
+        # prepend: before the fusion pre-hook of that layer, so this is the input its cross-attention gets
+        handle = decoder_layers(md.lm)[split].register_forward_pre_hook(
+            lambda _m, args, kwargs: captured.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True,
+            prepend=True,
+        )
+        try:
+            hidden, cache = md._run(input_ids, mask, media, ts_positions, cache, 0, True, positions=position_ids)
+        finally:
+            handle.remove()
         logits = md.head(hidden.index_select(1, logit_index))  # (B, K, V)
-        return (logits, *_flat_cache(cache))
+        return (logits, *_flat_cache(cache), captured[0])
+
+
+def split_layer(model: nn.Module) -> int:
+    """The first decoder layer with a fusion block: every layer below it sees text only."""
+    return min(model.insertion)
 
 
 EXPORT_ATTENTION = "edge_tslm_export_sdpa"
@@ -428,6 +447,7 @@ def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
     present = [n.format(i) for i in range(n_layers) for n in (spec.PRESENT_KEY, spec.PRESENT_VALUE)]
     past = [n.format(i) for i in range(n_layers) for n in (spec.PAST_KEY, spec.PAST_VALUE)]
     cross = [n.format(i) for i, _ in fusion_blocks(model) for n in (spec.CROSS_KEY, spec.CROSS_VALUE)]
+    split = 2 * split_layer(model)  # K and V per layer
     return {
         "cross_inputs": [spec.DEC_MEDIA],
         "cross_outputs": cross,
@@ -435,7 +455,14 @@ def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
             spec.DEC_INPUT_IDS, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS, spec.DEC_LOGIT_INDEX,
             *past, *cross,
         ],
-        "decoder_outputs": [spec.DEC_LOGITS, *present],
+        "decoder_outputs": [spec.DEC_LOGITS, *present, spec.DEC_HIDDEN_SPLIT],
+        "lower_inputs": [spec.DEC_INPUT_IDS, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, *past[:split]],
+        "lower_outputs": [spec.DEC_HIDDEN_SPLIT, *present[:split]],
+        "upper_inputs": [
+            spec.DEC_HIDDEN_SPLIT, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS,
+            spec.DEC_LOGIT_INDEX, *past[split:], *cross,
+        ],
+        "upper_outputs": [spec.DEC_LOGITS, *present[split:]],
     }
 
 
@@ -511,7 +538,7 @@ def export_decoder_onnx(
         positions = torch.arange(P + T)[None].expand(B, -1)
         empty = tuple(x for _ in range(n_cache // 2) for x in (torch.zeros(B, *_kv_shape(model, 0)),) * 2)
         mask0 = torch.from_numpy(spec.causal_mask(P, B))
-        kv = graph(ids[:, :P], positions[:, :P], mask0, ts_pos, torch.tensor([P - 1]), *empty, *cross)[1:]
+        kv = graph(ids[:, :P], positions[:, :P], mask0, ts_pos, torch.tensor([P - 1]), *empty, *cross)[1:-1]  # present K/V
         example = tuple(  # clones: a view's base would be traced as an input of its own
             x.clone() for x in (
                 ids[:, P:], positions[:, P:], torch.from_numpy(spec.causal_mask(T, B)), ts_pos, torch.tensor([T - 1, 0]),
@@ -561,7 +588,8 @@ def export_decoder_onnx(
         },
         outputs={
             "cross": f"cross_key/value.{{{blocks}}} float32[B,{fh},S*N,{fd}]",
-            "decoder": f"logits float32[B,K,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},P+T,{d}]",
+            "decoder": f"logits float32[B,K,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},P+T,{d}], "
+            f"hidden_split float32[B,T,{cfg.hidden_size}] (the input of layer {split_layer(model)}, the first fusion layer)",
         },
         opset=opset,
         notes=[
@@ -584,6 +612,53 @@ def export_decoder_onnx(
             raise ParityError(f"{out_dir}: decoder parity failed: {report.parity}")
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
+
+
+def split_decoder(decoder: Any, layers: int, split: int) -> tuple[Any, Any]:
+    """decoder.onnx's ModelProto -> (lower, upper) ModelProtos cut at ``hidden_split``, the input of layer ``split``.
+
+    lower: input_ids, position_ids, attention_mask, past of layers < split -> hidden_split, their present K/V.
+    upper: hidden_split, position_ids, attention_mask, ts_positions, logit_index, past of layers >= split, cross K/V
+    -> logits, their present K/V. Together they compute what decoder.onnx does, with no node in both but the few
+    that derive positions and masks; no weight is in both unless the graph shares it (a tied embedding). A stream
+    whose per-window text does not change runs the lower graph once and the upper graph per window."""
+    from onnx.utils import Extractor
+
+    from edge_tslm.export import spec
+
+    past = [n.format(i) for i in range(layers) for n in (spec.PAST_KEY, spec.PAST_VALUE)]
+    present = [n.format(i) for i in range(layers) for n in (spec.PRESENT_KEY, spec.PRESENT_VALUE)]
+    graph_inputs = [i.name for i in decoder.graph.input]
+    if spec.DEC_HIDDEN_SPLIT not in {o.name for o in decoder.graph.output}:
+        raise ValueError(f"this decoder.onnx has no {spec.DEC_HIDDEN_SPLIT!r} output (an export before edge-tslm 0.6); re-export it")
+    cross = [n for n in graph_inputs if n.startswith("cross_")]
+    ex = Extractor(decoder)
+    k = 2 * split
+    lower = ex.extract_model([spec.DEC_INPUT_IDS, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, *past[:k]],
+                             [spec.DEC_HIDDEN_SPLIT, *present[:k]])
+    upper = ex.extract_model([spec.DEC_HIDDEN_SPLIT, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS,
+                              spec.DEC_LOGIT_INDEX, *past[k:], *cross], [spec.DEC_LOGITS, *present[k:]])
+    for part, name in ((lower, "lower"), (upper, "upper")):
+        _own_cache_shapes(part, spec.PAST_KEY.format(0 if part is lower else split))
+        produced = {o for n in part.graph.node for o in n.output} | {i.name for i in part.graph.input}
+        produced |= {t.name for t in part.graph.initializer}
+        dangling = sorted({i for n in part.graph.node for i in n.input if i and i not in produced})
+        if dangling:
+            raise ValueError(f"the {name} half of decoder.onnx reads {dangling[:4]} from the other half; it cannot be cut "
+                             f"at layer {split}")
+        del part.opset_import[:]
+        part.opset_import.extend(decoder.opset_import)
+    return lower, upper
+
+
+def _own_cache_shapes(part: Any, own_past: str) -> None:
+    """Every layer's cache has the same shape, so the exporter reads the cache length (for masks and positions)
+    from whichever past input it likes, often a layer of the other half: a Shape of another layer's past becomes a
+    Shape of ``own_past``. Any other use of a foreign input is left for split_decoder to refuse."""
+    names = {i.name for i in part.graph.input}
+    for node in part.graph.node:
+        if node.op_type == "Shape" and node.input[0].startswith("past_") and node.input[0] not in names:
+            node.input[0] = own_past
 
 
 def fuse_rms_norms(path: Path) -> int:

@@ -39,6 +39,13 @@ PAST_KEY = "past_key.{}"  # input, per decoder layer: (B, Hkv, P, d); P may be 0
 PAST_VALUE = "past_value.{}"
 PRESENT_KEY = "present_key.{}"  # output, per decoder layer: (B, Hkv, P + T, d)
 PRESENT_VALUE = "present_value.{}"
+DEC_HIDDEN_SPLIT = "hidden_split"  # (B, T, D): the input of the first fusion layer (before its cross-attention)
+# The decoder cut in two at that layer (compact exports): the layers below it never see the media, so a stream whose
+# per-window text is the same each time (series_text="none") computes their outputs once and runs only the upper graph.
+DECODER_LOWER_GRAPH = "decoder_lower.onnx"  # input_ids, position_ids, attention_mask, past of layers < split
+#                                              -> hidden_split, their present
+DECODER_UPPER_GRAPH = "decoder_upper.onnx"  # hidden_split, position_ids, attention_mask, ts_positions, logit_index,
+#                                              past of layers >= split, cross K/V -> logits, their present
 CROSS_KEY = "cross_key.{}"  # per distinct fusion block (named by its first decoder layer): (B, H, S * N, d)
 CROSS_VALUE = "cross_value.{}"
 

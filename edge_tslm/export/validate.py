@@ -143,7 +143,7 @@ def validate_decoder_onnx(
             **dict(zip(past_names, past)), **{n: np.repeat(c, tile, 0) for n, c in zip(cross_names, cross)},
         }
         assert all(v.shape[0] == B for k, v in feed.items() if k != spec.DEC_LOGIT_INDEX)
-        outs = dec.run(names["decoder_outputs"], feed)
+        outs = dec.run(names["decoder_outputs"][:-1], feed)  # logits and present K/V (not hidden_split)
         return outs[0], outs[1:]
 
     ids = batch.input_ids.numpy()

@@ -116,9 +116,11 @@ class OnnxBackend:
         providers: Sequence[str] | None = None,
         use_jinja: bool | None = None,
         memory_arena: bool = True,
+        split: bool | None = None,
     ) -> None:
         """memory_arena: onnxruntime's CPU arena (False: every activation buffer is freed after the call; a lower
-        peak RSS for a little latency)."""
+        peak RSS for a little latency). split: run the decoder as its two halves (decoder_lower.onnx +
+        decoder_upper.onnx) instead of decoder.onnx; None: when the artifact has them."""
         path = Path(path)
         graphs = ("encoder.onnx", spec.CROSS_GRAPH, spec.DECODER_GRAPH)
         if (path / "prefill.onnx").is_file() and not (path / spec.DECODER_GRAPH).is_file():
@@ -164,24 +166,41 @@ class OnnxBackend:
         prov = list(providers) if providers else ["CPUExecutionProvider"]
         self.providers = prov
         sess = lambda f: ort.InferenceSession(str(path / f), opts, providers=prov)  # noqa: E731
-        self.encoder, self.cross_sess, self.decoder = (sess(f) for f in graphs)
+        halves = (spec.DECODER_LOWER_GRAPH, spec.DECODER_UPPER_GRAPH)
+        has_halves = all((path / f).is_file() for f in halves)
+        if split and not has_halves:
+            raise BackendUnavailable(f"{path} has no {' / '.join(halves)}; re-export it with --weight-bits to get them")
+        self.split = has_halves if split is None else bool(split)
+        self.encoder, self.cross_sess = sess(graphs[0]), sess(graphs[1])
+        # The decoder: one graph, or its two halves (the lower layers never see the media). Never both: each session
+        # holds its own copy of its weights.
+        self.decoder = None if self.split else sess(spec.DECODER_GRAPH)
+        self.lower, self.upper = (sess(halves[0]), sess(halves[1])) if self.split else (None, None)
         # I/O names, read from the graphs (their order is the export's: layer by layer, key then value).
         self._cross = [o.name for o in self.cross_sess.get_outputs()]
-        self._dec_in = [i.name for i in self.decoder.get_inputs()]
-        self._dec_out = [o.name for o in self.decoder.get_outputs()]
+        dec_graphs = (self.lower, self.upper) if self.split else (self.decoder,)
+        self._dec_in = list(dict.fromkeys(i.name for g in dec_graphs for i in g.get_inputs()))
+        outs = [o.name for g in dec_graphs for o in g.get_outputs()]
         self._past_in = [n for n in self._dec_in if n.startswith("past_")]
-        self._present = [n for n in self._dec_out if n.startswith("present_")]
+        self._present = [n for n in outs if n.startswith("present_")]
+        self._dec_out = [spec.DEC_LOGITS, *self._present]  # what a call returns (never hidden_split)
         cross_in = [n for n in self._dec_in if n.startswith("cross_")]
         expect_past = [n.replace("present_", "past_", 1) for n in self._present]
-        if expect_past != self._past_in or self._cross != cross_in or self._dec_out[0] != spec.DEC_LOGITS:
-            raise BackendUnavailable(f"{path}: cross.onnx and decoder.onnx disagree on the KV layout; re-export")
-        first = self.decoder.get_inputs()[self._dec_in.index(self._past_in[0])].shape  # (B, Hkv, P, d)
+        if expect_past != self._past_in or self._cross != cross_in or spec.DEC_LOGITS not in outs:
+            raise BackendUnavailable(f"{path}: cross.onnx and the decoder graphs disagree on the KV layout; re-export")
+        if self.split:
+            self._lower_past = [i.name for i in self.lower.get_inputs() if i.name.startswith("past_")]
+            self._lower_present = {o.name for o in self.lower.get_outputs() if o.name.startswith("present_")}
+        first = dec_graphs[0].get_inputs()[[i.name for i in dec_graphs[0].get_inputs()].index(self._past_in[0])].shape
         self._kv_heads, self._head_dim = int(first[1]), int(first[3])
         self.num_latents = int(self.cfg.resampler.num_latents)
         self.dim = int(self.cfg.encoder.dim)
         self._prefix_ids: list[int] = []  # the cached prompt prefix (tokens before the first <ts>)
         self._prefix_past: list[np.ndarray] = []
         self.prefix_hits = 0
+        self._lower_key: tuple | None = None  # split: the last classify call's lower-half input, and its output
+        self._lower_hidden: np.ndarray | None = None
+        self.lower_hits = 0
 
     @classmethod
     def from_pretrained(
@@ -268,8 +287,12 @@ class OnnxBackend:
         z = np.zeros((1, self._kv_heads, 0, self._head_dim), np.float32)  # (1, Hkv, 0, d)
         return [z] * len(self._past_in)
 
-    def _run(self, ids, positions, mask, past, cross, ts, logit_index, outputs=None):
-        """One decoder call: ids/positions (T,), mask (T, T) bool, past (1, Hkv, P, d) per layer -> the outputs."""
+    def _run(self, ids, positions, mask, past, cross, ts, logit_index, outputs=None, lower_key: tuple | None = None):
+        """One decoder call: ids/positions (T,), mask (T, T) bool, past (1, Hkv, P, d) per layer -> the outputs.
+
+        Split artifacts run the lower graph, then the upper one. lower_key names everything the lower half's output
+        depends on (the cached head's ids, these ids, positions and mask): a call with the key of the previous one
+        that asks for no lower-layer K/V reuses its hidden_split and runs the upper half only."""
         T = len(ids)
         feed = {
             spec.DEC_INPUT_IDS: np.asarray(ids, np.int64).reshape(1, T),
@@ -280,7 +303,26 @@ class OnnxBackend:
             **dict(zip(self._past_in, past)),
             **dict(zip(self._cross, cross)),
         }
-        return self.decoder.run(outputs or self._dec_out, feed)
+        want = list(outputs or self._dec_out)
+        if not self.split:
+            return self.decoder.run(want, feed)
+        got: dict[str, Any] = {}
+        low_names = [spec.DEC_HIDDEN_SPLIT] + [n for n in want if n in self._lower_present]
+        if lower_key is not None and len(low_names) == 1 and lower_key == self._lower_key:
+            hidden = self._lower_hidden
+            self.lower_hits += 1
+        else:
+            low_in = {i.name for i in self.lower.get_inputs()}
+            low = self.lower.run(low_names, {k: v for k, v in feed.items() if k in low_in})
+            hidden = low[0]  # (1, T, D)
+            got.update(zip(low_names[1:], low[1:]))
+            if lower_key is not None:
+                self._lower_key, self._lower_hidden = lower_key, hidden
+        up_in = {i.name for i in self.upper.get_inputs()}
+        up_names = [n for n in want if n not in got]
+        up = self.upper.run(up_names, {**{k: v for k, v in feed.items() if k in up_in}, spec.DEC_HIDDEN_SPLIT: hidden})
+        got.update(zip(up_names, up))
+        return [got[n] for n in want]
 
     def _cached_prefix(self, ids: list[int], free: int, shrink: bool = True) -> tuple[int, list[np.ndarray] | None]:
         """(n, past K/V of ids[:n]) for the cached head this prompt shares, or (0, None) on a miss.
@@ -328,7 +370,8 @@ class OnnxBackend:
         logit_index = [R - 1] + [R + i for i in range(len(nodes))]
         want = list(outputs or self._dec_out)
         run_out = self._dec_out if store else want
-        outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, run_out)
+        lower_key = (tuple(ids[:n]), tuple(rest + nodes), tuple(positions), mask.tobytes()) if trie else None
+        outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, run_out, lower_key)
         if store:  # the head's K/V are the first `free` positions of this call's present K/V
             self._prefix_ids = list(ids[:free])
             self._prefix_past = [np.ascontiguousarray(a[:, :, :free]) for a in outs[1:]]
@@ -375,28 +418,46 @@ class OnnxBackend:
         logits, past, length = outs[0][0, 0], outs[1:], len(ids)
         t1 = time.perf_counter()
         out: list[int] = []
-        binding = self.decoder.io_binding()
         const = {spec.DEC_ATTENTION_MASK: np.ones((1, 1, 1, 1), bool), spec.DEC_TS_POSITIONS: ts,
                  spec.DEC_LOGIT_INDEX: np.zeros(1, np.int64), **dict(zip(self._cross, cross))}
-        for name, value in const.items():
-            binding.bind_cpu_input(name, value)
+        # One (session, binding, its past inputs, its outputs) per graph the step runs: decoder.onnx, or the lower
+        # half then the upper one (hidden_split passed between them as an OrtValue, never through numpy).
+        if self.split:
+            upper_past = [n for n in self._past_in if n not in set(self._lower_past)]
+            lower_out = [spec.DEC_HIDDEN_SPLIT, *[n for n in self._present if n in self._lower_present]]
+            upper_out = [spec.DEC_LOGITS, *[n for n in self._present if n not in self._lower_present]]
+            stages = [(self.lower, self._lower_past, lower_out), (self.upper, upper_past, upper_out)]
+        else:
+            stages = [(self.decoder, self._past_in, self._dec_out)]
+        bound = []
+        for sess, past_names, out_names in stages:
+            binding = sess.io_binding()
+            names = {i.name for i in sess.get_inputs()}
+            for name, value in const.items():
+                if name in names:
+                    binding.bind_cpu_input(name, value)
+            bound.append((sess, binding, names, past_names, out_names))
         for _ in range(int(max_new_tokens)):
             nxt = int(np.argmax(logits))
             if stop and nxt in self.stop_ids:
                 break
             out.append(nxt)
-            binding.bind_cpu_input(spec.DEC_INPUT_IDS, np.array([[nxt]], np.int64))
-            binding.bind_cpu_input(spec.DEC_POSITION_IDS, np.array([[length]], np.int64))
-            for name, value in zip(self._past_in, past):
-                if isinstance(value, np.ndarray):
-                    binding.bind_cpu_input(name, value)
-                else:
-                    binding.bind_ortvalue_input(name, value)
-            for name in self._dec_out:
-                binding.bind_output(name, "cpu")
-            self.decoder.run_with_iobinding(binding)
-            res = binding.get_outputs()
-            logits, past, length = res[0].numpy()[0, 0], res[1:], length + 1
+            step = {spec.DEC_INPUT_IDS: np.array([[nxt]], np.int64), spec.DEC_POSITION_IDS: np.array([[length]], np.int64),
+                    **dict(zip(self._past_in, past))}
+            results: dict[str, Any] = {}
+            for sess, binding, names, past_names, out_names in bound:
+                for name in names & (set(step) | set(results)):
+                    value = results.get(name, step.get(name))
+                    if isinstance(value, np.ndarray):
+                        binding.bind_cpu_input(name, value)
+                    else:
+                        binding.bind_ortvalue_input(name, value)
+                for name in out_names:
+                    binding.bind_output(name, "cpu")
+                sess.run_with_iobinding(binding)
+                results.update(zip(out_names, binding.get_outputs()))
+            logits, length = results[spec.DEC_LOGITS].numpy()[0, 0], length + 1
+            past = [results[n] for n in self._present]
         t2 = time.perf_counter()
         self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out))}
         return self.tokenizer.decode(out, skip_special_tokens=True)
