@@ -157,3 +157,17 @@ def test_train_records_the_chosen_text_layout(tmp_path):
                  "--steps", "1", "--batch-size", "2", "--series-features", "rr")
     assert res.exit_code == 0, res.output
     assert read_config(tmp_path / "run" / "stage1-tsqa" / "best").series_features == "rr"
+
+
+def test_train_refuses_series_text_none_without_the_scale_token(tmp_path):
+    res = invoke("train", "--out", tmp_path / "run", "--backbone", "tiny-llama", "--series-text", "none")
+    assert res.exit_code != 0
+    assert "--scale-token" in res.output
+
+
+def test_train_with_the_scale_token_records_it_and_the_numberless_text(tmp_path):
+    res = invoke("train", "--out", tmp_path / "run", "--task", "tsqa", "--stages", "tsqa", "--backbone", "tiny-llama",
+                 "--steps", "1", "--batch-size", "2", "--series-text", "none", "--scale-token", "--question-first")
+    assert res.exit_code == 0, res.output
+    cfg = read_config(tmp_path / "run" / "stage1-tsqa" / "best")
+    assert cfg.encoder.scale_token and cfg.series_text == "none" and cfg.question_first

@@ -25,12 +25,18 @@ def train(
         help="recompute activations in the backward: training memory barely grows with text or series length, ~1 more forward")] = False,
     series_features: Annotated[Optional[str], typer.Option(
         help="measured numbers in the final task's text: '' (none), rr or beats; default: the task's (ecg_rhythm: rr)")] = None,
+    series_text: Annotated[Optional[str], typer.Option(
+        help="how the final task describes each series: full, short or none (none needs --scale-token)")] = None,
+    question_first: Annotated[bool, typer.Option(
+        help="the final task's question before the series (a stream then caches it with the prompt head)")] = False,
+    scale_token: Annotated[bool, typer.Option(
+        help="Flamingo: the encoder reads each series' mean and std as a vector instead of from the text")] = False,
     export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
 ) -> None:
     """Train at full precision; each stage starts from the previous stage's best checkpoint."""
     import shutil
 
-    from edge_tslm.config import TSLMConfig
+    from edge_tslm.config import EncoderConfig, TSLMConfig
     from edge_tslm.model import build_model
     from edge_tslm.train.loop import TrainConfig
     from edge_tslm.train.recipe import run_curriculum
@@ -42,7 +48,20 @@ def train(
         if series_features not in SERIES_FEATURES:
             raise typer.BadParameter(f"{series_features!r} is not a text layout; use one of {SERIES_FEATURES}",
                                      param_hint="--series-features")
-    model = build_model(TSLMConfig(variant=variant, backbone=backbone))
+    if series_text is not None:
+        from edge_tslm.prompts import SERIES_TEXTS
+
+        if series_text not in SERIES_TEXTS:
+            raise typer.BadParameter(f"{series_text!r} is not a series text; use one of {SERIES_TEXTS}", param_hint="--series-text")
+    if series_text == "none" and not scale_token:
+        raise typer.BadParameter("'none' leaves each series' mean and std out of the text: add --scale-token so the "
+                                 "encoder reads them", param_hint="--series-text")
+    if scale_token and variant != "flamingo":
+        raise typer.BadParameter("the scale token is a Flamingo encoder option", param_hint="--scale-token")
+    layout = {k: v for k, v in (("series_features", series_features), ("series_text", series_text)) if v is not None}
+    if question_first:
+        layout["question_first"] = True
+    model = build_model(TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token)))
     res = run_curriculum(
         model,
         names,
@@ -50,7 +69,7 @@ def train(
         data_paths={task: str(data)} if data else None,
         train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60,
                               activation_checkpointing=activation_checkpointing),
-        stage_layout={names[-1]: {"series_features": series_features}} if series_features is not None else None,
+        stage_layout={names[-1]: layout} if layout else None,
     )
     best = out / f"stage{len(names)}-{names[-1]}" / "best"
     if export:
