@@ -96,7 +96,7 @@ def write_markdown() -> None:
         m = r["metrics"]
         af = m["per_class_f1"].get("atrial fibrillation")
         lines.append(
-            f"| {r['task']}{'' if not r.get('subset') else ' (' + str(r['subset']['per_class']) + '/class subset)'} | {Path(r['model']).name} ({r['variant']}) | {r['precision']} | {r['backbone']} | {m['mode']} | {m['n']} | "
+            f"| {r['task']}{'' if not r.get('subset') else ' (' + str(r['subset']['per_class']) + '/class subset)'} | {r.get('label') or Path(r['model']).name} ({r['variant']}) | {r['precision']} | {r['backbone']} | {m['mode']} | {m['n']} | "
             f"{m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m.get('challenge_score', float('nan')):.4f} | "
             f"{'' if af is None else f'{af:.4f}'} | {r['ms_per_sample']} | {r['machine']['cpu']}, {r['torch_threads']} threads |"
         )

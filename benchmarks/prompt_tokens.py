@@ -36,7 +36,7 @@ LAYOUTS = (
     ("har", "full text, question last (models/flamingo-har)", "flamingo-har", {}),
     ("har", "full text, question first", "flamingo-har", {"question_first": True}),
     ("har", "short text, question first (models/flamingo-har-short)", "flamingo-har-short", {}),
-    ("har", "no numbers (scale token), question first", "flamingo-har-short",
+    ("har", "no numbers (scale embedding), question first", "flamingo-har-short",
      {"series_text": "none", "encoder": {"scale_token": True}}),
     ("ecg_rhythm", "no measured text, question last (models/flamingo-ecg)", "flamingo-ecg", {}),
     ("ecg_rhythm", "rr text, question first (models/flamingo-ecg-rr)", "flamingo-ecg-rr", {}),

@@ -16,9 +16,10 @@ class EncoderConfig:
     conv_layers: int = 2  # residual Conv1d(k=5) layers over patches: local context at any length
     max_series: int = 16  # series identity embeddings (a sample may hold up to this many series)
     dropout: float = 0.0
-    # The encoder takes the series as recorded, z-normalises it itself and adds one "scale token" made from each
-    # series' mean and std: the numbers a "full"/"short" description writes as text reach the resampler as a vector
-    # instead, so the text can drop them (series_text="none") and a stream prefills fewer tokens per window.
+    # The encoder takes the series as recorded, z-normalises it itself and adds an embedding of each series' mean and
+    # std to its patches (model.encoder.ScaleEmbedding): the numbers a "full"/"short" description writes as text reach
+    # the resampler as a vector instead, so the text can drop them (series_text="none") and a stream prefills fewer
+    # tokens per window.
     scale_token: bool = False
 
 
@@ -133,7 +134,7 @@ class TSLMConfig:
         if self.series_text == "none" and not self.encoder.scale_token:
             raise ValueError(
                 'series_text "none" leaves each series\' mean and std out of the text, so only a model whose encoder reads '
-                "them (encoder.scale_token=True) may use it; pick \"full\" or \"short\", or build the model with a scale token"
+                "them (encoder.scale_token=True) may use it; pick \"full\" or \"short\", or build the model with encoder.scale_token"
             )
 
     def replace(self, **changes: Any) -> "TSLMConfig":

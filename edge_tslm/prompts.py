@@ -56,7 +56,7 @@ def format_number(x: float, digits: int = 3) -> str:
 SERIES_FEATURES = ("", "rr", "beats")
 # How each channel is described: "full" says duration, rate, mean and std (3 digits); "short" only mean (3 digits)
 # and std (2 digits); "none" only its name (and any measured text): the series then goes to the encoder as recorded and
-# the encoder's scale token reads its mean and std (EncoderConfig.scale_token). A stream pays for every per-window
+# the encoder's scale embedding reads its mean and std (EncoderConfig.scale_token). A stream pays for every per-window
 # token: HAR's 125 become 72 with "short" and the question first (benchmarks/prompt_tokens.py), fewer still with "none".
 SERIES_TEXTS = ("full", "short", "none")
 

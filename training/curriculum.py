@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--series-text", default="", help="per stage, how each series is described: full | short | none, e.g. har=short "
                     "(none needs --scale-token)")
     ap.add_argument("--scale-token", action="store_true",
-                    help="Flamingo: the encoder reads each series' mean and std as a vector (a scale token) instead of the text")
+                    help="Flamingo: the encoder reads each series' mean and std as a vector (an embedding added to its patches) instead of the text")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
     ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")

@@ -57,7 +57,7 @@ def train(
         raise typer.BadParameter("'none' leaves each series' mean and std out of the text: add --scale-token so the "
                                  "encoder reads them", param_hint="--series-text")
     if scale_token and variant != "flamingo":
-        raise typer.BadParameter("the scale token is a Flamingo encoder option", param_hint="--scale-token")
+        raise typer.BadParameter("the scale embedding (--scale-token) is a Flamingo encoder option", param_hint="--scale-token")
     layout = {k: v for k, v in (("series_features", series_features), ("series_text", series_text)) if v is not None}
     if question_first:
         layout["question_first"] = True

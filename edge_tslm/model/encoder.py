@@ -99,19 +99,25 @@ def masked_znormalize(series: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
     return centred / std[:, None] * varies[:, None], mean, std
 
 
-class ScaleToken(nn.Module):
-    """A series' mean and std (what z-normalisation removes) -> one extra embedding beside its patches.
+class ScaleEmbedding(nn.Module):
+    """A series' mean and std (what z-normalisation removes) -> one embedding added to each of its patches.
 
-    asinh(mean) and log(std) keep g, mV and raw ADC counts in a range an MLP handles; the output layer starts at zero,
-    so a model loaded from an adapter trained without the token starts out unchanged by it."""
+    asinh(mean) and log(std)/4 keep g, mV and raw ADC counts near [-3, 3]; sin/cos of them at six octaves make a
+    0.1 g change in an axis' mean (sitting vs standing: the phone's tilt) a large change of the input, which one
+    MLP layer over the raw pair barely resolves (a first version, one extra token from an MLP of the pair alone, left
+    HAR's sitting vs standing at chance). Added to every patch, so every latent sees it. The output layer starts at
+    zero: a model loaded from an adapter trained without it starts out unchanged."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, octaves: int = 6):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        self.register_buffer("freqs", (2.0 ** torch.arange(octaves, dtype=torch.float32)) * (math.pi / 4), persistent=False)
+        self.proj = nn.Sequential(nn.Linear(2 + 4 * octaves, dim), nn.GELU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.proj[2].weight)
+        nn.init.zeros_(self.proj[2].bias)
 
     def forward(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """mean, std: (K,) -> (K, 1, D)."""
-        feats = torch.stack([torch.asinh(mean), torch.log(std)], dim=-1)  # (K, 2)
-        return self.mlp(feats)[:, None, :]  # (K, 1, D)
+        """mean, std: (K,) -> (K, 1, D), to add to the (K, P, D) patch embeddings."""
+        f = torch.stack([torch.asinh(mean), torch.log(std) / 4], dim=-1)  # (K, 2)
+        ang = f[:, :, None] * self.freqs  # (K, 2, F)
+        feats = torch.cat([f, torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], dim=-1)  # (K, 2 + 4F)
+        return self.proj(feats)[:, None, :]  # (K, 1, D)

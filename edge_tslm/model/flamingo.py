@@ -12,7 +12,7 @@ from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
-from edge_tslm.model.encoder import PatchEncoder, ScaleToken, check_series_lengths, masked_znormalize
+from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.resampler import PerceiverResampler
 from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
@@ -23,13 +23,13 @@ ABSENT = 1 << 30  # <ts> position of a series a sample does not have: no token e
 class SeriesEncoder(CheckpointableBlock):
     """Encoder + resampler: one series of any length -> num_latents vectors. This is the exported graph.
     Checkpointed as one block, one series per call (encode_media), when activation checkpointing is on.
-    With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale token."""
+    With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding."""
 
     def __init__(self, enc: EncoderConfig, res: ResamplerConfig):
         super().__init__()
         self.encoder = PatchEncoder(enc)
         self.resampler = PerceiverResampler(enc.dim, res)
-        self.scale = ScaleToken(enc.dim) if enc.scale_token else None
+        self.scale = ScaleEmbedding(enc.dim) if enc.scale_token else None
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor) -> torch.Tensor:
         """series, mask: (K, L); series_index: (K,) -> latents (K, N, D)."""
@@ -38,8 +38,7 @@ class SeriesEncoder(CheckpointableBlock):
             return self.resampler(h, patch_mask)
         normed, mean, std = masked_znormalize(series, mask)  # (K, L), (K,), (K,)
         h, patch_mask = self.encoder(normed, mask, series_index)  # (K, P, D), (K, P)
-        h = torch.cat([h, self.scale(mean, std).to(h.dtype)], dim=1)  # (K, P + 1, D)
-        patch_mask = torch.cat([patch_mask, patch_mask.new_ones(patch_mask.shape[0], 1)], dim=1)  # (K, P + 1)
+        h = h + self.scale(mean, std).to(h.dtype)  # (K, P, D): every patch carries its series' scale
         return self.resampler(h, patch_mask)
 
 

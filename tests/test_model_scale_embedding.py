@@ -1,5 +1,5 @@
-"""The scale token: a Flamingo encoder that reads each series as recorded, z-normalises it in its own graph and
-adds one embedding of the series' mean and std (EncoderConfig.scale_token, series_text="none")."""
+"""The scale embedding: a Flamingo encoder that reads each series as recorded, z-normalises it in its own graph and
+adds an embedding of the series' mean and std to each of its patches (EncoderConfig.scale_token, series_text="none")."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from edge_tslm.config import EncoderConfig  # noqa: E402
 def _scale_model(seed: int = 0):
     m = build_tiny("flamingo", "tiny-llama", seed=seed, encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True),
                    series_text="none")
-    with torch.no_grad():  # a trained token: the zero-initialised output layer would hide the scale
-        torch.nn.init.normal_(m.series_encoder.scale.mlp[2].weight, std=0.5)
+    with torch.no_grad():  # a trained embedding: the zero-initialised output layer would hide the scale
+        torch.nn.init.normal_(m.series_encoder.scale.proj[2].weight, std=0.5)
     return m
 
 
@@ -43,17 +43,23 @@ def test_masked_znormalize_is_the_numpy_znormalize_on_each_rows_real_samples():
     assert not normed[2].any(), "a flat channel becomes zeros, as znormalize makes it"
 
 
-def test_a_fresh_scale_token_is_zero_so_an_adapter_trained_without_it_loads_unchanged_in_meaning():
+def test_a_fresh_scale_embedding_is_zero_so_an_adapter_trained_without_it_gives_the_same_latents():
+    from edge_tslm.model.encoder import masked_znormalize
+
     m = build_tiny("flamingo", "tiny-llama", encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True))
-    tok = m.series_encoder.scale(torch.tensor([0.5, -3.0]), torch.tensor([0.02, 40.0]))
-    assert tok.shape == (2, 1, 32) and not tok.any()
+    emb = m.series_encoder.scale(torch.tensor([0.5, -3.0]), torch.tensor([0.02, 40.0]))
+    assert emb.shape == (2, 1, 32) and not emb.any()
     plain = build_tiny("flamingo", "tiny-llama", series_text="full")
     missing, unexpected = m.load_state_dict(plain.state_dict(), strict=False)
     assert missing and all(k.startswith("series_encoder.scale.") for k in missing) and not unexpected
+    x = torch.randn(2, 40) * 0.3 + 1.0
+    mask, idx = torch.ones(2, 40, dtype=torch.bool), torch.tensor([0, 1])
+    with torch.no_grad():  # raw series into the scale model == its z-normalised form into the plain one
+        torch.testing.assert_close(m.series_encoder(x, mask, idx), plain.series_encoder(masked_znormalize(x, mask)[0], mask, idx))
 
 
-def test_the_encoder_sees_the_scale_only_through_the_token():
-    """Offset and gain change the latents with the token, and nothing at all once the token is zeroed:
+def test_the_encoder_sees_the_scale_only_through_the_scale_embedding():
+    """Offset and gain change the latents with the embedding, and nothing at all once it is zeroed:
     the patches see the same z-normalised shape."""
     m = _scale_model()
     enc = m.series_encoder
@@ -64,12 +70,12 @@ def test_the_encoder_sees_the_scale_only_through_the_token():
     with torch.no_grad():
         a, b = enc(x, mask, idx), enc(3.0 * x + 1.0, mask, idx)
         assert (a - b).abs().max() > 1e-3, "the scale must reach the latents"
-        enc.scale.mlp[2].weight.zero_()
+        enc.scale.proj[2].weight.zero_()
         a, b = enc(x, mask, idx), enc(3.0 * x + 1.0, mask, idx)
     assert (a - b).abs().max() < 1e-4
 
 
-def test_scale_token_trains_and_the_text_carries_no_numbers():
+def test_scale_embedding_trains_and_the_text_carries_no_numbers():
     from edge_tslm.data.hapt import HAR_TASK
     from edge_tslm.data.sample import Sample
     from edge_tslm.model.batch import collate
@@ -88,11 +94,11 @@ def test_scale_token_trains_and_the_text_carries_no_numbers():
     for blk in m.xattn.values():  # open the gates so the media reach the loss
         blk.attn_gate.data.fill_(1.0)
     m.loss(batch).backward()
-    grad = m.series_encoder.scale.mlp[0].weight.grad
+    grad = m.series_encoder.scale.proj[0].weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
 
-def test_scale_token_encoder_exports_to_onnx_and_matches_eager(tmp_path):
+def test_scale_embedding_encoder_exports_to_onnx_and_matches_eager(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from edge_tslm.constants import ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK
