@@ -69,8 +69,8 @@ class _LossModule(torch.nn.Module):
 
 def bf16_is_fast(device: torch.device) -> bool:
     """False (with a warning) on a CPU without bf16 instructions (AVX512-BF16 or AMX): torch emulates bf16 there, and
-    a SmolLM2 Flamingo step ran ~20x slower under bf16 autocast than in fp32 (AMD EPYC, AVX2 only: 50-113 s against
-    1.9-4.0 s a step of 8). The run then trains in fp32, which is what bf16 approximates."""
+    a SmolLM2 Flamingo step runs many times slower under bf16 autocast than in fp32 (`benchmarks/train_step_time.py`,
+    `benchmarks/results/train_step_time.md`). The run then trains in fp32, which is what bf16 approximates."""
     if device.type != "cpu":
         return True
     from edge_tslm.machine import machine_cpu_isa
@@ -79,7 +79,8 @@ def bf16_is_fast(device: torch.device) -> bool:
     if isa is None or {"avx512_bf16", "amx_tile"} & set(isa):
         return True  # unknown CPU (no /proc/cpuinfo, e.g. macOS): do as asked
     warnings.warn(f"bf16 autocast requested, but this CPU has no bf16 instructions (ISA: {', '.join(isa) or 'no AVX2'}); "
-                  "torch would emulate bf16 about 20x slower than fp32, so this run trains in fp32", stacklevel=3)
+                  "torch would emulate it, many times slower than fp32 (benchmarks/results/train_step_time.md), so this run "
+                  "trains in fp32", stacklevel=3)
     return False
 
 
