@@ -74,14 +74,14 @@ def section_memory(r: dict | None, name: str = "memory_scaling") -> list[str]:
     return out
 
 
-def section_opentslm(r: dict | None) -> list[str]:
-    out = ["#### OpenTSLM-style decision vs the classify path (HAR)", ""]
+def section_opentslm(r: dict | None, name: str = "opentslm_vs_classify", title: str = "") -> list[str]:
+    out = [f"#### OpenTSLM-style decision vs the classify path (HAR){title}", ""]
     if r is None:
         return out + ["Not run yet: `python benchmarks/opentslm_vs_classify.py`.", ""]
     s = r["subset"]
     out += [f"`{r['command']}` — the same {s['n']} HAPT test windows ({s['per_class']}/class, seed {s['seed']}), "
             f"{r['threads']} thread(s), {_machine(r['machine'])}, load average {r['machine'].get('load_avg_1min_at_start')} "
-            f"(shared machine); [details](benchmarks/results/opentslm_vs_classify.md).", "",
+            f"(shared machine); [details](benchmarks/results/{name}.md).", "",
             "| path | macro-F1 | ms/decision p50 | speed-up vs OpenTSLM-style | F1 − OpenTSLM-style (points) |",
             "|---|---:|---:|---:|---:|"]
     for p in r["paths"]:
@@ -157,6 +157,8 @@ def render(results: Path = RESULTS) -> str:
     if (results / "memory_scaling_ckpt.json").exists():
         lines += section_memory(_load(results, "memory_scaling_ckpt.json"), "memory_scaling_ckpt")
     lines += section_opentslm(_load(results, "opentslm_vs_classify.json"))
+    for extra in sorted(results.glob("opentslm_vs_classify_*.json")):
+        lines += section_opentslm(_load(results, extra.name), extra.stem, f", {extra.stem.split('_')[-1]}")
     lines += section_patch(_load(results, "patch_len.json"))
     lines += section_bench(_load(results, "bench.json"))
     for sub in sorted(p.parent.name for p in results.glob("bench_*/bench.json")):

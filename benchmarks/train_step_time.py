@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -67,13 +68,13 @@ def main() -> dict:
 
 def markdown(res: dict) -> str:
     m = res["machine"]
-    fp32 = sorted(res["rows"]["fp32"])[len(res["rows"]["fp32"]) // 2]
+    fp32 = statistics.median(res["rows"]["fp32"])
     lines = ["# Training-step time: fp32 vs bf16 autocast on this CPU", "",
              f"`{res['command'].strip()}`; {m['cpu']}, {res['threads']} threads, batch {res['batch_size']}, "
              f"SmolLM2-135M Flamingo on HAPT validation windows; seconds per step (warm-up step not counted).", "",
              "| dtype | steps (s) | median (s) | × fp32 |", "|---|---|---:|---:|"]
     for dtype, ts in res["rows"].items():
-        med = sorted(ts)[len(ts) // 2]
+        med = statistics.median(ts)
         lines.append(f"| {dtype} | {', '.join(f'{t:.2f}' for t in ts)} | {med:.2f} | {med / fp32:.1f} |")
     return "\n".join(lines) + "\n"
 

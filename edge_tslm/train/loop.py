@@ -101,22 +101,16 @@ def train(
     """Train the model's adapter in place; the best (lowest validation loss) artifact lands in out_dir/best.
     Activation checkpointing (cfg.activation_checkpointing) is switched off again however training ends."""
     if not cfg.activation_checkpointing:
-        return _train(model, train_examples, val_examples, cfg, metrics_extra=metrics_extra)
+        return _train(model, train_examples, val_examples, cfg, metrics_extra)
     model.set_activation_checkpointing(True)
     try:
-        return _train(model, train_examples, val_examples, cfg, metrics_extra=metrics_extra)
+        return _train(model, train_examples, val_examples, cfg, metrics_extra)
     finally:
         model.set_activation_checkpointing(False)
 
 
-def _train(
-    model,
-    train_examples: Sequence[Example],
-    val_examples: Sequence[Example] = (),
-    cfg: TrainConfig = TrainConfig(),
-    *,
-    metrics_extra: dict | None = None,
-) -> dict:
+def _train(model, train_examples: Sequence[Example], val_examples: Sequence[Example], cfg: TrainConfig,
+           metrics_extra: dict | None) -> dict:
     """The loop itself; see train."""
     rank, world = _dist()
     _seed(cfg.seed)
