@@ -31,7 +31,7 @@ def profile(model: str, tokens: int, steps: int) -> dict:
     from edge_tslm.machine import machine
     from edge_tslm.runtime.onnx_backend import OnnxBackend
 
-    be = OnnxBackend.from_pretrained(model, threads=1)
+    be = OnnxBackend(model, threads=1, split=False)  # the one-graph decoder.onnx, which this profiles
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     opts.enable_mem_pattern = False  # as the backend

@@ -189,9 +189,10 @@ class OnnxBackend:
         if expect_past != self._past_in or self._cross != cross_in or spec.DEC_LOGITS not in outs:
             raise BackendUnavailable(f"{path}: cross.onnx and the decoder graphs disagree on the KV layout; re-export")
         if self.split:
-            self._lower_past = [i.name for i in self.lower.get_inputs() if i.name.startswith("past_")]
+            self._lower_in = {i.name for i in self.lower.get_inputs()}
+            self._upper_in = {i.name for i in self.upper.get_inputs()}
             self._lower_present = {o.name for o in self.lower.get_outputs() if o.name.startswith("present_")}
-        first = dec_graphs[0].get_inputs()[[i.name for i in dec_graphs[0].get_inputs()].index(self._past_in[0])].shape
+        first = {i.name: i.shape for g in dec_graphs for i in g.get_inputs()}[self._past_in[0]]  # (B, Hkv, P, d)
         self._kv_heads, self._head_dim = int(first[1]), int(first[3])
         self.num_latents = int(self.cfg.resampler.num_latents)
         self.dim = int(self.cfg.encoder.dim)
@@ -312,15 +313,13 @@ class OnnxBackend:
             hidden = self._lower_hidden
             self.lower_hits += 1
         else:
-            low_in = {i.name for i in self.lower.get_inputs()}
-            low = self.lower.run(low_names, {k: v for k, v in feed.items() if k in low_in})
+            low = self.lower.run(low_names, {k: v for k, v in feed.items() if k in self._lower_in})
             hidden = low[0]  # (1, T, D)
             got.update(zip(low_names[1:], low[1:]))
             if lower_key is not None:
                 self._lower_key, self._lower_hidden = lower_key, hidden
-        up_in = {i.name for i in self.upper.get_inputs()}
         up_names = [n for n in want if n not in got]
-        up = self.upper.run(up_names, {**{k: v for k, v in feed.items() if k in up_in}, spec.DEC_HIDDEN_SPLIT: hidden})
+        up = self.upper.run(up_names, {**{k: v for k, v in feed.items() if k in self._upper_in}, spec.DEC_HIDDEN_SPLIT: hidden})
         got.update(zip(up_names, up))
         return [got[n] for n in want]
 
@@ -420,23 +419,21 @@ class OnnxBackend:
         out: list[int] = []
         const = {spec.DEC_ATTENTION_MASK: np.ones((1, 1, 1, 1), bool), spec.DEC_TS_POSITIONS: ts,
                  spec.DEC_LOGIT_INDEX: np.zeros(1, np.int64), **dict(zip(self._cross, cross))}
-        # One (session, binding, its past inputs, its outputs) per graph the step runs: decoder.onnx, or the lower
-        # half then the upper one (hidden_split passed between them as an OrtValue, never through numpy).
+        # One (session, binding, its inputs, its outputs) per graph the step runs: decoder.onnx, or the lower half
+        # then the upper one (hidden_split passed between them as an OrtValue, never through numpy).
         if self.split:
-            upper_past = [n for n in self._past_in if n not in set(self._lower_past)]
             lower_out = [spec.DEC_HIDDEN_SPLIT, *[n for n in self._present if n in self._lower_present]]
             upper_out = [spec.DEC_LOGITS, *[n for n in self._present if n not in self._lower_present]]
-            stages = [(self.lower, self._lower_past, lower_out), (self.upper, upper_past, upper_out)]
+            stages = [(self.lower, self._lower_in, lower_out), (self.upper, self._upper_in, upper_out)]
         else:
-            stages = [(self.decoder, self._past_in, self._dec_out)]
+            stages = [(self.decoder, set(self._dec_in), self._dec_out)]
         bound = []
-        for sess, past_names, out_names in stages:
+        for sess, names, out_names in stages:
             binding = sess.io_binding()
-            names = {i.name for i in sess.get_inputs()}
             for name, value in const.items():
                 if name in names:
                     binding.bind_cpu_input(name, value)
-            bound.append((sess, binding, names, past_names, out_names))
+            bound.append((sess, binding, names, out_names))
         for _ in range(int(max_new_tokens)):
             nxt = int(np.argmax(logits))
             if stop and nxt in self.stop_ids:
@@ -445,7 +442,7 @@ class OnnxBackend:
             step = {spec.DEC_INPUT_IDS: np.array([[nxt]], np.int64), spec.DEC_POSITION_IDS: np.array([[length]], np.int64),
                     **dict(zip(self._past_in, past))}
             results: dict[str, Any] = {}
-            for sess, binding, names, past_names, out_names in bound:
+            for sess, binding, names, out_names in bound:
                 for name in names & (set(step) | set(results)):
                     value = results.get(name, step.get(name))
                     if isinstance(value, np.ndarray):
