@@ -447,7 +447,6 @@ def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
     present = [n.format(i) for i in range(n_layers) for n in (spec.PRESENT_KEY, spec.PRESENT_VALUE)]
     past = [n.format(i) for i in range(n_layers) for n in (spec.PAST_KEY, spec.PAST_VALUE)]
     cross = [n.format(i) for i, _ in fusion_blocks(model) for n in (spec.CROSS_KEY, spec.CROSS_VALUE)]
-    split = 2 * split_layer(model)  # K and V per layer
     return {
         "cross_inputs": [spec.DEC_MEDIA],
         "cross_outputs": cross,
@@ -455,14 +454,7 @@ def decoder_io_names(model: nn.Module) -> dict[str, list[str]]:
             spec.DEC_INPUT_IDS, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS, spec.DEC_LOGIT_INDEX,
             *past, *cross,
         ],
-        "decoder_outputs": [spec.DEC_LOGITS, *present, spec.DEC_HIDDEN_SPLIT],
-        "lower_inputs": [spec.DEC_INPUT_IDS, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, *past[:split]],
-        "lower_outputs": [spec.DEC_HIDDEN_SPLIT, *present[:split]],
-        "upper_inputs": [
-            spec.DEC_HIDDEN_SPLIT, spec.DEC_POSITION_IDS, spec.DEC_ATTENTION_MASK, spec.DEC_TS_POSITIONS,
-            spec.DEC_LOGIT_INDEX, *past[split:], *cross,
-        ],
-        "upper_outputs": [spec.DEC_LOGITS, *present[split:]],
+        "decoder_outputs": [spec.DEC_LOGITS, *present, spec.DEC_HIDDEN_SPLIT],  # the halves: split_decoder
     }
 
 

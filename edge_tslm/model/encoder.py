@@ -102,10 +102,10 @@ def masked_znormalize(series: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
 class ScaleEmbedding(nn.Module):
     """A series' mean and std (what z-normalisation removes) -> one embedding added to each of its patches.
 
-    asinh(mean) and log(std)/4 keep g, mV and raw ADC counts near [-3, 3]; sin/cos of them at six octaves make a
-    0.1 g change in an axis' mean (sitting vs standing: the phone's tilt) a large change of the input, which one
-    MLP layer over the raw pair barely resolves (a first version, one extra token from an MLP of the pair alone, left
-    HAR's sitting vs standing at chance). Added to every patch, so every latent sees it. The output layer starts at
+    asinh(mean) and log(std)/4 keep g, mV and raw ADC counts in a small range; sin/cos of them at six octaves turn a
+    0.1 g change in an axis' mean (sitting vs standing: the phone's tilt) into a large change of the input (a first
+    version, one extra token from an MLP of the raw pair, left HAR's sitting vs standing at chance:
+    benchmarks/results/tslm_flamingo-har-scale_pc25_v1-token.json). Added to every patch, so every latent sees it. The output layer starts at
     zero: a model loaded from an adapter trained without it starts out unchanged."""
 
     def __init__(self, dim: int, octaves: int = 6):
@@ -115,9 +115,9 @@ class ScaleEmbedding(nn.Module):
         nn.init.zeros_(self.proj[2].weight)
         nn.init.zeros_(self.proj[2].bias)
 
-    # The patches it is added to are LayerNorm'd (norm ~ sqrt(D) = 16 at D = 256); from a zero start, AdamW's ~lr-sized
-    # steps left the embedding at norm ~2 after 100 steps (lr 3e-4) and the sitting/standing difference at ~0.2. The
-    # gain makes each step move it GAIN times as far.
+    # The patches it is added to are LayerNorm'd (norm ~ sqrt(D)); from a zero start, AdamW's lr-sized steps grow the
+    # embedding slowly beside them (training/README.md: without the gain, sitting vs standing had not moved after 100
+    # steps). The gain makes each step move it GAIN times as far.
     GAIN = 8.0
 
     def forward(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -369,7 +369,7 @@ class OnnxBackend:
         logit_index = [R - 1] + [R + i for i in range(len(nodes))]
         want = list(outputs or self._dec_out)
         run_out = self._dec_out if store else want
-        lower_key = (tuple(ids[:n]), tuple(rest + nodes), tuple(positions), mask.tobytes()) if trie else None
+        lower_key = (tuple(ids[:n]), tuple(rest + nodes), tuple(positions), mask.tobytes()) if trie and self.split else None
         outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, run_out, lower_key)
         if store:  # the head's K/V are the first `free` positions of this call's present K/V
             self._prefix_ids = list(ids[:free])
