@@ -60,6 +60,20 @@ class FusionConfig:
         return tuple(i for i in range(num_layers) if (i + 1) % self.every_k == 0) or (num_layers - 1,)
 
 
+def parse_fusion_layers(text: str) -> tuple[int, ...] | None:
+    """A --fusion-layers flag, "25,27,29" -> (25, 27, 29); "" -> None (the every_k/start_frac default). Parsed
+    before any model is built, so a typo is refused before minutes of loading."""
+    if not text.strip():
+        return None
+    try:
+        layers = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"fusion layers {text!r} must be decoder layer indices separated by commas, e.g. 25,27,29") from None
+    if any(i < 0 for i in layers) or len(set(layers)) != len(layers):
+        raise ValueError(f"fusion layers {text!r} must be distinct non-negative layer indices, e.g. 25,27,29")
+    return tuple(sorted(layers))
+
+
 @dataclass(frozen=True)
 class SoftPromptConfig:
     """SoftPrompt: PatchEncoder -> TransformerEncoder -> MLP projector -> tokens spliced into the LM input."""

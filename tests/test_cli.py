@@ -171,3 +171,17 @@ def test_train_with_the_scale_token_records_it_and_the_numberless_text(tmp_path)
     assert res.exit_code == 0, res.output
     cfg = read_config(tmp_path / "run" / "stage1-tsqa" / "best")
     assert cfg.encoder.scale_token and cfg.series_text == "none" and cfg.question_first
+
+
+def test_train_places_the_fusion_blocks_where_asked(tmp_path):
+    res = invoke("train", "--out", tmp_path / "run", "--task", "tsqa", "--stages", "tsqa", "--backbone", "tiny-llama",
+                 "--steps", "1", "--batch-size", "2", "--fusion-layers", "3,1")
+    assert res.exit_code == 0, res.output
+    assert tuple(read_config(tmp_path / "run" / "stage1-tsqa" / "best").fusion.layers) == (1, 3)
+
+
+@pytest.mark.parametrize("value", ["a,b", "2,2", "-1"])
+def test_train_refuses_bad_fusion_layers(tmp_path, value):
+    res = invoke("train", "--out", tmp_path / "run", "--backbone", "tiny-llama", "--fusion-layers", value)
+    assert res.exit_code != 0
+    assert "--fusion-layers" in res.output and "e.g. 25,27,29" in res.output

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from edge_tslm.config import EncoderConfig, TSLMConfig
+from edge_tslm.config import EncoderConfig, TSLMConfig, parse_fusion_layers
 from edge_tslm.model import build_model
 from edge_tslm.train.loop import TrainConfig
 from edge_tslm.train.recipe import run_curriculum
@@ -78,6 +79,8 @@ def main() -> None:
                     "(none needs --scale-token)")
     ap.add_argument("--scale-token", action="store_true",
                     help="Flamingo: the encoder reads each series' mean and std as a vector (an embedding added to its patches) instead of the text")
+    ap.add_argument("--fusion-layers", default="", help="Flamingo: decoder layers that get a cross-attention block, e.g. 25,27,29 "
+                    "(default: every 5th from the middle); a stream pays per window for every layer from the first one on")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
     ap.add_argument("--epochs", type=float, default=1.0, help="cosine schedule length in epochs when --steps does not fix it")
     ap.add_argument("--patience", type=int, default=4, help="evaluations without a better validation loss before stopping")
@@ -91,8 +94,17 @@ def main() -> None:
         ap.error("--scale-token is a Flamingo encoder option")
     if any(v.get("series_text") == "none" for v in layout.values()) and not a.scale_token:  # caught here, not after minutes of loading
         ap.error('--series-text STAGE=none leaves the mean and std out of the text: add --scale-token so the encoder reads them')
-    enc = EncoderConfig(scale_token=a.scale_token)
-    model = build_model(TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows, encoder=enc))
+    try:
+        fusion_layers = parse_fusion_layers(a.fusion_layers)
+    except ValueError as e:
+        ap.error(f"--fusion-layers: {e}")
+    if fusion_layers and a.variant != "flamingo":
+        ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
+    cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
+                     encoder=EncoderConfig(scale_token=a.scale_token))
+    if fusion_layers:
+        cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
+    model = build_model(cfg)
     device = a.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"

@@ -31,12 +31,17 @@ def train(
         help="the final task's question before the series (a stream then caches it with the prompt head)")] = False,
     scale_token: Annotated[bool, typer.Option(
         help="Flamingo: the encoder reads each series' mean and std as a vector instead of from the text")] = False,
+    fusion_layers: Annotated[str, typer.Option(
+        help="Flamingo: decoder layers that get a cross-attention block, e.g. 25,27,29 (default: every 5th from the "
+             "middle); a stream pays per window for every layer from the first one on")] = "",
     export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
 ) -> None:
     """Train at full precision; each stage starts from the previous stage's best checkpoint."""
     import shutil
 
-    from edge_tslm.config import EncoderConfig, TSLMConfig
+    from dataclasses import replace
+
+    from edge_tslm.config import EncoderConfig, TSLMConfig, parse_fusion_layers
     from edge_tslm.model import build_model
     from edge_tslm.train.loop import TrainConfig
     from edge_tslm.train.recipe import run_curriculum
@@ -58,10 +63,19 @@ def train(
                                  "encoder reads them", param_hint="--series-text")
     if scale_token and variant != "flamingo":
         raise typer.BadParameter("the scale embedding (--scale-token) is a Flamingo encoder option", param_hint="--scale-token")
+    try:
+        layers = parse_fusion_layers(fusion_layers)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--fusion-layers") from None
+    if layers and variant != "flamingo":
+        raise typer.BadParameter("Flamingo's cross-attention blocks; SoftPrompt has none", param_hint="--fusion-layers")
     layout = {k: v for k, v in (("series_features", series_features), ("series_text", series_text)) if v is not None}
     if question_first:
         layout["question_first"] = True
-    model = build_model(TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token)))
+    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token))
+    if layers:
+        cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))
+    model = build_model(cfg)
     res = run_curriculum(
         model,
         names,

@@ -121,10 +121,43 @@ def _label_of(samples, i: int) -> str:
 
 
 def load_adapter(model, best: Path):
-    """Continue from an artifact's trained weights (a stage's best, not its last step)."""
+    """Continue from an artifact's trained weights (a stage's best, not its last step).
+
+    A Flamingo adapter whose cross-attention blocks sit at other layers than ``model``'s has its blocks moved, in
+    order, to ``model``'s layers (`remap_fusion_blocks`): fusion moved deeper starts from trained blocks."""
+    import sys
+
     from safetensors.torch import load_file
 
     from edge_tslm.constants import WEIGHTS_FILE
 
-    model.load_state_dict(load_file(str(best / WEIGHTS_FILE)), strict=False)
+    state = load_file(str(best / WEIGHTS_FILE))
+    target = getattr(model, "insertion", None)
+    if target is not None and fusion_layers_of(state) and fusion_layers_of(state) != list(target):
+        state, moved = remap_fusion_blocks(state, target)
+        print(f"load_adapter: {best}'s cross-attention blocks moved to this model's layers {moved}", file=sys.stderr)
+    model.load_state_dict(state, strict=False)
     return model
+
+
+def fusion_layers_of(state: dict) -> list[int]:
+    """The decoder layers an adapter's cross-attention blocks (``xattn.<layer>.*``) sit at."""
+    return sorted({int(k.split(".")[1]) for k in state if k.startswith("xattn.")})
+
+
+def remap_fusion_blocks(state: dict, target: Sequence[int]) -> tuple[dict, dict[int, int]]:
+    """-> (state with the i-th block's weights under the i-th target layer, {source layer: target layer}).
+
+    Blocks beyond the shorter list are left out: a source block without a target is dropped, a target block without a
+    source keeps its initialisation (its gates start closed). Other weights pass through unchanged."""
+    source = fusion_layers_of(state)
+    moved = dict(zip(source, sorted(target)))
+    out = {}
+    for k, v in state.items():
+        if not k.startswith("xattn."):
+            out[k] = v
+            continue
+        _, layer, rest = k.split(".", 2)
+        if int(layer) in moved:
+            out[f"xattn.{moved[int(layer)]}.{rest}"] = v
+    return out, moved
