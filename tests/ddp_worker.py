@@ -1,6 +1,6 @@
 """Train a tiny Flamingo with edge_tslm.train.loop.train; run under torchrun (DDP, gloo) or in-process.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT_DIR --batch-size 2 --steps 6
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT_DIR --batch-size 2 --steps 6 [--activation-checkpointing]
 
 The data are built so that a per-process batch of B under world W and a one-process batch of B*W are
 the same computation: every text has the same token count, every series the same length (no padding) and
@@ -65,10 +65,11 @@ def build_model():
     return model
 
 
-def run(out_dir: str, batch_size: int, steps: int) -> dict:
+def run(out_dir: str, batch_size: int, steps: int, checkpointing: bool = False) -> dict:
     from edge_tslm.train.loop import train
 
-    return train(build_model(), make_examples(N_TRAIN, 0), make_examples(4, 1), train_config(out_dir, batch_size, steps))
+    cfg = train_config(out_dir, batch_size, steps, activation_checkpointing=checkpointing)
+    return train(build_model(), make_examples(N_TRAIN, 0), make_examples(4, 1), cfg)
 
 
 def main() -> None:
@@ -78,9 +79,10 @@ def main() -> None:
     ap.add_argument("out_dir")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--activation-checkpointing", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    res = run(a.out_dir, a.batch_size, a.steps)
+    res = run(a.out_dir, a.batch_size, a.steps, a.activation_checkpointing)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -44,14 +44,17 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
-def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation-checkpointing"])
+def test_two_process_ddp_matches_one_process_with_the_global_batch(tmp_path, checkpointing):
+    """checkpointing: the two DDP processes recompute activations in the backward; the one-process reference does
+    not, so the run also shows that recomputation under DDP's gradient hooks changes nothing."""
     ddp_dir, one_dir = tmp_path / "ddp", tmp_path / "one"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), str(ddp_dir), "--batch-size", "2", "--steps", str(STEPS),
-    ]  # fmt: skip
+    ] + (["--activation-checkpointing"] if checkpointing else [])  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "rank 0 done" in proc.stdout and "rank 1 done" in proc.stdout
