@@ -132,8 +132,8 @@ def load_adapter(model, best: Path):
     from edge_tslm.constants import WEIGHTS_FILE
 
     state = load_file(str(best / WEIGHTS_FILE))
-    target = getattr(model, "insertion", None)
-    if target is not None and fusion_layers_of(state) and fusion_layers_of(state) != list(target):
+    target, source = getattr(model, "insertion", None), fusion_layers_of(state)
+    if target is not None and source and source != list(target):
         state, moved = remap_fusion_blocks(state, target)
         print(f"load_adapter: {best}'s cross-attention blocks moved to this model's layers {moved}", file=sys.stderr)
     model.load_state_dict(state, strict=False)
