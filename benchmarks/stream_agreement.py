@@ -9,8 +9,8 @@ chosen UCI test subjects is written as a CSV (t, x, y, z) and streamed with the 
 samples' activity when all of them carry the same one ("pure" windows: what the benchmark's windows are, as
 those never straddle an activity change); windows over a transition or two activities have no truth there.
 A second figure scores every window with a >= 50 % majority activity. Macro-F1 over the six activities is set
-beside the benchmark's (benchmarks/results/tslm_flamingo-har.json, its windows of all nine
-test subjects: not the same windows).
+beside the benchmark's (``--har-benchmark``, default benchmarks/results/tslm_flamingo-har.json: its windows of
+all nine test subjects, not the same windows; pass the results file of the model being streamed).
 
 ECG: real PhysioNet 2017 test-split records (WFDB .hea/.mat, 300 Hz) streamed one by one with
 ``edge-tslm stream --task afib --input AXXXXX.hea``; each window's answer is compared with its record's label.
@@ -128,7 +128,7 @@ def stream_cli(model: str, input_path: Path, task: str, backend: str, extra: lis
 
 
 def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_seconds: float | None, experiments: set[int] | None = None,
-             start_s: float = 0.0) -> dict:
+             start_s: float = 0.0, bench: Path = RESULTS / "tslm_flamingo-har.json") -> dict:
     from edge_tslm.data.hapt import ACTIVITIES, load_hapt_recordings
 
     names = np.array([*ACTIVITIES, ""], dtype=object)
@@ -158,11 +158,10 @@ def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_secon
            "recordings": out["recordings"], "schema_errors": out["schema_errors"][:50], "n_schema_errors": len(out["schema_errors"]),
            "windows": sum(r["windows"] for r in out["recordings"]),
            "unlabelled_windows": sum(t is None for t, _ in out["majority"])}
-    bench = RESULTS / "tslm_flamingo-har.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
         m = b.get("metrics", {})
-        res["benchmark"] = {"file": str(bench.relative_to(REPO)), "macro_f1": m.get("macro_f1"), "n": m.get("n"),
+        res["benchmark"] = {"file": str(bench.resolve().relative_to(REPO)), "macro_f1": m.get("macro_f1"), "n": m.get("n"),
                             "per_class_f1": m.get("per_class_f1"), "subset": {k: v for k, v in (b.get("subset") or {}).items() if k != "indices"}}
     return res
 
@@ -247,10 +246,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hop-s", type=float, default=None, help="HAR hop in s (default: the CLI's 1.28; 2.56 = no overlap, half the windows)")
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads passed to edge-tslm stream (0: its default)")
     ap.add_argument("--experiments", default="", help="comma-separated HAPT experiment ids to keep (default: all of the subjects')")
+    ap.add_argument("--har-benchmark", type=Path, default=RESULTS / "tslm_flamingo-har.json",
+                    help="results JSON whose macro-F1 the HAR agreement is set beside (that of the model streamed)")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_agreement.json")
     a = ap.parse_args(argv)
     if not (a.har or a.ecg):
         ap.error("pass --har and/or --ecg")
+    if a.har and not a.har_benchmark.is_file():
+        ap.error(f"--har-benchmark {a.har_benchmark}: no such results file (e.g. benchmarks/results/runtime_<artifact>_full.json "
+                 "from benchmarks/eval_runtime.py)")
     if a.threads:
         THREADS[:] = ["--threads", str(a.threads)]
     if a.hop_s:
@@ -264,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             subjects = [int(s) for s in a.subjects.split(",")]
             res.update(har_model=a.har, har_subjects=subjects, har_hop_s=a.hop_s)
             exps = {int(e) for e in a.experiments.split(",") if e}
-            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None, a.har_start)
+            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None, a.har_start, a.har_benchmark)
         if a.ecg:
             res["ecg_model"] = a.ecg
             res["ecg"] = ecg_part(a.ecg, a.ecg_per_class, a.backend)

@@ -186,6 +186,12 @@ def test_score_macro_f1_and_unanswered():
     assert agree.score([], labels) == {"n": 0}
 
 
+def test_a_missing_har_benchmark_file_is_refused_before_streaming(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        agree.main(["--har", str(tmp_path / "artifact"), "--har-benchmark", str(tmp_path / "nope.json")])
+    assert "--har-benchmark" in capsys.readouterr().err
+
+
 def test_check_stream_accepts_a_real_stream_and_finds_broken_ones():
     x = _signal(30)
     t = np.arange(x.shape[1]) / 50.0
