@@ -158,7 +158,7 @@ def render(results: Path = RESULTS) -> str:
         lines += section_memory(_load(results, "memory_scaling_ckpt.json"), "memory_scaling_ckpt")
     lines += section_opentslm(_load(results, "opentslm_vs_classify.json"))
     for extra in sorted(results.glob("opentslm_vs_classify_*.json")):
-        lines += section_opentslm(_load(results, extra.name), extra.stem, f", {extra.stem.split('_')[-1]}")
+        lines += section_opentslm(_load(results, extra.name), extra.stem, f", {extra.stem.removeprefix('opentslm_vs_classify_')}")
     lines += section_patch(_load(results, "patch_len.json"))
     lines += section_bench(_load(results, "bench.json"))
     for sub in sorted(p.parent.name for p in results.glob("bench_*/bench.json")):

@@ -215,7 +215,9 @@ def markdown(res: dict) -> str:
             L.append(f"| {name} | {s.get('n')} | {s.get('accuracy', '–')} | {s.get('macro_f1', '–')} | {s.get('macro_f1_present_classes', '–')} "
                      f"({len(s.get('present_classes') or [])}) |")
         bf = b.get("macro_f1")
-        L.append(f"| benchmark: `{b.get('file')}` ({b.get('n')} windows of all 9 test subjects) | {b.get('n')} | – | "
+        pc = (b.get("subset") or {}).get("per_class")
+        where = f"windows{f' in a {pc}/class subset' if pc else ''} of all 9 test subjects"
+        L.append(f"| benchmark: `{b.get('file')}` ({b.get('n')} {where}) | {b.get('n')} | – | "
                  f"{'–' if bf is None else round(bf, 4)} | (6) |")
         if b.get("per_class_f1"):
             L += ["", f"Benchmark per-class F1: { {k: round(v, 3) for k, v in b['per_class_f1'].items()} }"]
