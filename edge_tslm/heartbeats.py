@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["BeatFeatures", "RhythmFeatures", "beat_features", "describe_beats", "describe_rhythm", "detect_r_peaks", "rhythm_features",
-           "rhythm_from_peaks", "trusted_peaks"]
+           "rhythm_from_peaks", "rr_tachogram", "trusted_peaks"]
 
 _BAND_HZ = (5.0, 30.0)
 _REFRACTORY_S = 0.2
@@ -189,6 +189,36 @@ def rhythm_from_peaks(peaks: np.ndarray, n_samples: int, fs: float, exclude: np.
     lo, hi = (float(rk.min()) / med, float(rk.max()) / med) if rk.size >= 3 and med > 0 else (nan, nan)
     n_beats = int(trusted_peaks(peaks, fs, exclude).size)
     return RhythmFeatures(n_samples / fs, n_beats, hr, cv, rmssd, jumps, lo, hi)
+
+
+TACHOGRAM_HZ = 4.0  # samples per second of `rr_tachogram`: one patch of 4 is one second of rhythm
+
+
+def rr_tachogram(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None, rate: float = TACHOGRAM_HZ) -> np.ndarray:
+    """The RR interval in progress at each instant, in seconds, sampled at `rate` Hz: (max(4, round(T * rate)),) float32.
+
+    Why a series and not numbers in the text: the encoder reads the rhythm's whole course (an AF run, one premature
+    beat, a pause) and the text stays the same from window to window, so a stream reuses its prompt. Sample-and-hold
+    on a fixed grid keeps the length a function of the window alone, so even a window with no beat is a series.
+    Before the first beat and after the last the nearest interval is held; an interval that touches an untrusted
+    stretch (`exclude`, see `rhythm_from_peaks`) is replaced by the median kept interval, so a filled gap does not
+    read as a pause. Fewer than 2 beats (or none kept): the window's duration, the longest interval it could hold."""
+    x = np.asarray(ecg, dtype=np.float64).ravel()
+    if exclude is not None and np.size(exclude) != x.size:
+        raise ValueError(f"exclude has {np.size(exclude)} flags for an ECG of {x.size} samples; pass one per sample")
+    duration = x.size / fs
+    n = max(4, int(round(duration * rate)))
+    peaks = detect_r_peaks(x, fs) if x.size else np.zeros(0, dtype=np.int64)
+    if peaks.size < 2:
+        return np.full(n, duration, dtype=np.float32)
+    rr = np.diff(peaks.astype(np.float64)) / fs  # (R,) seconds
+    keep = ~_near_untrusted(peaks[:-1], peaks[1:], exclude, fs)  # (R,)
+    if not keep.any():
+        return np.full(n, duration, dtype=np.float32)
+    rr = np.where(keep, rr, np.median(rr[keep]))
+    t = (np.arange(n) + 0.5) / rate  # (n,) sample times, s
+    k = np.clip(np.searchsorted(peaks / fs, t, side="right") - 1, 0, rr.size - 1)  # interval in progress at t
+    return rr[k].astype(np.float32)
 
 
 def describe_rhythm(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None) -> str:

@@ -53,7 +53,10 @@ def format_number(x: float, digits: int = 3) -> str:
     return f"{mantissa}e{exponent}"
 
 
-SERIES_FEATURES = ("", "rr", "beats")
+# "rr" and "beats" write measured numbers into the description; "rr_series" adds the ECG's RR intervals as a second
+# series instead (`edge_tslm.heartbeats.rr_tachogram`), so the text holds no numbers (with series_text="none").
+SERIES_FEATURES = ("", "rr", "beats", "rr_series")
+RR_SERIES_UNIT = "s"
 # How each channel is described: "full" says duration, rate, mean and std (3 digits); "short" only mean (3 digits)
 # and std (2 digits); "none" only its name (and any measured text): the series then goes to the encoder as recorded and
 # the encoder's scale embedding reads its mean and std (EncoderConfig.scale_token). A stream pays for every per-window
@@ -96,7 +99,12 @@ def measured_text(row: np.ndarray, fs: float, features: str, exclude: np.ndarray
         from edge_tslm.heartbeats import describe_beats
 
         return describe_beats(row, fs, exclude)
-    return ""
+    return ""  # "rr_series" is a series, not text: build_model_input adds it
+
+
+def rr_series_name(channel: str, n_channels: int) -> str:
+    """The RR series' name in the text: "RR intervals", or "<channel> RR intervals" beside several leads."""
+    return "RR intervals" if n_channels == 1 else f"{channel} RR intervals"
 
 
 @dataclass(frozen=True)
@@ -138,18 +146,34 @@ def build_model_input(
     raw = np.asarray(inp.signal, dtype=np.float64)
     if untrusted is not None and np.shape(untrusted) != raw.shape:
         raise ValueError(f"untrusted mask has shape {np.shape(untrusted)}, the signal {raw.shape}; pass one flag per sample")
+    if series_text == "none":  # as recorded: the encoder normalises and reads the scale itself
+        normed = raw if meta.mean is None or meta.std is None else raw * np.asarray(stds)[:, None] + np.asarray(means)[:, None]
+    out_series, out_means, out_stds = [], [], []
     for c, (name, m, s, row) in enumerate(zip(meta.channels, means, stds, raw)):
         exclude = None if untrusted is None else np.asarray(untrusted[c], dtype=bool)
         measured = measured_text(row, meta.fs, features, exclude) if features else ""
         desc = describe_series(name, mean=m, std=s, unit=meta.unit, fs=meta.fs, n_samples=n_samples, measured=measured,
                                text=series_text)
         parts.append(f"{desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
+        out_series.append(normed[c])
+        out_means.append(m)
+        out_stds.append(s)
+        if features == "rr_series":
+            from edge_tslm.heartbeats import TACHOGRAM_HZ, rr_tachogram
+
+            rr = rr_tachogram(row, meta.fs, exclude)  # (T * 4,) seconds
+            rr_normed, rr_mean, rr_std = znormalize(rr[None, :])
+            rr_m, rr_s = float(rr_mean[0]), float(rr_std[0])
+            rr_desc = describe_series(rr_series_name(name, len(meta.channels)), mean=rr_m, std=rr_s, unit=RR_SERIES_UNIT,
+                                      fs=TACHOGRAM_HZ, n_samples=rr.size, text=series_text)
+            parts.append(f"{rr_desc} {TS_TOKEN}{END_CHUNK_TOKEN}")
+            out_series.append(rr if series_text == "none" else rr_normed[0])
+            out_means.append(rr_m)
+            out_stds.append(rr_s)
     if not question_first:
         parts.append(inp.prompt.strip())
-    if series_text == "none":  # as recorded: the encoder normalises and reads the scale itself
-        normed = raw if meta.mean is None or meta.std is None else raw * np.asarray(stds)[:, None] + np.asarray(means)[:, None]
-    series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in normed)
-    return ModelInput(series=series, text="\n".join(parts) + "\n", means=means, stds=stds)
+    series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in out_series)
+    return ModelInput(series=series, text="\n".join(parts) + "\n", means=tuple(out_means), stds=tuple(out_stds))
 
 
 def answer_text(label: str) -> str:

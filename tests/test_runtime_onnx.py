@@ -172,14 +172,16 @@ def test_backend_attributes_and_registry(exported, backend):
         load_backend(art, "onnx", device="tpu")
 
 
-def test_encode_media_equals_encode_media(exported, backend):
+@pytest.mark.parametrize("lengths", [(128, 100, 61), (1500, 40)], ids=["three", "ecg-and-tachogram"])
+def test_encode_media_equals_encode_media(exported, backend, lengths):
+    """Both encode series in groups of similar length (edge_tslm.length_groups), one encoder call per group."""
     model, _ = exported
-    series = series_of(np.random.default_rng(3), 128, 100, 61)
+    series = series_of(np.random.default_rng(3), *lengths)
     media, cross = backend.encode(series).value
-    b = model._batch(ts_text(3), series)
+    b = model._batch(ts_text(len(lengths)), series)
     with torch.no_grad():
         ref = model.encode_media(b.series, b.series_mask).numpy()
-    assert media.shape == ref.shape == (1, 3 * model.cfg.resampler.num_latents, model.cfg.encoder.dim)
+    assert media.shape == ref.shape == (1, len(lengths) * model.cfg.resampler.num_latents, model.cfg.encoder.dim)
     assert np.abs(media - ref).max() < 1e-4
     assert len(cross) == 2 * len(model.insertion) and cross[0].shape[2] == media.shape[1]  # (1, H, S * N, d)
 

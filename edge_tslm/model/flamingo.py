@@ -9,6 +9,7 @@ from transformers import DynamicCache
 from edge_tslm.backbones import BackboneInfo, decoder_layers
 from edge_tslm.config import EncoderConfig, ResamplerConfig, TSLMConfig
 from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
+from edge_tslm.length_groups import length_groups
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
@@ -70,16 +71,20 @@ class FlamingoTSLM(TSLMBase):
         n_lat = self.cfg.resampler.num_latents
         media = series.new_zeros(B, S, n_lat, self.cfg.encoder.dim)  # (B, S, N, D)
         if len(b_idx):
-            used = int(series_mask.any(1).any(0).nonzero().max()) + 1  # trim common padding
-            x, m = series[b_idx, s_idx, :used], series_mask[b_idx, s_idx, :used]  # (K, used)
+            lengths = series_mask[b_idx, s_idx].sum(-1).tolist()  # (K,) real samples per series
             enc = self.series_encoder
-            if enc.recomputes():
-                # one checkpoint per series: only its input and its N latents are kept, and the backward
-                # recomputes one series at a time, so the step's memory does not grow with the number of series
-                lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], s_idx[k : k + 1]) for k in range(len(s_idx))])
-            else:
-                lat = enc(x, m, s_idx)  # (K, N, D)
-            media = media.index_put((b_idx, s_idx), lat.to(media.dtype))
+            for group in length_groups(lengths):  # an ECG and its RR tachogram are not padded to one length
+                g = torch.as_tensor(group, device=series.device)
+                gb, gs = b_idx[g], s_idx[g]  # (G,), (G,)
+                used = max(int(lengths[k]) for k in group)  # trim the group's common padding
+                x, m = series[gb, gs, :used], series_mask[gb, gs, :used]  # (G, used)
+                if enc.recomputes():
+                    # one checkpoint per series: only its input and its N latents are kept, and the backward
+                    # recomputes one series at a time, so the step's memory does not grow with the number of series
+                    lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], gs[k : k + 1]) for k in range(len(group))])
+                else:
+                    lat = enc(x, m, gs)  # (G, N, D)
+                media = media.index_put((gb, gs), lat.to(media.dtype))
         return media.view(B, S * n_lat, -1)  # (B, S * N, D)
 
     def ts_positions(self, input_ids: torch.Tensor, num_series: int) -> torch.Tensor:

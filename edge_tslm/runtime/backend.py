@@ -46,7 +46,7 @@ class Backend(Protocol):
     max_seconds: float  # longest span the model was trained on (0: no limit); longer windows are cropped
     min_length: int  # fewest samples per series the encoder takes (one patch)
     task: str  # the task name in the model's config ("har", "ecg_rhythm", ...), "" if none
-    series_features: str  # measured numbers the model reads in each description ("" or "rr"; prompts.measured_text)
+    series_features: str  # measured numbers the model reads in each description (prompts.SERIES_FEATURES; "rr_series" adds a series)
     question_first: bool  # the model was trained with the question before the series (prompts.build_model_input)
     series_text: str  # how the model's text describes each series: "full" or "short" (prompts.SERIES_TEXTS)
     question: str  # the question the model was trained with, "" to use the task's default

@@ -41,6 +41,7 @@ from edge_tslm.constants import (
     TS_TOKEN,
 )
 from edge_tslm.export import spec
+from edge_tslm.length_groups import length_groups
 from edge_tslm.runtime.backend import BackendUnavailable, Encoded
 from edge_tslm.runtime.tokenizer import PromptTokenizer
 
@@ -252,16 +253,20 @@ class OnnxBackend:
         if not xs:  # no series: one absent slot, zero media (collate's layout)
             media = np.zeros((1, self.num_latents, self.dim), np.float32)
         else:
-            K, L = len(xs), max(len(x) for x in xs)
-            sig = np.zeros((K, L), np.float32)  # (K, L) zero-padded
-            mask = np.zeros((K, L), bool)  # (K, L)
-            for k, x in enumerate(xs):
-                sig[k, : len(x)] = x
-                mask[k, : len(x)] = True
-            (lat,) = self.encoder.run(
-                [ONNX_LATENTS],
-                {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.arange(K, dtype=np.int64)},
-            )  # (K, N, D)
+            K = len(xs)
+            lat = np.zeros((K, self.num_latents, self.dim), np.float32)  # (K, N, D)
+            for group in length_groups([len(x) for x in xs]):  # an ECG and its RR tachogram: two calls, no 37x padding
+                L = max(len(xs[k]) for k in group)
+                sig = np.zeros((len(group), L), np.float32)  # (G, L) zero-padded
+                mask = np.zeros((len(group), L), bool)  # (G, L)
+                for j, k in enumerate(group):
+                    sig[j, : len(xs[k])] = xs[k]
+                    mask[j, : len(xs[k])] = True
+                (lat_g,) = self.encoder.run(
+                    [ONNX_LATENTS],
+                    {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.asarray(group, dtype=np.int64)},
+                )  # (G, N, D)
+                lat[group] = lat_g
             media = lat.reshape(1, K * self.num_latents, self.dim)  # (1, S * N, D)
         cross = self.cross_sess.run(self._cross, {spec.DEC_MEDIA: media})  # (1, H, S * N, d) per block
         self.last_timings = {"encode_ms": (time.perf_counter() - t) * 1000}
