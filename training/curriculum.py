@@ -73,7 +73,8 @@ def main() -> None:
     ap.add_argument("--init", default="", help="start from this artifact's adapter (e.g. the previous curriculum stage's best)")
     ap.add_argument("--max-seconds", default="", help="crop a stage's signals, e.g. ecg_rhythm=15 (SoftPrompt: one LM token per patch)")
     ap.add_argument("--series-features", default="",
-                    help="override a stage's measured description text, e.g. ecg_rhythm= (none), ecg_rhythm=rr (the default: rate and RR) or ecg_rhythm=beats (plus beat shape)")
+                    help="override a stage's measured description text, e.g. ecg_rhythm= (none), ecg_rhythm=rr (the default: rate and RR), "
+                    "ecg_rhythm=beats (plus beat shape) or ecg_rhythm=rr_series (the RR intervals as a second series, no numbers)")
     ap.add_argument("--question-first", default="", help="stages whose question goes before the series, e.g. har")
     ap.add_argument("--series-text", default="", help="per stage, how each series is described: full | short | none, e.g. har=short "
                     "(none needs --scale-token)")

@@ -24,7 +24,8 @@ def train(
     activation_checkpointing: Annotated[bool, typer.Option(
         help="recompute activations in the backward: training memory barely grows with text or series length, ~1 more forward")] = False,
     series_features: Annotated[Optional[str], typer.Option(
-        help="measured numbers in the final task's text: '' (none), rr or beats; default: the task's (ecg_rhythm: rr)")] = None,
+        help="measured numbers for the final task: '' (none), rr or beats (in the text), rr_series (the RR intervals as a "
+        "second series, no numbers in the text); default: the task's (ecg_rhythm: rr)")] = None,
     series_text: Annotated[Optional[str], typer.Option(
         help="how the final task describes each series: full, short or none (none needs --scale-token)")] = None,
     question_first: Annotated[bool, typer.Option(
