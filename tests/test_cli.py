@@ -185,3 +185,17 @@ def test_train_refuses_bad_fusion_layers(tmp_path, value):
     res = invoke("train", "--out", tmp_path / "run", "--backbone", "tiny-llama", "--fusion-layers", value)
     assert res.exit_code != 0
     assert "--fusion-layers" in res.output and "e.g. 25,27,29" in res.output
+
+
+def test_train_and_eval_with_the_rr_series_layout(tmp_path):
+    """The ECG's RR intervals as a second series: one training step and an evaluation run end to end."""
+    res = invoke("train", "--out", tmp_path / "run", "--task", "synthetic_ecg", "--stages", "synthetic_ecg",
+                 "--backbone", "tiny-llama", "--steps", "1", "--batch-size", "2", "--series-features", "rr_series",
+                 "--series-text", "none", "--scale-token", "--question-first")
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "run" / "stage1-synthetic_ecg" / "best"
+    cfg = read_config(best)
+    assert cfg.series_features == "rr_series" and cfg.series_text == "none"
+    res = invoke("eval", "--model", best, "--limit", "4", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["n_invalid"] == 0

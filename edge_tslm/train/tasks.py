@@ -71,6 +71,9 @@ def get_task(name: str) -> Task:
         "tsqa": Task(TSQA_TASKS["trend"], _tsqa),
         "synthetic_ecg": Task(SYNTH_ECG_TASK, _synthetic_ecg, fs=150.0, max_seconds=60.0),
     }
+    # a model's config records its task spec's name ("ecg_rhythm_synthetic" for the synthetic_ecg stage)
+    aliases = {t.spec.name: stage for stage, t in tasks.items() if t.spec.name not in tasks}
+    name = aliases.get(name, name)
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
     return tasks[name]
