@@ -9,7 +9,8 @@ The artifact is what ``edge_tslm.export.export_artifact(model, "onnx", out, deco
     config.json     the TSLMConfig (labels, fs, task, pre_prompt, chat_format, ...)
     tokenizer/      tokenizer.json (+ tokenizer_config.json, chat_template.jinja)
 
-Per window: ``encode`` runs the encoder once over all series and cross.onnx once over the latents. The prompt's
+Per window: ``encode`` runs the encoder once per group of similar-length series (``edge_tslm.length_groups``) and
+cross.onnx once over the latents. The prompt's
 tokens before its first ``<ts>`` see no media, so their K/V are computed once per backend and reused (the prefix
 cache). ``classify`` is then ONE decoder call: the rest of the prompt followed by every label's continuation laid
 out as a trie in the same row (each trie token sees the prompt and its own branch: the mask and the positions say
@@ -241,7 +242,7 @@ class OnnxBackend:
 
     # ------------------------------------------------------------------ encoder
     def encode(self, series: Sequence[np.ndarray]) -> Encoded:
-        """All series of the window in one encoder call, then their cross K/V -> Encoded(value=(media, cross))."""
+        """The window's series, one encoder call per group of similar length, then their cross K/V -> Encoded(value=(media, cross))."""
         t = time.perf_counter()
         xs = [np.asarray(x, dtype=np.float32).reshape(-1) for x in series]
         p, max_series = self.cfg.encoder.patch_len, self.cfg.encoder.max_series
