@@ -448,3 +448,17 @@ def test_fault_text_streams_each_faulted_window_once_and_only_the_mask_setting_d
         (texts[exclude],) = be.texts
     assert "RR jumps 0 %" in texts[True] and "RR jumps 0 %" not in texts[False]
     assert texts[True].split("rate")[0] == texts[False].split("rate")[0]
+
+
+def test_rationale_numbers_reads_what_the_rationale_template_states():
+    """benchmarks/rationale_numbers.py parses the numbers edge_tslm.data.rationale writes, and only those it finds."""
+    from edge_tslm.heartbeats import rhythm_features
+    from edge_tslm.train.tasks import get_task
+
+    rn = _load("rationale_numbers")
+    s = get_task("ecg_rhythm").load("test", None)[0]
+    got = rn.stated(s.rationale)
+    assert set(got) == set(rn.NUMBERS)
+    f = rhythm_features(s.signal[0], s.meta.fs)
+    assert got["beats"] == f.n_beats and abs(got["rate_bpm"] - f.heart_rate_bpm) < 0.1
+    assert rn.stated("The recording lasts 30 s. The mean heart rate is 7") == {}

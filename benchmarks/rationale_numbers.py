@@ -1,0 +1,111 @@
+"""Do the numbers in a generated ECG rationale match the signal? Compact artifacts, torch-free runtime.
+
+    python benchmarks/rationale_numbers.py --artifact runs/compactrr-ecg --artifact runs/compactrrs8-ecg --per-class 5
+
+For each record of the seeded stratified test subset (eval_tslm's), the artifact generates its rationale (greedy,
+the training prompt plus "Explain briefly, then answer.") and the numbers it states are parsed and set against the
+ones the data pipeline measured on the same record (`Sample.rationale`, written by edge_tslm.data.rationale from
+edge_tslm.heartbeats): beats detected, mean heart rate, RR coefficient of variation, share of RR jumps. A model that
+reads its RR numbers from the text can copy them; one that reads them from a series has to estimate them.
+Writes benchmarks/results/rationale_numbers.json and .md with the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_tslm.data.subset import stratified_subset
+from edge_tslm.machine import machine
+from edge_tslm.runtime.onnx_backend import OnnxBackend
+from edge_tslm.train.examples import layout_kwargs, make_example
+from edge_tslm.train.tasks import get_task
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NUMBERS = {  # what the ECG rationale template states, as edge_tslm.data.rationale writes it
+    "beats": re.compile(r"(\d+) heartbeats were detected"),
+    "rate_bpm": re.compile(r"heart rate is ([\d.]+) bpm"),
+    "rr_cv": re.compile(r"coefficient of variation is ([\d.]+)"),
+    "jumps_pct": re.compile(r"([\d.]+) % of successive intervals"),
+}
+
+
+def stated(text: str) -> dict[str, float]:
+    """The numbers a rationale states (a number it does not state is absent)."""
+    out = {}
+    for key, pat in NUMBERS.items():
+        m = pat.search(text)
+        if m:
+            try:
+                out[key] = float(m.group(1).rstrip("."))
+            except ValueError:
+                pass
+    return out
+
+
+def score(artifact: str, per_class: int, tokens: int, threads: int) -> dict:
+    be = OnnxBackend.from_pretrained(artifact, threads=threads)
+    cfg = be.cfg
+    samples = get_task(cfg.task).load("test", None)
+    idx = stratified_subset(getattr(samples, "records", samples), per_class, 0)
+    rows = []
+    for i in idx:
+        s = samples[i]
+        ex = make_example(s, rationale=True, pre_prompt="", **layout_kwargs(cfg))
+        text = be.generate(ex.text, be.encode(list(ex.series)), tokens)
+        rows.append({"record": i, "label": s.label, "reference": stated(s.rationale), "generated": stated(text), "text": text})
+    summary = {}
+    for key in NUMBERS:
+        pairs = [(r["reference"][key], r["generated"][key]) for r in rows if key in r["reference"] and key in r["generated"]]
+        err = np.abs(np.array([g - ref for ref, g in pairs])) if pairs else np.zeros(0)
+        summary[key] = {
+            "stated": len(pairs),
+            "of": sum(key in r["reference"] for r in rows),
+            "median_abs_error": float(np.median(err)) if err.size else None,
+            "mean_abs_error": float(err.mean()) if err.size else None,
+            "exact": int((err == 0).sum()) if err.size else 0,
+        }
+    return {"artifact": artifact, "series_features": cfg.series_features, "records": len(rows), "tokens": tokens,
+            "summary": summary, "rows": rows}
+
+
+def markdown(res: dict) -> str:
+    lines = ["# Numbers in generated ECG rationales vs the signal", "", f"Command: `{res['command']}`", "",
+             f"Machine: {res['machine'].get('cpu')}, {res['machine'].get('cores')} cores.", "",
+             "| artifact | text layout | records | number | stated (of) | exact | median abs error | mean abs error |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for run in res["runs"]:
+        for key, s in run["summary"].items():
+            med = "–" if s["median_abs_error"] is None else f"{s['median_abs_error']:.4g}"
+            mean = "–" if s["mean_abs_error"] is None else f"{s['mean_abs_error']:.4g}"
+            lines.append(f"| `{run['artifact']}` | {run['series_features']} | {run['records']} | {key} | {s['stated']} ({s['of']}) "
+                         f"| {s['exact']} | {med} | {mean} |")
+    lines += ["", "Reference: the numbers `edge_tslm.data.rationale` measured on the same record. A rationale cut off by the "
+              "token limit states fewer numbers (the `stated` column)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--artifact", action="append", required=True, help="compact ONNX artifact of an ECG model (repeatable)")
+    ap.add_argument("--per-class", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=96, help="tokens generated per rationale")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(RESULTS / "rationale_numbers.json"))
+    args = ap.parse_args(argv)
+    runs = [score(a, args.per_class, args.tokens, args.threads) for a in args.artifact]
+    res = {"command": "python benchmarks/rationale_numbers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "machine": machine(), "runs": runs}
+    out = Path(args.out)
+    out.write_text(json.dumps(res, indent=1))
+    out.with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
