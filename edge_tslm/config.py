@@ -141,6 +141,11 @@ class TSLMConfig:
 
         if self.series_features not in SERIES_FEATURES:
             raise ValueError(f"series_features {self.series_features!r} is unknown; use one of {SERIES_FEATURES}")
+        if self.series_features == "rr_series" and (self.task == "har" or self.task.startswith("tsqa")):
+            raise ValueError(
+                f"series_features \"rr_series\" adds the RR intervals of an ECG, but this model's task is {self.task!r}: "
+                "use it for an ECG task (ecg_rhythm), or leave series_features empty"
+            )
         if self.series_text not in SERIES_TEXTS:
             raise ValueError(f"series_text {self.series_text!r} is unknown; use one of {SERIES_TEXTS}")
         if self.encoder.scale_token and self.variant != "flamingo":

@@ -203,6 +203,8 @@ def rr_tachogram(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None, 
     Before the first beat and after the last the nearest interval is held; an interval that touches an untrusted
     stretch (`exclude`, see `rhythm_from_peaks`) is replaced by the median kept interval, so a filled gap does not
     read as a pause. Fewer than 2 beats (or none kept): the window's duration, the longest interval it could hold."""
+    if not (fs > 0 and rate > 0):
+        raise ValueError(f"rr_tachogram needs a positive sampling rate and tachogram rate, got fs={fs}, rate={rate}")
     x = np.asarray(ecg, dtype=np.float64).ravel()
     if exclude is not None and np.size(exclude) != x.size:
         raise ValueError(f"exclude has {np.size(exclude)} flags for an ECG of {x.size} samples; pass one per sample")

@@ -107,3 +107,30 @@ def test_encoder_gives_each_series_what_it_gives_it_alone():
             one = model.series_encoder(torch.from_numpy(s)[None], torch.ones(1, s.size, dtype=torch.bool),
                                        torch.tensor([k]))  # (1, N, D)
             assert torch.allclose(both[0, k * n : (k + 1) * n], one[0], atol=1e-5)
+
+
+def test_bad_rates_and_non_ecg_tasks_are_refused():
+    from edge_tslm.config import TSLMConfig
+
+    with pytest.raises(ValueError, match="positive sampling rate"):
+        rr_tachogram(np.zeros(100), 0.0)
+    with pytest.raises(ValueError, match="positive sampling rate"):
+        rr_tachogram(np.zeros(100), FS, rate=-1.0)
+    with pytest.raises(ValueError, match="RR intervals of an ECG"):
+        TSLMConfig(task="har", series_features="rr_series")
+    assert TSLMConfig(task="ecg_rhythm", series_features="rr_series").series_features == "rr_series"
+
+
+def test_encoder_trims_to_the_last_real_sample_of_any_mask():
+    """A mask with a hole is trimmed at its last real sample, not at its count of real samples."""
+    torch = pytest.importorskip("torch")
+    from conftest import build_tiny
+
+    model = build_tiny("flamingo", "tiny-llama", fs=FS)
+    x = torch.randn(1, 1, 64)
+    holed = torch.ones(1, 1, 64, dtype=torch.bool)
+    holed[0, 0, 8:40] = False  # 32 real samples, the last at index 63
+    with torch.no_grad():
+        got = model.encode_media(x, holed)
+        ref = model.series_encoder(x[0], holed[0], torch.tensor([0]))  # (1, N, D)
+    assert torch.allclose(got[0], ref[0], atol=1e-5)

@@ -71,12 +71,13 @@ class FlamingoTSLM(TSLMBase):
         n_lat = self.cfg.resampler.num_latents
         media = series.new_zeros(B, S, n_lat, self.cfg.encoder.dim)  # (B, S, N, D)
         if len(b_idx):
-            lengths = series_mask[b_idx, s_idx].sum(-1).tolist()  # (K,) real samples per series
+            # (K,) one past each series' last real sample (collate's masks are prefixes; any mask is trimmed safely)
+            lengths = (L - series_mask[b_idx, s_idx].flip(-1).int().argmax(-1)).tolist()
             enc = self.series_encoder
             for group in length_groups(lengths):  # an ECG and its RR tachogram are not padded to one length
                 g = torch.as_tensor(group, device=series.device)
                 gb, gs = b_idx[g], s_idx[g]  # (G,), (G,)
-                used = max(int(lengths[k]) for k in group)  # trim the group's common padding
+                used = max(lengths[k] for k in group)  # trim the group's common padding
                 x, m = series[gb, gs, :used], series_mask[gb, gs, :used]  # (G, used)
                 if enc.recomputes():
                     # one checkpoint per series: only its input and its N latents are kept, and the backward
