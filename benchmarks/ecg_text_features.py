@@ -27,20 +27,26 @@ from edge_tslm.heartbeats import beat_features, detect_r_peaks, rhythm_from_peak
 from edge_tslm.machine import machine
 from edge_tslm.metrics import challenge_score, per_class_f1
 from edge_tslm.results import write_results
+from edge_tslm.rhythm_vector import RHYTHM_VECTOR_NAMES, rhythm_vector
 from edge_tslm.signals import resample
 from edge_tslm.train.tasks import get_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # What each layout states, in the text's units (whole bpm, whole percent, whole ms)
+TEXT_NUMBERS = ("rate", "rr_cv", "rr_jumps", "rr_min", "rr_max", "beat_match", "odd_beats", "p_wave", "residual", "qrs_ms")
 LAYOUTS = {
-    "rr": ("rate", "rr_cv", "rr_jumps"),
-    "beats": ("rate", "rr_cv", "rr_jumps", "rr_min", "rr_max", "beat_match", "odd_beats", "p_wave", "residual", "qrs_ms"),
+    "rr": TEXT_NUMBERS[:3],
+    "beats": TEXT_NUMBERS,
+    # not text: the vector a Flamingo encoder with encoder.rhythm_vector reads (unrounded), alone and beside the rr text
+    "rhythm vector": RHYTHM_VECTOR_NAMES,
+    "rr + rhythm vector": TEXT_NUMBERS[:3] + RHYTHM_VECTOR_NAMES,
 }
 
 
 def text_numbers(code_and_signal: tuple[str, np.ndarray]) -> tuple[str, list[float]]:
-    """The numbers `describe_beats` writes for one record (a superset of `describe_rhythm`'s), rounded alike."""
+    """The numbers `describe_beats` writes for one record (a superset of `describe_rhythm`'s), rounded alike,
+    then the record's `rhythm_vector`."""
     code, sig = code_and_signal
     task = get_task("ecg_rhythm")
     x = resample(sig, p17.FS, task.fs)[0][: int(task.max_seconds * task.fs)].astype(np.float64)
@@ -48,15 +54,16 @@ def text_numbers(code_and_signal: tuple[str, np.ndarray]) -> tuple[str, list[flo
     r = rhythm_from_peaks(peaks, x.size, task.fs)
     b = beat_features(x, task.fs, peaks)
     nan = float("nan")
+    vec = rhythm_vector(x, task.fs).astype(np.float64).tolist()
     if r.n_beats < 3:  # the text says only "N beats detected"
-        return code, [nan] * len(LAYOUTS["beats"])
+        return code, [nan] * len(TEXT_NUMBERS) + vec
     v = [round(r.heart_rate_bpm), round(100 * r.rr_cv), round(100 * r.rr_jump_frac),
          round(100 * r.rr_min_ratio) if np.isfinite(r.rr_min_ratio) else nan,
          round(100 * r.rr_max_ratio) if np.isfinite(r.rr_max_ratio) else nan]
     shape = [b.beat_match, b.odd_beat_frac, b.p_wave_ratio, b.residual]
     if b.n_beats < 3 or not np.isfinite(b.p_wave_ratio):
-        return code, v + [nan] * 5
-    return code, v + [round(100 * s) for s in shape] + [round(b.qrs_ms)]
+        return code, v + [nan] * 5 + vec
+    return code, v + [round(100 * s) for s in shape] + [round(b.qrs_ms)] + vec
 
 
 def _rows(split: str, workers: int) -> tuple[np.ndarray, list[str]]:
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     x_tr, y_tr = _rows("train", a.workers)
     x_te, y_te = _rows("test", a.workers)
-    names = list(LAYOUTS["beats"])
+    names = list(TEXT_NUMBERS + RHYTHM_VECTOR_NAMES)
     labels = sorted(set(y_tr))
     rows = {}
     for layout, cols in LAYOUTS.items():
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "af_f1": round(t["per_class_f1"]["atrial fibrillation"], 4), "other_f1": round(t["per_class_f1"]["other rhythm"], 4)}
     result = {
         "what": "gradient boosting on the numbers each series_features layout writes into the ECG text (a ceiling for "
-                "the text alone); PhysioNet 2017 train -> test split",
+                "the text alone) and on the rhythm vector; PhysioNet 2017 train -> test split",
         "n_train": len(y_tr), "n_test": len(y_te), "seeds": a.seeds, "layouts": rows,
         "baseline_test": base_row,
         "seconds": round(time.time() - t0, 1), "machine": machine(),
@@ -117,7 +124,8 @@ def markdown(res: dict) -> str:
              f"records, mean of {res['seeds']} seeds. A ceiling for the text alone, not a TSLM score.", "",
              "| layout | numbers | challenge | macro-F1 | AF F1 | other F1 |", "|---|---|---:|---:|---:|---:|"]
     for layout, r in res["layouts"].items():
-        lines.append(f"| {layout} | {', '.join(r['numbers'])} | {r['challenge']:.4f} | {r['macro_f1']:.4f} | "
+        numbers = ", ".join(r["numbers"]) if len(r["numbers"]) <= 10 else f"{len(r['numbers'])} numbers (`edge_tslm/rhythm_vector.py`)"
+        lines.append(f"| {layout} | {numbers} | {r['challenge']:.4f} | {r['macro_f1']:.4f} | "
                      f"{r['af_f1']:.4f} | {r['other_f1']:.4f} |")
     b = res.get("baseline_test")
     if b:

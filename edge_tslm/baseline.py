@@ -20,6 +20,10 @@ import numpy as np
 from scipy import signal as sps
 from scipy import stats
 
+from edge_tslm.heartbeats import RR_STAT_NAMES as _RR_NAMES
+from edge_tslm.heartbeats import rr_statistics as _rr_features
+from edge_tslm.heartbeats import sample_entropy  # noqa: F401  (part of this module's API)
+
 # ----------------------------------------------------------------------------- HAR features
 
 _STAT_NAMES = ("mean", "std", "min", "max", "median", "q25", "q75", "iqr", "skew", "kurt", "energy", "mad", "range", "zcr")
@@ -115,31 +119,6 @@ def har_features(windows: np.ndarray, fs: float = 50.0) -> np.ndarray:
 # ----------------------------------------------------------------------------- ECG features
 
 
-def sample_entropy(x: np.ndarray, m: int = 2, r: float | None = None) -> float:
-    """Sample entropy of a short series (RR intervals); nan when undefined."""
-    x = np.asarray(x, dtype=np.float64)
-    n = x.size
-    if n < m + 3:
-        return float("nan")
-    r = 0.2 * x.std() if r is None else r
-    if r <= 0:
-        return 0.0
-
-    def count(mm: int) -> int:
-        emb = np.lib.stride_tricks.sliding_window_view(x, mm)[: n - m]
-        d = np.abs(emb[:, None, :] - emb[None, :, :]).max(-1)
-        return int(((d <= r).sum() - len(emb)) // 2)
-
-    b, a = count(m), count(m + 1)
-    return float(-np.log(a / b)) if a > 0 and b > 0 else float("nan")
-
-
-_RR_NAMES = (
-    "n_beats", "beats_per_s", "rr_mean", "rr_std", "rr_cv", "rr_min", "rr_max", "rr_median", "rr_iqr", "rr_range",
-    "rmssd", "sdsd", "pnn20", "pnn50", "hr_mean", "hr_std", "sampen", "sd1", "sd2", "sd1_sd2", "drr_mad_rel",
-    "frac_drr_gt10", "rr_hist_entropy", "turning_point_ratio", "premature_frac", "rr_long_frac", "rr_short_frac",
-    "drr_q90_rel", "rr_median_abs_dev_rel", "drr_sign_changes",
-)
 _MORPH_NAMES = (
     "r_amp_mean", "r_amp_cv", "tmpl_corr_mean", "tmpl_corr_min", "tmpl_corr_std", "tmpl_corr_lt08", "qrs_width",
     "s_depth_rel", "p_range_rel", "p_std_rel", "t_max_rel", "t_min_rel", "st_level_rel", "p_beat_energy_cv",
@@ -154,31 +133,6 @@ _NOISE_NAMES = (
     "deriv_zcr", "diff_std_rel", "polarity", "lowfreq_std_rel", "hf_std_rel",
 )
 ECG_FEATURE_NAMES: tuple[str, ...] = _RR_NAMES + _MORPH_NAMES + _SPECTRUM_NAMES + _NOISE_NAMES
-
-
-def _rr_features(rr: np.ndarray, duration: float) -> list[float]:
-    nan = float("nan")
-    n = rr.size + 1 if rr.size else 0
-    if rr.size < 3:
-        return [float(n), n / duration] + [nan] * (len(_RR_NAMES) - 2)
-    d = np.diff(rr)
-    mean = rr.mean()
-    med = np.median(rr)
-    q25, q75 = np.percentile(rr, [25, 75])
-    hist, _ = np.histogram(rr / med, bins=16, range=(0.4, 2.0))
-    pr = hist / max(hist.sum(), 1)
-    tp = np.mean((rr[1:-1] > rr[:-2]) & (rr[1:-1] > rr[2:]) | (rr[1:-1] < rr[:-2]) & (rr[1:-1] < rr[2:]))
-    sd1 = np.sqrt(0.5) * d.std()
-    sd2 = np.sqrt(max(2 * rr.std() ** 2 - 0.5 * d.std() ** 2, 0.0))
-    hr = 60.0 / rr
-    return [
-        float(n), n / duration, mean, rr.std(), rr.std() / mean, rr.min(), rr.max(), med, q75 - q25, rr.max() - rr.min(),
-        np.sqrt(np.mean(d**2)), d.std(), np.mean(np.abs(d) > 0.02), np.mean(np.abs(d) > 0.05), hr.mean(), hr.std(),
-        sample_entropy(rr), sd1, sd2, sd1 / max(sd2, 1e-9), np.median(np.abs(d)) / med, np.mean(np.abs(d) > 0.1 * rr[:-1]),
-        float(-(pr[pr > 0] * np.log(pr[pr > 0])).sum()), float(tp), np.mean(rr[:-1] < 0.85 * med),
-        np.mean(rr > 1.15 * med), np.mean(rr < 0.85 * med), np.percentile(np.abs(d), 90) / med,
-        np.median(np.abs(rr - med)) / med, np.mean(np.diff(np.sign(d)) != 0) if d.size > 1 else nan,
-    ]
 
 
 def _beats(x: np.ndarray, peaks: np.ndarray, fs: float) -> tuple[np.ndarray, int]:

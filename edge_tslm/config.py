@@ -21,6 +21,9 @@ class EncoderConfig:
     # the resampler as a vector instead, so the text can drop them (series_text="none") and a stream prefills fewer
     # tokens per window.
     scale_token: bool = False
+    # Each series is an ECG lead whose measured rhythm and beat shape (edge_tslm.rhythm_vector: 30 RR statistics, 6
+    # beat-shape numbers) reach its patches as one more embedding (model.encoder.VectorEmbedding), beside the text.
+    rhythm_vector: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,15 @@ class TSLMConfig:
             raise ValueError(f"series_text {self.series_text!r} is unknown; use one of {SERIES_TEXTS}")
         if self.encoder.scale_token and self.variant != "flamingo":
             raise ValueError("encoder.scale_token is a Flamingo encoder option; a SoftPrompt model reads the scale as text")
+        if self.encoder.rhythm_vector:
+            if self.variant != "flamingo":
+                raise ValueError("encoder.rhythm_vector is a Flamingo encoder option; a SoftPrompt model has no series encoder to add it to")
+            if self.task == "har" or self.task.startswith("tsqa") or self.series_features == "rr_series":
+                raise ValueError(
+                    f"encoder.rhythm_vector measures every series as an ECG lead, but this model's task is {self.task!r} "
+                    f"with series_features {self.series_features!r}: use it for an ECG task whose series are all leads "
+                    "(ecg_rhythm without rr_series), or build the model without it"
+                )
         if self.series_text == "none" and not self.encoder.scale_token:
             raise ValueError(
                 'series_text "none" leaves each series\' mean and std out of the text, so only a model whose encoder reads '

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["BeatFeatures", "RhythmFeatures", "beat_features", "describe_beats", "describe_rhythm", "detect_r_peaks", "rhythm_features",
-           "rhythm_from_peaks", "rr_tachogram", "trusted_peaks"]
+           "rhythm_from_peaks", "rr_statistics", "rr_tachogram", "RR_STAT_NAMES", "sample_entropy", "trusted_intervals", "trusted_peaks"]
 
 _BAND_HZ = (5.0, 30.0)
 _REFRACTORY_S = 0.2
@@ -166,6 +166,14 @@ def trusted_peaks(peaks: np.ndarray, fs: float, exclude: np.ndarray | None) -> n
     return peaks[~_near_untrusted(peaks, peaks, exclude, fs)]
 
 
+def trusted_intervals(peaks: np.ndarray, fs: float, exclude: np.ndarray | None) -> np.ndarray:
+    """(R,) bool for the R = len(peaks) - 1 intervals: True where the interval lies clear of every untrusted sample
+    (an interval across a filled gap may skip beats the gap hid)."""
+    if peaks.size < 2:
+        return np.zeros(0, dtype=bool)
+    return ~_near_untrusted(peaks[:-1], peaks[1:], exclude, fs)
+
+
 def rhythm_from_peaks(peaks: np.ndarray, n_samples: int, fs: float, exclude: np.ndarray | None = None) -> RhythmFeatures:
     """`RhythmFeatures` from R-peak sample indices of an ECG `n_samples` long.
 
@@ -175,7 +183,7 @@ def rhythm_from_peaks(peaks: np.ndarray, n_samples: int, fs: float, exclude: np.
     if exclude is not None and np.size(exclude) != n_samples:
         raise ValueError(f"exclude has {np.size(exclude)} flags for an ECG of {n_samples} samples; pass one per sample")
     rr = np.diff(peaks.astype(np.float64)) / fs  # seconds
-    keep = ~_near_untrusted(peaks[:-1], peaks[1:], exclude, fs) if rr.size else np.zeros(0, dtype=bool)  # (R,)
+    keep = trusted_intervals(peaks, fs, exclude)  # (R,)
     pairs = keep[:-1] & keep[1:]  # (R - 1,) successive intervals both kept
     rk = rr[keep]
     drr = np.diff(rr)[pairs]  # successive differences of kept neighbours
@@ -214,7 +222,7 @@ def rr_tachogram(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None, 
     if peaks.size < 2:
         return np.full(n, duration, dtype=np.float32)
     rr = np.diff(peaks.astype(np.float64)) / fs  # (R,) seconds
-    keep = ~_near_untrusted(peaks[:-1], peaks[1:], exclude, fs)  # (R,)
+    keep = trusted_intervals(peaks, fs, exclude)  # (R,)
     if not keep.any():
         return np.full(n, duration, dtype=np.float32)
     rr = np.where(keep, rr, np.median(rr[keep]))
@@ -313,3 +321,61 @@ def describe_beats(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None
         return text
     return (f"{text}, beat match {round(100 * b.beat_match)} %, odd beats {round(100 * b.odd_beat_frac)} %, "
             f"P wave {round(100 * b.p_wave_ratio)} %, residual {round(100 * b.residual)} %, QRS {round(b.qrs_ms)} ms")
+
+
+# ----------------------------------------------------------------------------- RR-interval statistics
+# The feature baseline's RR statistics (edge_tslm.baseline) and the rhythm vector a Flamingo encoder reads
+# (edge_tslm.rhythm_vector) are this one function.
+
+
+def sample_entropy(x: np.ndarray, m: int = 2, r: float | None = None) -> float:
+    """Sample entropy of a short series (RR intervals); nan when undefined."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    if n < m + 3:
+        return float("nan")
+    r = 0.2 * x.std() if r is None else r
+    if r <= 0:
+        return 0.0
+
+    def count(mm: int) -> int:
+        emb = np.lib.stride_tricks.sliding_window_view(x, mm)[: n - m]
+        d = np.abs(emb[:, None, :] - emb[None, :, :]).max(-1)
+        return int(((d <= r).sum() - len(emb)) // 2)
+
+    b, a = count(m), count(m + 1)
+    return float(-np.log(a / b)) if a > 0 and b > 0 else float("nan")
+
+
+RR_STAT_NAMES = (
+    "n_beats", "beats_per_s", "rr_mean", "rr_std", "rr_cv", "rr_min", "rr_max", "rr_median", "rr_iqr", "rr_range",
+    "rmssd", "sdsd", "pnn20", "pnn50", "hr_mean", "hr_std", "sampen", "sd1", "sd2", "sd1_sd2", "drr_mad_rel",
+    "frac_drr_gt10", "rr_hist_entropy", "turning_point_ratio", "premature_frac", "rr_long_frac", "rr_short_frac",
+    "drr_q90_rel", "rr_median_abs_dev_rel", "drr_sign_changes",
+)
+
+
+def rr_statistics(rr: np.ndarray, duration: float) -> list[float]:
+    """RR_STAT_NAMES of the RR intervals `rr` (s) of an ECG `duration` s long; nan where too few beats."""
+    nan = float("nan")
+    n = rr.size + 1 if rr.size else 0
+    if rr.size < 3:
+        return [float(n), n / duration] + [nan] * (len(RR_STAT_NAMES) - 2)
+    d = np.diff(rr)
+    mean = rr.mean()
+    med = np.median(rr)
+    q25, q75 = np.percentile(rr, [25, 75])
+    hist, _ = np.histogram(rr / med, bins=16, range=(0.4, 2.0))
+    pr = hist / max(hist.sum(), 1)
+    tp = np.mean((rr[1:-1] > rr[:-2]) & (rr[1:-1] > rr[2:]) | (rr[1:-1] < rr[:-2]) & (rr[1:-1] < rr[2:]))
+    sd1 = np.sqrt(0.5) * d.std()
+    sd2 = np.sqrt(max(2 * rr.std() ** 2 - 0.5 * d.std() ** 2, 0.0))
+    hr = 60.0 / rr
+    return [
+        float(n), n / duration, mean, rr.std(), rr.std() / mean, rr.min(), rr.max(), med, q75 - q25, rr.max() - rr.min(),
+        np.sqrt(np.mean(d**2)), d.std(), np.mean(np.abs(d) > 0.02), np.mean(np.abs(d) > 0.05), hr.mean(), hr.std(),
+        sample_entropy(rr), sd1, sd2, sd1 / max(sd2, 1e-9), np.median(np.abs(d)) / med, np.mean(np.abs(d) > 0.1 * rr[:-1]),
+        float(-(pr[pr > 0] * np.log(pr[pr > 0])).sum()), float(tp), np.mean(rr[:-1] < 0.85 * med),
+        np.mean(rr > 1.15 * med), np.mean(rr < 0.85 * med), np.percentile(np.abs(d), 90) / med,
+        np.median(np.abs(rr - med)) / med, np.mean(np.diff(np.sign(d)) != 0) if d.size > 1 else nan,
+    ]

@@ -80,6 +80,9 @@ def main() -> None:
                     "(none needs --scale-token)")
     ap.add_argument("--scale-token", action="store_true",
                     help="Flamingo: the encoder reads each series' mean and std as a vector (an embedding added to its patches) instead of the text")
+    ap.add_argument("--rhythm-vector", action="store_true",
+                    help="Flamingo, ECG stages only: the encoder also reads each lead's measured rhythm and beat shape as a "
+                    "vector (edge_tslm/rhythm_vector.py: 36 numbers), beside the text")
     ap.add_argument("--fusion-layers", default="", help="Flamingo: decoder layers that get a cross-attention block, e.g. 25,27,29 "
                     "(default: every 5th from the middle); a stream pays per window for every layer from the first one on")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="cpu | cuda | mps | auto (CUDA, then MPS, then CPU)")
@@ -93,6 +96,11 @@ def main() -> None:
     torch.manual_seed(a.seed)
     if a.scale_token and a.variant != "flamingo":
         ap.error("--scale-token is a Flamingo encoder option")
+    if a.rhythm_vector and a.variant != "flamingo":
+        ap.error("--rhythm-vector is a Flamingo encoder option")
+    if a.rhythm_vector and any(not s.startswith("ecg") for s in a.stages.split(",")):
+        ap.error(f"--rhythm-vector measures each series as an ECG lead; stages {a.stages!r} include a non-ECG task: train "
+                 "that stage first, then continue the ECG stage with --init and --rhythm-vector")
     if any(v.get("series_text") == "none" for v in layout.values()) and not a.scale_token:  # caught here, not after minutes of loading
         ap.error('--series-text STAGE=none leaves the mean and std out of the text: add --scale-token so the encoder reads them')
     try:
@@ -102,7 +110,7 @@ def main() -> None:
     if fusion_layers and a.variant != "flamingo":
         ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
-                     encoder=EncoderConfig(scale_token=a.scale_token))
+                     encoder=EncoderConfig(scale_token=a.scale_token, rhythm_vector=a.rhythm_vector))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
     model = build_model(cfg)

@@ -32,6 +32,9 @@ def train(
         help="the final task's question before the series (a stream then caches it with the prompt head)")] = False,
     scale_token: Annotated[bool, typer.Option(
         help="Flamingo: the encoder reads each series' mean and std as a vector instead of from the text")] = False,
+    rhythm_vector: Annotated[bool, typer.Option(
+        help="Flamingo, ECG task only: the encoder also reads each lead's measured rhythm and beat shape as a vector "
+             "(edge_tslm/rhythm_vector.py), beside the text")] = False,
     fusion_layers: Annotated[str, typer.Option(
         help="Flamingo: decoder layers that get a cross-attention block, e.g. 25,27,29 (default: every 5th from the "
              "middle); a stream pays per window for every layer from the first one on")] = "",
@@ -64,6 +67,11 @@ def train(
                                  "encoder reads them", param_hint="--series-text")
     if scale_token and variant != "flamingo":
         raise typer.BadParameter("the scale embedding (--scale-token) is a Flamingo encoder option", param_hint="--scale-token")
+    if rhythm_vector and (variant != "flamingo" or any(not n.startswith("ecg") for n in names)):
+        raise typer.BadParameter(f"the rhythm vector is a Flamingo encoder option for ECG stages only (variant {variant!r}, "
+                                 f"stages {','.join(names)!r}): pass --stages ecg_rhythm, or continue another stage's adapter with "
+                                 "training/curriculum.py --init ... --rhythm-vector",
+                                 param_hint="--rhythm-vector")
     try:
         layers = parse_fusion_layers(fusion_layers)
     except ValueError as e:
@@ -73,7 +81,7 @@ def train(
     layout = {k: v for k, v in (("series_features", series_features), ("series_text", series_text)) if v is not None}
     if question_first:
         layout["question_first"] = True
-    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token))
+    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token, rhythm_vector=rhythm_vector))
     if layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))
     model = build_model(cfg)

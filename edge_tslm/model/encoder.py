@@ -126,3 +126,27 @@ class ScaleEmbedding(nn.Module):
         ang = f[:, :, None] * self.freqs  # (K, 2, F)
         feats = torch.cat([f, torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], dim=-1)  # (K, 2 + 4F)
         return self.GAIN * self.proj(feats)[:, None, :]  # (K, 1, D)
+
+
+class VectorEmbedding(nn.Module):
+    """Measured numbers of a series (`edge_tslm.rhythm_vector`) -> one embedding added to each of its patches.
+
+    Each number is read as asinh(value / its typical size), with nan (undefined: too few beats) as 0 plus a flag, so
+    a missing number is told apart from a small one. Like ScaleEmbedding: added to every patch, output layer at zero
+    (a model loaded from an adapter trained without it starts out unchanged), and the same gain."""
+
+    GAIN = ScaleEmbedding.GAIN
+
+    def __init__(self, scales: tuple[float, ...], dim: int):
+        super().__init__()
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32), persistent=False)  # (F,)
+        self.proj = nn.Sequential(nn.Linear(2 * len(scales), dim), nn.GELU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.proj[2].weight)
+        nn.init.zeros_(self.proj[2].bias)
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        """vectors: (K, F), nan where undefined -> (K, 1, D), to add to the (K, P, D) patch embeddings."""
+        missing = torch.isnan(vectors)  # (K, F)
+        v = torch.asinh(torch.where(missing, torch.zeros_like(vectors), vectors) / self.scales)  # (K, F)
+        feats = torch.cat([v, missing.to(v.dtype)], dim=-1)  # (K, 2F)
+        return self.GAIN * self.proj(feats)[:, None, :]  # (K, 1, D)

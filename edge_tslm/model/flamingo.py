@@ -10,10 +10,11 @@ from edge_tslm.backbones import BackboneInfo, decoder_layers
 from edge_tslm.config import EncoderConfig, ResamplerConfig, TSLMConfig
 from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.length_groups import length_groups
+from edge_tslm.rhythm_vector import RHYTHM_VECTOR_SCALES, series_rhythm_vectors
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
-from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, check_series_lengths, masked_znormalize
+from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.resampler import PerceiverResampler
 from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
@@ -24,22 +25,29 @@ ABSENT = 1 << 30  # <ts> position of a series a sample does not have: no token e
 class SeriesEncoder(CheckpointableBlock):
     """Encoder + resampler: one series of any length -> num_latents vectors. This is the exported graph.
     Checkpointed as one block, one series per call (encode_media), when activation checkpointing is on.
-    With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding."""
+    With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding.
+    With enc.rhythm_vector each series' measured rhythm (K, F) comes beside it and is added to its patches too."""
 
     def __init__(self, enc: EncoderConfig, res: ResamplerConfig):
         super().__init__()
         self.encoder = PatchEncoder(enc)
         self.resampler = PerceiverResampler(enc.dim, res)
         self.scale = ScaleEmbedding(enc.dim) if enc.scale_token else None
+        self.rhythm = VectorEmbedding(RHYTHM_VECTOR_SCALES, enc.dim) if enc.rhythm_vector else None
 
-    def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor) -> torch.Tensor:
-        """series, mask: (K, L); series_index: (K,) -> latents (K, N, D)."""
+    def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor,
+                vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """series, mask: (K, L); series_index: (K,); vectors: (K, F) with enc.rhythm_vector -> latents (K, N, D)."""
         if self.scale is None:
             h, patch_mask = self.encoder(series, mask, series_index)  # (K, P, D), (K, P)
-            return self.resampler(h, patch_mask)
-        normed, mean, std = masked_znormalize(series, mask)  # (K, L), (K,), (K,)
-        h, patch_mask = self.encoder(normed, mask, series_index)  # (K, P, D), (K, P)
-        h = h + self.scale(mean, std).to(h.dtype)  # (K, P, D): every patch carries its series' scale
+        else:
+            normed, mean, std = masked_znormalize(series, mask)  # (K, L), (K,), (K,)
+            h, patch_mask = self.encoder(normed, mask, series_index)  # (K, P, D), (K, P)
+            h = h + self.scale(mean, std).to(h.dtype)  # (K, P, D): every patch carries its series' scale
+        if self.rhythm is not None:
+            if vectors is None:
+                raise ValueError("this encoder reads each series' rhythm vector (encoder.rhythm_vector): pass vectors (K, F)")
+            h = h + self.rhythm(vectors.to(torch.float32)).to(h.dtype)  # (K, P, D)
         return self.resampler(h, patch_mask)
 
 
@@ -79,14 +87,24 @@ class FlamingoTSLM(TSLMBase):
                 gb, gs = b_idx[g], s_idx[g]  # (G,), (G,)
                 used = max(lengths[k] for k in group)  # trim the group's common padding
                 x, m = series[gb, gs, :used], series_mask[gb, gs, :used]  # (G, used)
+                v = self.rhythm_vectors(x, m) if enc.rhythm is not None else None  # (G, F)
                 if enc.recomputes():
                     # one checkpoint per series: only its input and its N latents are kept, and the backward
                     # recomputes one series at a time, so the step's memory does not grow with the number of series
-                    lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], gs[k : k + 1]) for k in range(len(group))])
+                    lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], gs[k : k + 1], None if v is None else v[k : k + 1])
+                                     for k in range(len(group))])
                 else:
-                    lat = enc(x, m, gs)  # (G, N, D)
+                    lat = enc(x, m, gs, v)  # (G, N, D)
                 media = media.index_put((gb, gs), lat.to(media.dtype))
         return media.view(B, S * n_lat, -1)  # (B, S * N, D)
+
+    def rhythm_vectors(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """x, m: (G, L) series and masks at the model's rate -> (G, F) rhythm vectors, measured in numpy on the real
+        samples. The numbers do not depend on the ECG's gain and offset, so normalised and recorded series agree."""
+        if not self.cfg.fs > 0:
+            raise ValueError("encoder.rhythm_vector measures beats, so the model needs its sampling rate (cfg.fs > 0)")
+        v = series_rhythm_vectors(x.detach().float().cpu().numpy(), m.detach().cpu().numpy(), self.cfg.fs)  # (G, F)
+        return torch.from_numpy(v).to(x.device)
 
     def ts_positions(self, input_ids: torch.Tensor, num_series: int) -> torch.Tensor:
         """Position of each series' <ts> token, (B, S); ABSENT where the sample has fewer series."""
