@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -22,30 +21,14 @@ import numpy as np
 
 from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
+from edge_tslm.rationale_check import ECG_RATIONALE_NUMBERS, stated_numbers
 from edge_tslm.runtime.onnx_backend import OnnxBackend
 from edge_tslm.train.examples import layout_kwargs, make_example
 from edge_tslm.train.tasks import get_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NUMBERS = {  # what the ECG rationale template states, as edge_tslm.data.rationale writes it
-    "beats": re.compile(r"(\d+) heartbeats were detected"),
-    "rate_bpm": re.compile(r"heart rate is ([\d.]+) bpm"),
-    "rr_cv": re.compile(r"coefficient of variation is ([\d.]+)"),
-    "jumps_pct": re.compile(r"([\d.]+) % of successive intervals"),
-}
-
-
-def stated(text: str) -> dict[str, float]:
-    """The numbers a rationale states (a number it does not state is absent)."""
-    out = {}
-    for key, pat in NUMBERS.items():
-        m = pat.search(text)
-        if m:
-            try:
-                out[key] = float(m.group(1).rstrip("."))
-            except ValueError:
-                pass
-    return out
+NUMBERS = ECG_RATIONALE_NUMBERS
+stated = stated_numbers  # the parse the stream's rationale check uses (edge_tslm.rationale_check)
 
 
 def score(artifact: str, per_class: int, tokens: int, threads: int) -> dict:

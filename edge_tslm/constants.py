@@ -28,6 +28,7 @@ MANIFEST_METRICS = "metrics"
 ONNX_SERIES = "series"  # (B, L) float32, z-normalised
 ONNX_SERIES_MASK = "series_mask"  # (B, L) bool, True where a sample is real
 ONNX_SERIES_INDEX = "series_index"  # (B,) int64, position of the series within its sample
+ONNX_SERIES_VECTORS = "series_vectors"  # (B, F) float32, each series' rhythm vector (encoder.rhythm_vector only)
 ONNX_LATENTS = "latents"  # (B, num_latents, dim)
 
 # Floor for a channel's standard deviation when z-normalising a flat line.

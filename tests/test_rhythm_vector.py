@@ -127,3 +127,37 @@ def test_configs_that_cannot_measure_an_ecg_are_refused():
     with pytest.raises(ValueError, match="Flamingo encoder option"):
         TSLMConfig(variant="softprompt", task="ecg_rhythm", encoder=enc)
     assert TSLMConfig(task="ecg_rhythm", series_features="rr", encoder=enc).encoder.rhythm_vector
+
+
+def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path):
+    """Exported with its series_vectors input, the ONNX encoder passes parity, and the torch-free backend (which
+    measures the vector itself) scores a real-shaped ECG as the torch model does; Core ML refuses with the reason."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import build_tiny, open_gates
+    from edge_tslm.config import EncoderConfig
+    from edge_tslm.constants import ONNX_SERIES_VECTORS
+    from edge_tslm.export import export_artifact
+    from edge_tslm.export.coreml import export_encoder_coreml
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    labels = ("normal", "atrial fibrillation")
+    model = build_tiny("flamingo", "tiny-llama", fs=FS, task="ecg_rhythm", labels=labels,
+                       encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True))
+    open_gates(model, 0.5)
+    with torch.no_grad():
+        model.series_encoder.rhythm.proj[2].weight.normal_(0, 0.2)  # trained-like: the vector moves the latents
+    manifest = export_artifact(model, "onnx", tmp_path, decoder=True)
+    assert manifest["parity_passed"]
+    be = OnnxBackend.from_pretrained(tmp_path, threads=1)
+    assert ONNX_SERIES_VECTORS in {i.name for i in be.encoder.get_inputs()}
+    text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
+    for lo in (0.4, 0.8):
+        ecg = _synthetic_ecg(np.random.default_rng(7).uniform(lo, lo + 0.4, 25), FS)[0].astype(np.float32)
+        want = model.classify(text, [ecg], labels)
+        got = be.classify(text, be.encode([ecg]), labels)
+        for lab in labels:
+            assert got[lab] == pytest.approx(want[lab], abs=1e-3)
+    with pytest.raises(NotImplementedError, match="rhythm vector"):
+        export_encoder_coreml(model, tmp_path / "enc.mlpackage")

@@ -380,3 +380,46 @@ def test_peak_rss_is_this_process_not_its_parent():
     code = "from edge_tslm.runtime.events import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert big.sum() > 0 and float(out.strip()) < 250
+
+
+class _RationaleBackend:
+    """An ECG backend whose rationale states a fixed heart rate and beat count (as a model guessing them would)."""
+
+    name = "rationale-fake"
+    labels = ("atrial fibrillation", "normal")
+    fs, max_seconds, min_length, task = 150.0, 0.0, 4, "ecg_rhythm"
+    series_features, question_first, series_text, question = "", False, "full", ""
+
+    def __init__(self, rate, beats):
+        self.rate, self.beats = rate, beats
+
+    def encode(self, series):
+        from edge_tslm.runtime.backend import Encoded
+
+        return Encoded(series)
+
+    def classify(self, text, encoded, labels):
+        return {labels[0]: 0.0, labels[1]: -1.0}
+
+    def generate(self, text, encoded, max_new_tokens):
+        return (f"The recording lasts 30 s and {self.beats} heartbeats were detected. The mean heart rate is {self.rate} bpm."
+                "\nAnswer: atrial fibrillation")
+
+
+def test_an_ecg_rationale_is_checked_against_the_measured_rhythm():
+    """The window event carries the rationale's numbers beside the measured ones; a guessed heart rate is flagged."""
+    from test_heartbeats import _synthetic_ecg
+
+    x, beats = _synthetic_ecg(np.full(60, 0.75), 300.0)  # 80 bpm
+    x = x[: 30 * 300][None].astype(np.float32)
+    n = int(((beats >= 0) & (beats < 30 * 300)).sum())
+    for rate, flagged in ((80.1, False), (98.0, True)):
+        ev = run(_RationaleBackend(rate, n), chunks(x, 3000, fs=300.0), task="afib", rationale_on="af")
+        (w,) = of(ev, "window")
+        chk = w["rationale_check"]
+        assert chk["stated"] == {"beats": n, "rate_bpm": rate}
+        assert chk["measured"]["rate_bpm"] == pytest.approx(80.0, abs=0.5) and chk["measured"]["beats"] == pytest.approx(n, abs=1)
+        assert chk["differs"] == (["rate_bpm"] if flagged else [])
+        assert ("rationale_numbers_differ" in w["quality"]["flags"]) == flagged
+        assert any("states 98 bpm, measured 80" in m for m in w["quality"]["messages"]) == flagged
+        assert ev[-1]["flags"].get("rationale_numbers_differ", 0) == int(flagged)

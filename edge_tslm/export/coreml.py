@@ -209,6 +209,11 @@ def export_encoder_coreml(
     if compress not in COMPRESSIONS:
         raise ValueError(f"compress must be one of {COMPRESSIONS}, got {compress!r}")
     enc = series_encoder_of(model).float()
+    if getattr(enc, "rhythm", None) is not None:
+        raise NotImplementedError(
+            "this encoder reads a rhythm vector (encoder.rhythm_vector), which the Core ML package does not take yet; "
+            "export it with --target onnx (its encoder graph has the series_vectors input) or use the torch backend"
+        )
     out_path = Path(out_path)
     if out_path.suffix != ".mlpackage":
         raise ValueError(f"Core ML output must end in .mlpackage, got {out_path.name}")

@@ -25,6 +25,7 @@ from edge_tslm.export.spec import (
     BATCH_AXIS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    ENCODER_VECTOR_INPUT,
     LENGTH_AXIS,
     MAX_BATCH,
     MAX_LENGTH,
@@ -112,13 +113,24 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(lvl)
 
 
-def _example_encoder_inputs(enc: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _example_encoder_inputs(enc: nn.Module) -> tuple[torch.Tensor, ...]:
     p = enc.encoder.cfg.patch_len
     K, L = 2, 16 * p  # the graph pads any L; the parity check runs lengths that are not whole patches
     dev = next(enc.parameters()).device
     series = torch.randn(K, L, device=dev)
     mask = torch.ones(K, L, dtype=torch.bool, device=dev)
-    return series, mask, torch.arange(K, device=dev)
+    if getattr(enc, "rhythm", None) is None:
+        return series, mask, torch.arange(K, device=dev)
+    return series, mask, torch.arange(K, device=dev), example_vectors(enc, K, dev)
+
+
+def example_vectors(enc: nn.Module, K: int, device: torch.device | str = "cpu", seed: int = 0) -> torch.Tensor:
+    """(K, F) rhythm vectors for tracing and parity: typical sizes with every third number undefined (nan)."""
+    scales = enc.rhythm.scales.to(device)  # (F,)
+    gen = torch.Generator().manual_seed(seed)
+    v = (torch.rand(K, scales.numel(), generator=gen).to(device) * 2) * scales  # (K, F)
+    v[:, ::3] = float("nan")
+    return v
 
 
 
@@ -207,14 +219,19 @@ def export_encoder_onnx(
     length = torch.export.Dim.DYNAMIC(min=patch_len, max=MAX_LENGTH)
     fp32_path = out_path if not int8 else Path(tempfile.mkdtemp(prefix="edge_tslm_onnx_")) / "encoder_fp32.onnx"
     args = _example_encoder_inputs(enc)
+    shapes = {"series": {0: batch, 1: length}, "mask": {0: batch, 1: length}, "series_index": {0: batch}}
+    names = list(ENCODER_INPUTS)
+    if len(args) == 4:  # the rhythm vector: measured by the runtime, read by the graph
+        shapes["vectors"] = {0: batch}
+        names.append(ENCODER_VECTOR_INPUT)
     with export_patches(enc), torch.no_grad(), _quiet_exporter():
         _to_onnx(
             enc,
             args,
-            {"series": {0: batch, 1: length}, "mask": {0: batch, 1: length}, "series_index": {0: batch}},
+            shapes,
             fp32_path,
             opset=opset,
-            input_names=list(ENCODER_INPUTS),
+            input_names=names,
             output_names=list(ENCODER_OUTPUTS),
             axis_names={(ENCODER_INPUTS[0], 0): BATCH_AXIS, (ENCODER_INPUTS[0], 1): LENGTH_AXIS},
         )
@@ -251,7 +268,7 @@ def export_encoder_onnx(
         fp32_path.unlink()
         fp32_path.parent.rmdir()
     n_lat, dim = enc.resampler.latents.shape
-    inputs, outputs = encoder_io(n_lat, dim)
+    inputs, outputs = encoder_io(n_lat, dim, args[3].shape[1] if len(args) == 4 else 0)
     report = ExportReport(
         target="onnx",
         component="encoder",

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK
+from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK, ONNX_SERIES_VECTORS
 
 # ---------------------------------------------------------------- encoder + resampler graph
 ENCODER_INPUTS = (ONNX_SERIES, ONNX_SERIES_MASK, ONNX_SERIES_INDEX)  # (K, L) f32, (K, L) bool, (K,) i64
+# + (K, F) f32 when the encoder reads a rhythm vector (EncoderConfig.rhythm_vector); the runtime measures it
+ENCODER_VECTOR_INPUT = ONNX_SERIES_VECTORS
 ENCODER_OUTPUTS = (ONNX_LATENTS,)  # (K, N, D) f32
 BATCH_AXIS = "batch"  # K: series in one call (all series of all samples, flattened)
 LENGTH_AXIS = "length"  # L: samples per series; any length >= one patch
@@ -99,8 +101,10 @@ class ExportReport:
         return sum(f["size_bytes"] for f in self.files.values())
 
 
-def encoder_io(num_latents: int, dim: int) -> tuple[dict[str, str], dict[str, str]]:
+def encoder_io(num_latents: int, dim: int, vector_dim: int = 0) -> tuple[dict[str, str], dict[str, str]]:
     """Human-readable I/O description of the encoder graph (for reports and manifests)."""
     k, n = BATCH_AXIS, LENGTH_AXIS
     inputs = {ONNX_SERIES: f"float32[{k},{n}]", ONNX_SERIES_MASK: f"bool[{k},{n}]", ONNX_SERIES_INDEX: f"int64[{k}]"}
+    if vector_dim:
+        inputs[ONNX_SERIES_VECTORS] = f"float32[{k},{vector_dim}]"
     return inputs, {ONNX_LATENTS: f"float32[{k},{num_latents},{dim}]"}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK
+from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK, ONNX_SERIES_VECTORS
 from edge_tslm.export.spec import (
     COREML_FP16_ATOL,
     COREML_FP32_ATOL,
@@ -74,12 +74,16 @@ def validate_encoder_onnx(
     min_cos = ENCODER_INT8_MIN_COSINE if int8 else None
     cases: dict[str, Any] = {}
     for name, series, mask, idx in encoder_cases(enc.encoder.cfg.patch_len, lengths, seed):
+        feed = {ONNX_SERIES: series.numpy(), ONNX_SERIES_MASK: mask.numpy(), ONNX_SERIES_INDEX: idx.numpy()}
+        vectors = None
+        if getattr(enc, "rhythm", None) is not None:
+            from edge_tslm.export.onnx import example_vectors
+
+            vectors = example_vectors(enc, len(idx), seed=seed)  # (K, F), some undefined
+            feed[ONNX_SERIES_VECTORS] = vectors.numpy()
         with torch.no_grad():
-            ref = enc(series, mask, idx).float().numpy()
-        (out,) = sess.run(
-            [ONNX_LATENTS],
-            {ONNX_SERIES: series.numpy(), ONNX_SERIES_MASK: mask.numpy(), ONNX_SERIES_INDEX: idx.numpy()},
-        )
+            ref = enc(series, mask, idx, vectors).float().numpy()
+        (out,) = sess.run([ONNX_LATENTS], feed)
         c = compare(ref, out)
         c["shape"] = list(out.shape)
         c["passed"] = c["max_abs_diff"] <= atol and (min_cos is None or c["cosine"] >= min_cos)

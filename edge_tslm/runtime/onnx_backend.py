@@ -36,6 +36,7 @@ from edge_tslm.constants import (
     ONNX_LATENTS,
     ONNX_SERIES,
     ONNX_SERIES_INDEX,
+    ONNX_SERIES_VECTORS,
     ONNX_SERIES_MASK,
     TOKENIZER_DIR,
     TURN_START_TOKEN,
@@ -43,6 +44,7 @@ from edge_tslm.constants import (
 )
 from edge_tslm.export import spec
 from edge_tslm.length_groups import length_groups
+from edge_tslm.rhythm_vector import series_rhythm_vectors
 from edge_tslm.runtime.backend import BackendUnavailable, Encoded
 from edge_tslm.runtime.tokenizer import PromptTokenizer
 
@@ -174,6 +176,9 @@ class OnnxBackend:
             raise BackendUnavailable(f"{path} has no {' / '.join(halves)}; re-export it with --weight-bits to get them")
         self.split = has_halves if split is None else bool(split)
         self.encoder, self.cross_sess = sess(graphs[0]), sess(graphs[1])
+        self._reads_vectors = ONNX_SERIES_VECTORS in {i.name for i in self.encoder.get_inputs()}
+        if self._reads_vectors and not self.fs > 0:
+            raise BackendUnavailable(f"{path}: its encoder reads a rhythm vector, which needs the model's sampling rate (config fs)")
         # The decoder: one graph, or its two halves (the lower layers never see the media). Never both: each session
         # holds its own copy of its weights.
         self.decoder = None if self.split else sess(spec.DECODER_GRAPH)
@@ -263,10 +268,10 @@ class OnnxBackend:
                 for j, k in enumerate(group):
                     sig[j, : len(xs[k])] = xs[k]
                     mask[j, : len(xs[k])] = True
-                (lat_g,) = self.encoder.run(
-                    [ONNX_LATENTS],
-                    {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.asarray(group, dtype=np.int64)},
-                )  # (G, N, D)
+                feed = {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.asarray(group, dtype=np.int64)}
+                if self._reads_vectors:  # the rhythm vector, measured here as the torch model measures it
+                    feed[ONNX_SERIES_VECTORS] = series_rhythm_vectors(sig, mask, self.fs)  # (G, F)
+                (lat_g,) = self.encoder.run([ONNX_LATENTS], feed)  # (G, N, D)
                 lat[group] = lat_g
             media = lat.reshape(1, K * self.num_latents, self.dim)  # (1, S * N, D)
         cross = self.cross_sess.run(self._cross, {spec.DEC_MEDIA: media})  # (1, H, S * N, d) per block

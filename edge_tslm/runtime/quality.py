@@ -25,6 +25,7 @@ FLAGS = (
     "unusable",  # not classified; see the window's messages
     "invalid_input",  # the window was refused by signals.validate
     "backend_error",  # the backend raised on this window
+    "rationale_numbers_differ",  # an ECG rationale states a number the window's measurement does not bear out
 )
 
 

@@ -25,6 +25,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from edge_tslm.prompts import build_model_input, parse_answer
+from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
 from edge_tslm.runtime.backend import Backend
 from edge_tslm.runtime.events import check_event, peak_rss_mb, percentiles
 from edge_tslm.runtime.quality import FLAGS, QualityConfig, check_rate, check_window
@@ -141,6 +142,8 @@ class Streamer:
             not self.labels or self.cfg.af_label in self.labels
         )
         self.question = self._question()
+        # an ECG model's rationale states rhythm numbers the stream can measure (edge_tslm.rationale_check)
+        self._is_ecg = self.cfg.task == "afib" or str(getattr(backend, "task", "") or "").startswith("ecg")
         self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
             "features": str(getattr(self.backend, "series_features", "") or ""),
             "question_first": bool(getattr(self.backend, "question_first", False)),
@@ -402,6 +405,7 @@ class Streamer:
         answer: str | None = None
         scores: dict[str, float] = {}
         rationale: str | None = None
+        check: dict | None = None  # an ECG rationale's numbers against the window's measured ones
         mi = None
         if q.usable:
             try:
@@ -439,6 +443,11 @@ class Streamer:
                 except Exception as e:  # noqa: BLE001
                     q.flag("backend_error", f"rationale failed: {type(e).__name__}: {e}")
                 lat["rationale"] = _ms(t)
+                if rationale is not None and self._is_ecg:
+                    check = check_ecg_rationale(rationale, measured_ecg_numbers(
+                        signal[0], meta.fs, None if untrusted is None else untrusted[0]))
+                    if check["message"]:
+                        q.flag("rationale_numbers_differ", check["message"])
         lat["total"] = _ms(t_start)
         usable = answer is not None
         for flag in q.flags:
@@ -456,6 +465,7 @@ class Streamer:
             "answer": answer,
             "scores": {k: round(v, 6) for k, v in scores.items()},
             "rationale": rationale,
+            **({"rationale_check": {k: check[k] for k in ("stated", "measured", "differs")}} if check else {}),
             "quality": q.to_dict(),
             "latency_ms": lat,
         }
