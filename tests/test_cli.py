@@ -199,3 +199,17 @@ def test_train_and_eval_with_the_rr_series_layout(tmp_path):
     res = invoke("eval", "--model", best, "--limit", "4", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["n_invalid"] == 0
+
+
+def test_train_and_eval_with_the_rhythm_vector(tmp_path):
+    """The measured rhythm as an encoder vector: one training step and an evaluation run end to end; a HAR stage refused."""
+    res = invoke("train", "--out", tmp_path / "run", "--task", "synthetic_ecg", "--stages", "synthetic_ecg",
+                 "--backbone", "tiny-llama", "--steps", "1", "--batch-size", "2", "--rhythm-vector")
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "run" / "stage1-synthetic_ecg" / "best"
+    assert read_config(best).encoder.rhythm_vector
+    res = invoke("eval", "--model", best, "--limit", "4", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["n_invalid"] == 0
+    res = invoke("train", "--out", tmp_path / "har", "--backbone", "tiny-llama", "--rhythm-vector")
+    assert res.exit_code != 0 and "--rhythm-vector" in res.output and "--stages ecg_rhythm" in res.output

@@ -67,7 +67,7 @@ def train(
                                  "encoder reads them", param_hint="--series-text")
     if scale_token and variant != "flamingo":
         raise typer.BadParameter("the scale embedding (--scale-token) is a Flamingo encoder option", param_hint="--scale-token")
-    if rhythm_vector and (variant != "flamingo" or any(not n.startswith("ecg") for n in names)):
+    if rhythm_vector and (variant != "flamingo" or any(n == "har" or n.startswith("tsqa") for n in names)):
         raise typer.BadParameter(f"the rhythm vector is a Flamingo encoder option for ECG stages only (variant {variant!r}, "
                                  f"stages {','.join(names)!r}): pass --stages ecg_rhythm, or continue another stage's adapter with "
                                  "training/curriculum.py --init ... --rhythm-vector",
