@@ -35,7 +35,8 @@ def har_baseline_on(indices: list[int]) -> dict:
     return classification_report(y, list(clf.predict(X)), ACTIVITIES)
 
 
-def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_class: int = 0, device: str = "cpu") -> dict:
+def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_class: int = 0, device: str = "cpu",
+        without_vector: bool = False) -> dict:
     from edge_tslm.evaluate import evaluate
     from edge_tslm.model.artifact import from_pretrained, read_config
     from edge_tslm.train.tasks import get_task
@@ -49,6 +50,13 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
     task = get_task(cfg.task)
     info = machine()
     model = from_pretrained(model_dir, device=device)
+    if without_vector:  # an ablation: the same weights with the rhythm vector's embedding switched off
+        rhythm = getattr(getattr(model, "series_encoder", None), "rhythm", None)
+        if rhythm is None:
+            raise SystemExit(f"--without-vector: {model_dir} has no rhythm vector (encoder.rhythm_vector is off)")
+        with torch.no_grad():
+            rhythm.proj[2].weight.zero_()
+            rhythm.proj[2].bias.zero_()
     samples = task.load(split, None)
     subset = stratified_subset(samples, per_class) if per_class else None
     if subset is not None:
@@ -64,6 +72,7 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
         "task": cfg.task,
         "split": split,
         "precision": precision(manifest),
+        **({"label": f"{model_dir.name}, rhythm vector switched off"} if without_vector else {}),
         "trained": manifest.get("metrics", {}),
         "metrics": rep,
         "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
@@ -129,13 +138,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--per-class", type=int, default=0, help="score a seeded stratified subset of N per class")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="cpu | cuda | mps (the torch model's device)")
+    ap.add_argument("--without-vector", action="store_true",
+                    help="ablation: zero the rhythm vector's embedding (encoder.rhythm_vector models), written as *_novector.json")
     ap.add_argument("--markdown-only", action="store_true")
     a = ap.parse_args()
     if not a.markdown_only:
-        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device)
+        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device, a.without_vector)
         # a subset or another device gets its own file, so it never overwrites the whole split's CPU figure
         suffix = ("" if a.mode == "classify" else f"_{a.mode}") + (f"_pc{a.per_class}" if a.per_class else "") + (
-            "" if a.device == "cpu" else f"_{a.device}")
+            "" if a.device == "cpu" else f"_{a.device}") + ("_novector" if a.without_vector else "")
         (RESULTS / f"tslm_{a.model.name}{suffix}.json").write_text(json.dumps(res, indent=1))
     write_markdown()
 
