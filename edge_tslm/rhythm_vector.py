@@ -49,7 +49,10 @@ def rhythm_vector(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None)
     the beats near them are left out, so an RR interval across a gap does not read as a pause."""
     if not fs > 0:
         raise ValueError(f"rhythm_vector needs a positive sampling rate, got fs={fs}")
-    x = np.nan_to_num(np.asarray(ecg, dtype=np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
+    arr = np.asarray(ecg, dtype=np.float64)
+    if arr.ndim > 1 and arr.size != arr.shape[-1]:
+        raise ValueError(f"rhythm_vector measures one lead, got an array of shape {arr.shape}; pass each lead (L,) on its own")
+    x = np.nan_to_num(arr.ravel(), nan=0.0, posinf=0.0, neginf=0.0)
     if exclude is not None and np.size(exclude) != x.size:
         raise ValueError(f"exclude has {np.size(exclude)} flags for an ECG of {x.size} samples; pass one per sample")
     peaks = detect_r_peaks(x, fs) if x.size else np.zeros(0, dtype=np.int64)

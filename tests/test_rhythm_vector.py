@@ -55,6 +55,8 @@ def test_a_filled_gap_is_not_an_rr_interval():
         rhythm_vector(holed, FS, exclude[:-1])
     with pytest.raises(ValueError, match="positive sampling rate"):
         rhythm_vector(holed, 0.0)
+    with pytest.raises(ValueError, match="one lead"):
+        rhythm_vector(np.stack([holed, holed]), FS)  # two leads are not one long lead
 
 
 def test_series_vectors_measure_only_the_real_samples():
