@@ -36,7 +36,7 @@ def har_baseline_on(indices: list[int]) -> dict:
 
 
 def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_class: int = 0, device: str = "cpu",
-        without_vector: bool = False) -> dict:
+        without_vector: bool = False, without_offsets: bool = False) -> dict:
     from edge_tslm.evaluate import evaluate
     from edge_tslm.model.artifact import from_pretrained, read_config
     from edge_tslm.train.tasks import get_task
@@ -57,6 +57,10 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
         with torch.no_grad():
             rhythm.proj[2].weight.zero_()
             rhythm.proj[2].bias.zero_()
+    if without_offsets:  # the raw label log-likelihoods' argmax (`edge-tslm calibrate` offsets left out)
+        if not model.cfg.label_offsets:
+            raise SystemExit(f"--without-offsets: {model_dir} has no label offsets (run `edge-tslm calibrate` first)")
+        model.cfg = model.cfg.replace(label_offsets=())
     samples = task.load(split, None)
     subset = stratified_subset(samples, per_class) if per_class else None
     if subset is not None:
@@ -73,6 +77,9 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
         "split": split,
         "precision": precision(manifest),
         **({"label": f"{model_dir.name}, rhythm vector switched off"} if without_vector else {}),
+        **({"label": f"{model_dir.name}, without its label offsets"} if without_offsets else {}),
+        "label_offsets": dict(zip(cfg.labels, model.cfg.label_offsets)),
+        **({"calibration": manifest["calibration"]} if "calibration" in manifest and not without_offsets else {}),
         "trained": manifest.get("metrics", {}),
         "metrics": rep,
         "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
@@ -140,13 +147,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="cpu | cuda | mps (the torch model's device)")
     ap.add_argument("--without-vector", action="store_true",
                     help="ablation: zero the rhythm vector's embedding (encoder.rhythm_vector models), written as *_novector.json")
+    ap.add_argument("--without-offsets", action="store_true",
+                    help="ablation: decide by the raw log-likelihoods, leaving out `edge-tslm calibrate`'s label offsets "
+                    "(written as *_nooffsets.json)")
     ap.add_argument("--markdown-only", action="store_true")
     a = ap.parse_args()
     if not a.markdown_only:
-        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device, a.without_vector)
+        res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device, a.without_vector, a.without_offsets)
         # a subset or another device gets its own file, so it never overwrites the whole split's CPU figure
         suffix = ("" if a.mode == "classify" else f"_{a.mode}") + (f"_pc{a.per_class}" if a.per_class else "") + (
-            "" if a.device == "cpu" else f"_{a.device}") + ("_novector" if a.without_vector else "")
+            "" if a.device == "cpu" else f"_{a.device}") + ("_novector" if a.without_vector else "") + (
+            "_nooffsets" if a.without_offsets else "")
         (RESULTS / f"tslm_{a.model.name}{suffix}.json").write_text(json.dumps(res, indent=1))
     write_markdown()
 

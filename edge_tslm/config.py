@@ -113,6 +113,8 @@ class TSLMConfig:
     series_features: str = ""  # measured numbers added to each series' description ("rr": ECG rate + RR irregularity)
     question_first: bool = False  # the question before the series (a stream's runtime caches it with the prompt head)
     series_text: str = "full"  # how each series is described: "full", "short" or "none" (prompts.SERIES_TEXTS)
+    # one decision offset per label, added to its log-likelihood in classify (edge_tslm.calibration; `edge-tslm calibrate`)
+    label_offsets: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,6 +150,11 @@ class TSLMConfig:
             raise ValueError(
                 f"series_features \"rr_series\" adds the RR intervals of an ECG, but this model's task is {self.task!r}: "
                 "use it for an ECG task (ecg_rhythm), or leave series_features empty"
+            )
+        if self.label_offsets and len(self.label_offsets) != len(self.labels):
+            raise ValueError(
+                f"label_offsets has {len(self.label_offsets)} values for {len(self.labels)} labels {list(self.labels)}: "
+                "give one per label, or refit them with `edge-tslm calibrate`"
             )
         if self.series_text not in SERIES_TEXTS:
             raise ValueError(f"series_text {self.series_text!r} is unknown; use one of {SERIES_TEXTS}")

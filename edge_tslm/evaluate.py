@@ -31,6 +31,28 @@ def predict(model, sample: Sample, labels: Sequence[str], mode: str = "classify"
     raise ValueError(f"mode must be 'classify' or 'generate', got {mode!r}")
 
 
+@torch.no_grad()
+def label_scores(model, samples: Sequence[Sample], labels: Sequence[str], *, limit: int = 0, progress: bool = False):
+    """-> (scores (N, C) as classify returns them, true class index (N,)): what `edge-tslm calibrate` fits offsets to."""
+    import numpy as np
+
+    n = min(len(samples), limit) if limit else len(samples)
+    index = {lab: i for i, lab in enumerate(labels)}
+    scores, y = np.zeros((n, len(labels))), np.zeros(n, np.int64)
+    caching = model.prefix_caching() if hasattr(model, "prefix_caching") else contextlib.nullcontext()
+    with caching:
+        for i in range(n):
+            s = samples[i]
+            if s.label not in index:
+                raise ValueError(f"sample {i} is labelled {s.label!r}, which is not among the labels {list(labels)}")
+            _, sc, _ = predict(model, s, labels)
+            scores[i] = [sc[lab] for lab in labels]
+            y[i] = index[s.label]
+            if progress and (i + 1) % 50 == 0:
+                print(f"  {i + 1}/{n} scored", flush=True)
+    return scores, y
+
+
 def evaluate(
     model,
     samples: Iterable[Sample],

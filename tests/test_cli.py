@@ -213,3 +213,24 @@ def test_train_and_eval_with_the_rhythm_vector(tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1])["n_invalid"] == 0
     res = invoke("train", "--out", tmp_path / "har", "--backbone", "tiny-llama", "--rhythm-vector")
     assert res.exit_code != 0 and "--rhythm-vector" in res.output and "--stages ecg_rhythm" in res.output
+
+
+@pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")
+def test_calibrate_fits_offsets_on_val_and_eval_uses_them(ecg_artifact, tmp_path):
+    out = tmp_path / "calibrated"
+    res = invoke("calibrate", "--model", ecg_artifact, "--data", PHYSIONET, "--limit", "8", "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    rec = last_json(res.stdout)
+    assert rec["split"] == "val" and rec["records"] == 8 and rec["objective"] == "challenge_score"
+    assert rec["score_with"] >= rec["score_without"]
+    cfg = read_config(out)
+    assert cfg.label_offsets == tuple(rec["offsets"][lab] for lab in ECG_TASK.labels) and cfg.label_offsets[0] == 0.0
+    assert read_config(ecg_artifact).label_offsets == ()  # --out leaves the source artifact as it was
+    res = invoke("eval", "--model", out, "--data", PHYSIONET, "--split", "val", "--limit", "8", "--json")
+    assert res.exit_code == 0, res.output
+    assert last_json(res.stdout)["challenge_score"] == pytest.approx(rec["score_with"], abs=1e-4)
+
+
+def test_calibrate_refuses_the_test_split(ecg_artifact):
+    res = invoke("calibrate", "--model", ecg_artifact, "--split", "test")
+    assert res.exit_code != 0 and "test split" in res.output

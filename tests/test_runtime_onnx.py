@@ -204,6 +204,38 @@ def test_classify_matches_torch(exported, backend, labels):
     assert {"prefill_ms", "label_tokens", "encode_ms"} <= set(backend.last_timings)
 
 
+def test_label_offsets_written_into_the_artifact_reach_classify(exported, backend, tmp_path):
+    """`edge-tslm calibrate` writes config.label_offsets (manifest kept true); the backend adds them as torch does."""
+    import json
+    import shutil
+
+    from edge_tslm.model.artifact import sha256_file, write_label_offsets
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model, art = exported
+    cal = tmp_path / "calibrated"
+    shutil.copytree(art, cal)
+    offsets = tuple(float(i) - 2.5 for i in range(len(ACTIVITIES)))
+    write_label_offsets(cal, offsets, {"split": "val", "records": 0})
+    manifest = json.loads((cal / "manifest.json").read_text())
+    assert manifest["files"]["config.json"]["sha256"] == sha256_file(cal / "config.json")
+    assert manifest["calibration"]["split"] == "val"
+    be = OnnxBackend(cal, threads=1)
+    series = series_of(np.random.default_rng(5), 128)
+    text = ts_text(1, "What is the activity?")
+    raw = backend.classify(text, backend.encode(series), ACTIVITIES)
+    got = be.classify(text, be.encode(series), ACTIVITIES)
+    assert got == pytest.approx({lab: raw[lab] + o for lab, o in zip(ACTIVITIES, offsets)}, abs=1e-5)
+    calibrated = model.cfg.replace(label_offsets=offsets)
+    plain, model.cfg = model.cfg, calibrated
+    try:
+        with torch.no_grad():
+            ref = model.classify(text, series, list(ACTIVITIES))
+    finally:
+        model.cfg = plain
+    assert max(abs(got[k] - ref[k]) for k in ACTIVITIES) <= CLASSIFY_ATOL
+
+
 def test_prefix_cache_and_multi_token_decode(exported):
     """The cached prompt head gives the cold backend's scores; decode of T tokens in one call = T calls."""
     from edge_tslm.runtime.onnx_backend import OnnxBackend

@@ -101,3 +101,20 @@ def from_pretrained(path: str | Path, *, backbone=None, device: str | torch.devi
         )
     model.load_state_dict(state, strict=False)
     return model.to(device).eval()
+
+
+def write_label_offsets(path: str | Path, offsets: tuple[float, ...], record: dict[str, Any]) -> TSLMConfig:
+    """Store fitted label offsets in an artifact's config.json (torch or exported) and keep its manifest true:
+    config.json's size and checksum, plus a "calibration" record of how the offsets were fitted."""
+    path = Path(path)
+    cfg = read_config(path).replace(label_offsets=tuple(float(o) for o in offsets))  # validated: one per label
+    f = path / CONFIG_FILE
+    f.write_text(json.dumps(cfg.to_dict(), indent=2))
+    mf = path / MANIFEST_FILE
+    if mf.exists():
+        manifest = json.loads(mf.read_text())
+        manifest.setdefault(MANIFEST_FILES, {})[CONFIG_FILE] = {MANIFEST_SIZE_BYTES: f.stat().st_size,
+                                                                 MANIFEST_SHA256: sha256_file(f)}
+        manifest["calibration"] = record
+        mf.write_text(json.dumps(manifest, indent=2))
+    return cfg

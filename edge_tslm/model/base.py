@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from edge_tslm.backbones import BackboneInfo
+from edge_tslm.calibration import apply_offsets
 from edge_tslm.config import TSLMConfig
 from edge_tslm.constants import ANSWER_PREFIX
 from edge_tslm.model.batch import IGNORE, TSBatch, collate, encode_target
@@ -166,7 +167,8 @@ class TSLMBase(nn.Module):
 
     @torch.no_grad()
     def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str]) -> dict[str, float]:
-        """Log-likelihood of 'Answer: <label><eos>' for each label, sharing one prefill of the prompt.
+        """Log-likelihood of 'Answer: <label><eos>' for each label (plus the artifact's fitted label offset, see
+        edge_tslm.calibration), sharing one prefill of the prompt.
 
         The tokens every label's answer starts with ('Answer:') are scored once after the prefill (they count in
         every label's score, so a label's score does not depend on the other labels); the rest of each label
@@ -202,7 +204,8 @@ class TSLMBase(nn.Module):
             lens = torch.tensor([len(r) for r in rest], device=self.device)
             valid = torch.arange(1, T, device=self.device)[None] < lens[:, None]
             scores = scores + (lp * valid).sum(-1)
-        return {lab: float(s) for lab, s in zip(labels, scores)}
+        raw = {lab: float(s) for lab, s in zip(labels, scores)}
+        return apply_offsets(raw, self.cfg.labels, self.cfg.label_offsets)
 
     def repeat_state(self, state: DecodeState, k: int) -> DecodeState:
         cache = state.past_key_values

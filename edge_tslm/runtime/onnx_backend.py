@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from edge_tslm.calibration import apply_offsets
 from edge_tslm.config import TSLMConfig
 from edge_tslm.constants import (
     ANSWER_PREFIX,
@@ -403,7 +404,8 @@ class OnnxBackend:
 
     # ------------------------------------------------------------------ the Backend steps
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
-        """Log-likelihood of 'Answer: <label><eos>' per label: the torch model's classify, in one decoder call."""
+        """Log-likelihood of 'Answer: <label><eos>' per label (plus the artifact's label offsets): the torch model's
+        classify, in one decoder call."""
         if not labels:
             raise ValueError("classify needs at least one allowed label")
         t0 = time.perf_counter()
@@ -418,7 +420,7 @@ class OnnxBackend:
             "prefill_ms": (t1 - t0) * 1000,  # prompt and labels: one call
             "label_tokens": float(len(trie.tokens)),
         }
-        return {lab: float(s) for lab, s in zip(labels, scores)}
+        return apply_offsets({lab: float(s) for lab, s in zip(labels, scores)}, self.cfg.labels, self.cfg.label_offsets)
 
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, stop: bool = True) -> str:
         """Greedy decoding; the KV cache stays in onnxruntime between steps (IOBinding: no copies through numpy).

@@ -96,6 +96,7 @@ def run_curriculum(
         model.cfg = model.cfg.replace(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds,
             series_features=task.series_features, question_first=task.question_first, series_text=task.series_text,
+            label_offsets=(),  # offsets fitted to earlier weights would bias the new ones: refit after training
         )
         kw = dict(max_seconds=task.max_seconds, features=task.series_features, question_first=task.question_first,
                   series_text=task.series_text)
