@@ -115,6 +115,8 @@ class ModelInput:
     text: str
     means: tuple[float, ...]
     stds: tuple[float, ...]
+    # per series, the samples a measurement must not come from (a stream's filled gaps and noise bursts), or None
+    untrusted: tuple[np.ndarray | None, ...] = ()
 
 
 def build_model_input(
@@ -148,7 +150,7 @@ def build_model_input(
         raise ValueError(f"untrusted mask has shape {np.shape(untrusted)}, the signal {raw.shape}; pass one flag per sample")
     if series_text == "none":  # as recorded: the encoder normalises and reads the scale itself
         normed = raw if meta.mean is None or meta.std is None else raw * np.asarray(stds)[:, None] + np.asarray(means)[:, None]
-    out_series, out_means, out_stds = [], [], []
+    out_series, out_means, out_stds, out_untrusted = [], [], [], []
     for c, (name, m, s, row) in enumerate(zip(meta.channels, means, stds, raw)):
         exclude = None if untrusted is None else np.asarray(untrusted[c], dtype=bool)
         measured = measured_text(row, meta.fs, features, exclude) if features else ""
@@ -158,6 +160,7 @@ def build_model_input(
         out_series.append(normed[c])
         out_means.append(m)
         out_stds.append(s)
+        out_untrusted.append(exclude)
         if features == "rr_series":
             from edge_tslm.heartbeats import TACHOGRAM_HZ, rr_tachogram
 
@@ -170,10 +173,12 @@ def build_model_input(
             out_series.append(rr if series_text == "none" else rr_normed[0])
             out_means.append(rr_m)
             out_stds.append(rr_s)
+            out_untrusted.append(None)  # the tachogram already reads untrusted stretches as the median interval
     if not question_first:
         parts.append(inp.prompt.strip())
     series = tuple(np.ascontiguousarray(row, dtype=np.float32) for row in out_series)
-    return ModelInput(series=series, text="\n".join(parts) + "\n", means=tuple(out_means), stds=tuple(out_stds))
+    return ModelInput(series=series, text="\n".join(parts) + "\n", means=tuple(out_means), stds=tuple(out_stds),
+                      untrusted=tuple(out_untrusted))
 
 
 def answer_text(label: str) -> str:

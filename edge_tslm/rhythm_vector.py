@@ -66,12 +66,15 @@ def rhythm_vector(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None)
     return np.asarray(out, dtype=np.float32)
 
 
-def series_rhythm_vectors(series: np.ndarray, mask: np.ndarray, fs: float) -> np.ndarray:
+def series_rhythm_vectors(series: np.ndarray, mask: np.ndarray, fs: float, exclude: np.ndarray | None = None) -> np.ndarray:
     """series, mask: (K, L) leads (padded) and their real-sample flags -> (K, F) float32, each row's `rhythm_vector`
-    over its real samples."""
+    over its real samples. exclude (K, L) bool: untrusted samples (see `rhythm_vector`), or None."""
     if series.shape != mask.shape or series.ndim != 2:
         raise ValueError(f"series {series.shape} and mask {mask.shape} must be the same (K, L) shape")
+    if exclude is not None and np.shape(exclude) != series.shape:
+        raise ValueError(f"exclude {np.shape(exclude)} must have the series' (K, L) shape {series.shape}")
     out = np.empty((series.shape[0], len(RHYTHM_VECTOR_NAMES)), dtype=np.float32)
     for k in range(series.shape[0]):
-        out[k] = rhythm_vector(series[k][mask[k].astype(bool)], fs)
+        real = mask[k].astype(bool)
+        out[k] = rhythm_vector(series[k][real], fs, None if exclude is None else np.asarray(exclude[k], bool)[real])
     return out

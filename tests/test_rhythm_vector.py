@@ -69,6 +69,13 @@ def test_series_vectors_measure_only_the_real_samples():
     got = series_rhythm_vectors(padded, mask, FS)
     np.testing.assert_allclose(got[0], rhythm_vector(x.astype(np.float32), FS), rtol=1e-5, equal_nan=True)
     np.testing.assert_allclose(got[1], rhythm_vector(x[: n // 2].astype(np.float32), FS), rtol=1e-5, equal_nan=True)
+    exclude = np.zeros_like(mask)
+    exclude[0, 300:600] = True
+    flagged = series_rhythm_vectors(padded, mask, FS, exclude)
+    np.testing.assert_allclose(flagged[0], rhythm_vector(x.astype(np.float32), FS, exclude[0, :n]), rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(flagged[1], got[1], rtol=1e-6, equal_nan=True)
+    with pytest.raises(ValueError, match="exclude"):
+        series_rhythm_vectors(padded, mask, FS, exclude[:, :-1])
 
 
 def test_the_baseline_and_the_vector_share_one_rr_statistics():
@@ -161,5 +168,24 @@ def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path):
         got = be.classify(text, be.encode([ecg]), labels)
         for lab in labels:
             assert got[lab] == pytest.approx(want[lab], abs=1e-3)
+    # a stream's untrusted flags reach the vector: a filled gap is then not read as a pause
+    assert be.reads_untrusted
+    ecg, beats = _synthetic_ecg(np.full(25, 0.8), FS)
+    a, b = 1200, 1500
+    holed = ecg.astype(np.float32).copy()
+    holed[a:b] = np.linspace(holed[a - 1], holed[b], b - a)
+    flags = np.zeros(holed.size, bool)
+    flags[a:b] = True
+    seen = []
+    real = be.encoder.run
+    be.encoder.run = lambda names, feed: (seen.append(feed[ONNX_SERIES_VECTORS].copy()), real(names, feed))[1]
+    be.encode([holed])
+    be.encode([holed], untrusted=[flags])
+    be.encoder.run = real
+    np.testing.assert_allclose(seen[0][0], rhythm_vector(holed, FS), rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(seen[1][0], rhythm_vector(holed, FS, flags), rtol=1e-5, equal_nan=True)
+    assert seen[0][0][IDX["rr_max"]] > 1.5 and seen[1][0][IDX["rr_max"]] == pytest.approx(0.8, abs=2 / FS)
+    with pytest.raises(ValueError, match="one \\(L,\\) flag array"):
+        be.encode([holed], untrusted=[flags[:-1]])
     with pytest.raises(NotImplementedError, match="rhythm vector"):
         export_encoder_coreml(model, tmp_path / "enc.mlpackage")

@@ -121,6 +121,37 @@ def test_a_filled_hole_does_not_reach_the_rr_text():
     assert "rate 75 bpm, RR CV 0 %, RR jumps 0 %" in be.texts[0], be.texts[0]
 
 
+class VectorBackend(FakeBackend):
+    """A backend whose encoder measures a rhythm vector (OnnxBackend.reads_untrusted): records the flags it gets."""
+
+    reads_untrusted = True
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.flags: list = []
+
+    def encode(self, series, untrusted=None):
+        self.flags.append(untrusted)
+        return super().encode(series)
+
+
+def test_a_filled_hole_reaches_a_vector_reading_backend_as_untrusted_samples():
+    """The stream hands the window's untrusted flags (at the model's rate) to a backend that measures from the series."""
+    from edge_tslm.runtime.stream import StreamConfig, Streamer
+
+    fs, n = 150.0, 30
+    t = np.arange(int(2 * n * fs)) / fs
+    x = (np.exp(-0.5 * (((t + 0.3) % 0.8 - 0.4) / 0.01) ** 2)).astype(np.float32)
+    x[1440:1500] = np.nan  # a 0.4 s hole in the first window, interpolated by the stream
+    be = VectorBackend(labels=("atrial fibrillation", "normal"), fs=fs, task="ecg_rhythm")
+    st = Streamer(be, StreamConfig(task="afib", window_s=n, hop_s=n, channels=("ECG",), unit="mV", check_events=True), fs=fs)
+    wins = [e for e in st.feed(x[None]) + st.finish() if e["type"] == "window"]
+    assert len(wins) == 2 and len(be.flags) == 2
+    (first,), second = be.flags
+    assert first.shape == (int(n * fs),) and first[1440:1500].all() and first.sum() < 200
+    assert second is None  # a clean window: nothing to leave out
+
+
 def test_schema_validator_accepts_and_rejects():
     good = {
         "type": "window", "index": 0, "start_s": 0.0, "end_s": 2.56, "answer": None, "scores": {}, "rationale": None,

@@ -52,7 +52,9 @@ class Backend(Protocol):
     question: str  # the question the model was trained with, "" to use the task's default
 
     def encode(self, series: Sequence[np.ndarray]) -> Encoded:
-        """Run the series encoder once for this window."""
+        """Run the series encoder once for this window. A backend whose encoder measures the series itself (a rhythm
+        vector) sets ``reads_untrusted = True`` and takes ``encode(series, untrusted=...)``: per series, the (L,) bool
+        flags of the window's filled gaps and noise bursts, so its measurement leaves them out."""
         ...
 
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:

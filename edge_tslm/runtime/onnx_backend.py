@@ -178,6 +178,7 @@ class OnnxBackend:
         self.split = has_halves if split is None else bool(split)
         self.encoder, self.cross_sess = sess(graphs[0]), sess(graphs[1])
         self._reads_vectors = ONNX_SERIES_VECTORS in {i.name for i in self.encoder.get_inputs()}
+        self.reads_untrusted = self._reads_vectors  # encode() uses the stream's untrusted flags (the rhythm vector)
         if self._reads_vectors and not self.fs > 0:
             raise BackendUnavailable(f"{path}: its encoder reads a rhythm vector, which needs the model's sampling rate (config fs)")
         # The decoder: one graph, or its two halves (the lower layers never see the media). Never both: each session
@@ -247,10 +248,17 @@ class OnnxBackend:
         return {int(i) for i in ids if i is not None}
 
     # ------------------------------------------------------------------ encoder
-    def encode(self, series: Sequence[np.ndarray]) -> Encoded:
-        """The window's series, one encoder call per group of similar length, then their cross K/V -> Encoded(value=(media, cross))."""
+    def encode(self, series: Sequence[np.ndarray], untrusted: Sequence[np.ndarray | None] | None = None) -> Encoded:
+        """The window's series, one encoder call per group of similar length, then their cross K/V -> Encoded(value=(media, cross)).
+
+        untrusted: per series, (L,) bool flags of samples a measurement must not come from (the stream's filled gaps
+        and noise bursts), or None; the rhythm vector leaves the beats near them out, as the RR text does."""
         t = time.perf_counter()
         xs = [np.asarray(x, dtype=np.float32).reshape(-1) for x in series]
+        flags = list(untrusted) if untrusted else [None] * len(xs)
+        if len(flags) != len(xs) or any(f is not None and np.size(f) != len(x) for f, x in zip(flags, xs)):
+            raise ValueError(f"untrusted needs one (L,) flag array (or None) per series; got {len(flags)} for {len(xs)} series "
+                             "or a length that differs from its series")
         p, max_series = self.cfg.encoder.patch_len, self.cfg.encoder.max_series
         short = [i for i, x in enumerate(xs) if len(x) < p]
         if short:
@@ -271,7 +279,11 @@ class OnnxBackend:
                     mask[j, : len(xs[k])] = True
                 feed = {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.asarray(group, dtype=np.int64)}
                 if self._reads_vectors:  # the rhythm vector, measured here as the torch model measures it
-                    feed[ONNX_SERIES_VECTORS] = series_rhythm_vectors(sig, mask, self.fs)  # (G, F)
+                    excl = np.zeros((len(group), L), bool)  # (G, L)
+                    for j, k in enumerate(group):
+                        if flags[k] is not None:
+                            excl[j, : len(xs[k])] = np.asarray(flags[k], bool)
+                    feed[ONNX_SERIES_VECTORS] = series_rhythm_vectors(sig, mask, self.fs, excl)  # (G, F)
                 (lat_g,) = self.encoder.run([ONNX_LATENTS], feed)  # (G, N, D)
                 lat[group] = lat_g
             media = lat.reshape(1, K * self.num_latents, self.dim)  # (1, S * N, D)

@@ -419,7 +419,10 @@ class Streamer:
         if mi is not None:
             try:
                 t = time.perf_counter()
-                enc = self.backend.encode(mi.series)
+                if getattr(self.backend, "reads_untrusted", False) and untrusted is not None:
+                    enc = self.backend.encode(mi.series, untrusted=mi.untrusted)  # a measured rhythm vector skips them
+                else:
+                    enc = self.backend.encode(mi.series)
                 lat["encode"] = _ms(t)
                 t = time.perf_counter()
                 if self.labels:
