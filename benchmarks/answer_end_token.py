@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from edge_tslm.machine import machine
+from edge_tslm.results import append_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = ("<|im_end|>", "<|im_start|>")
@@ -86,10 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
            "test_subset": {"per_class": a.per_class, "n": len(sub)}, "scored_with": scored,
            "seconds": round(time.time() - t0, 1), "machine": machine(),
            "command": "python benchmarks/answer_end_token.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    path = RESULTS / "answer_end_token.json"
-    rows = json.loads(path.read_text())["runs"] if path.exists() else []
-    rows = [r for r in rows if r["model"] != row["model"]] + [row]
-    path.write_text(json.dumps({"what": __doc__.split("\n")[0], "runs": rows}, indent=1) + "\n")
+    rows = append_run(RESULTS / "answer_end_token.json", row, key="model", what=__doc__.split("\n")[0])
     write_markdown(rows)
     print(json.dumps({k: row[k] for k in ("model", "end_token_probability", "scored_with")}, indent=1))
     return row

@@ -23,6 +23,7 @@ import numpy as np
 from edge_tslm.calibration import f1_per_class, fit_label_offsets, objective_for
 from edge_tslm.config import TSLMConfig
 from edge_tslm.machine import machine
+from edge_tslm.results import append_run
 from edge_tslm.train.tasks import get_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,10 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.time() - t0, 1), "machine": machine(),
         "command": "python benchmarks/label_offsets.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    path = RESULTS / "label_offsets.json"
-    rows = json.loads(path.read_text())["runs"] if path.exists() else []
-    rows = [r for r in rows if r["model"] != row["model"]] + [row]
-    path.write_text(json.dumps({"what": __doc__.split("\n")[0], "runs": rows}, indent=1) + "\n")
+    rows = append_run(RESULTS / "label_offsets.json", row, key="model", what=__doc__.split("\n")[0])
     write_markdown(rows)
     print(json.dumps({k: row[k] for k in ("model", "offsets_fitted_on_val", "val", "test")}, indent=1))
     return row

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from edge_tslm.machine import machine
+from edge_tslm.results import append_run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,10 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
            "val_loss": round(loss, 4),
            "seconds": round(time.time() - t0, 1), "machine": machine(),
            "command": "python benchmarks/val_loss.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    path = RESULTS / "val_loss.json"
-    rows = json.loads(path.read_text())["runs"] if path.exists() else []
-    rows = [r for r in rows if r["command"] != row["command"]] + [row]
-    path.write_text(json.dumps({"what": __doc__.split("\n")[0], "runs": rows}, indent=1) + "\n")
+    append_run(RESULTS / "val_loss.json", row, key="command", what=__doc__.split("\n")[0])
     print(json.dumps({k: row[k] for k in ("model", "examples", "val_loss", "seconds")}))
     return row
 

@@ -15,3 +15,13 @@ def write_results(out: Path, res: dict[str, Any], markdown: Callable[[dict[str, 
     md = markdown(res)
     out.with_suffix(".md").write_text(md)
     return md
+
+
+def append_run(path: Path, row: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+    """Add ``row`` to the {"what", "runs"} file at ``path``, replacing the run with the same ``row[key]``; -> all runs."""
+    path = Path(path)
+    rows = json.loads(path.read_text())["runs"] if path.exists() else []
+    rows = [r for r in rows if r.get(key) != row[key]] + [row]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"what": what, "runs": rows}, indent=1) + "\n")
+    return rows

@@ -104,3 +104,14 @@ def test_both_classify_paths_add_the_offsets(tmp_path):
         sub = model.classify(text, series, ["noisy", "atrial fibrillation"])
     assert sub["noisy"] - got["noisy"] == pytest.approx(0, abs=1e-5)
     assert sub["atrial fibrillation"] - got["atrial fibrillation"] == pytest.approx(0, abs=1e-5)
+
+
+def test_append_run_replaces_the_run_with_the_same_key(tmp_path):
+    from edge_tslm.results import append_run
+
+    path = tmp_path / "r" / "runs.json"
+    append_run(path, {"model": "a", "v": 1}, key="model", what="w")
+    append_run(path, {"model": "b", "v": 2}, key="model", what="w")
+    rows = append_run(path, {"model": "a", "v": 3}, key="model", what="w")
+    assert rows == [{"model": "b", "v": 2}, {"model": "a", "v": 3}]
+    assert json.loads(path.read_text()) == {"what": "w", "runs": rows}
