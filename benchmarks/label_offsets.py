@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_tslm.calibration import f1_per_class, fit_label_offsets, objective_for
+from edge_tslm.calibration import f1_per_class, fit_label_offsets, objective_for, objective_name
 from edge_tslm.config import TSLMConfig
 from edge_tslm.machine import machine
 from edge_tslm.results import append_run
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     zero = np.zeros(len(labels))
     row = {
         "model": str(a.model), "runtime": runtime, "task": cfg.task,
-        "objective": "challenge_score" if cfg.task.startswith("ecg") else "macro_f1",
+        "objective": objective_name(cfg.task),
         "records": {"val": int(len(yv)), "test": int(len(yt))},
         "offsets_fitted_on_val": {lab: float(o) for lab, o in zip(labels, off)},
         "val": {"without": summary(obj, yv, Sv, zero, labels), "with": summary(obj, yv, Sv, off, labels)},

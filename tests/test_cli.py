@@ -234,3 +234,10 @@ def test_calibrate_fits_offsets_on_val_and_eval_uses_them(ecg_artifact, tmp_path
 def test_calibrate_refuses_the_test_split(ecg_artifact):
     res = invoke("calibrate", "--model", ecg_artifact, "--split", "test")
     assert res.exit_code != 0 and "test split" in res.output
+
+
+def test_calibrate_refuses_an_exported_artifact(tmp_path):
+    (tmp_path / "encoder.onnx").write_bytes(b"")
+    res = invoke("calibrate", "--model", tmp_path)
+    flat = " ".join(res.output.replace("│", " ").split())  # typer's error box wraps the message
+    assert res.exit_code != 0 and "exported ONNX artifact" in flat

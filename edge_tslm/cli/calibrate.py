@@ -23,7 +23,7 @@ def calibrate(
     import numpy as np
     import torch
 
-    from edge_tslm.calibration import fit_label_offsets, objective_for
+    from edge_tslm.calibration import fit_label_offsets, objective_for, objective_name
     from edge_tslm.evaluate import label_scores
     from edge_tslm.model.artifact import from_pretrained, read_config, write_label_offsets
     from edge_tslm.train.tasks import get_task
@@ -31,6 +31,9 @@ def calibrate(
     if split == "test":
         raise typer.BadParameter("fitting offsets on the test split would grade the model on what it was tuned to; "
                                  "use --split val (or train)", param_hint="--split")
+    if (model / "encoder.onnx").is_file():
+        raise typer.BadParameter(f"{model} is an exported ONNX artifact; calibrate the torch artifact it was exported from, "
+                                 "then export it again (the offsets travel in config.json)", param_hint="--model")
     cfg = read_config(model)
     if not cfg.labels:
         raise typer.BadParameter(f"{model} has no labels (it was not trained for a classification task)", param_hint="--model")
@@ -47,7 +50,7 @@ def calibrate(
     offsets = fit_label_offsets(raw, y, objective)
     before, after = objective(y, raw.argmax(1)), objective(y, (raw + offsets).argmax(1))
     record = {"split": split, "data": str(data) if data else "default", "records": int(len(y)),
-              "objective": "challenge_score" if "ecg" in cfg.task else "macro_f1",
+              "objective": objective_name(cfg.task),
               "score_without": round(before, 4), "score_with": round(after, 4),
               "offsets": {lab: float(o) for lab, o in zip(labels, offsets)}}
     target = model
