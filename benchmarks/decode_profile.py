@@ -43,21 +43,29 @@ def profile(model: str, tokens: int, steps: int) -> dict:
     n_series = TEXT.count("<ts>")
     enc = be.encode([rng.standard_normal(128).astype(np.float32) for _ in range(n_series)])
     be.generate(TEXT, enc, tokens, stop=False)
-    events = json.loads(Path(be.decoder.end_profiling()).read_text())
+    agg = aggregate(json.loads(Path(be.decoder.end_profiling()).read_text()), steps)
+    return {"model": model, "tokens": tokens, "steps": agg.pop("runs"), "onnxruntime": ort.__version__, "machine": machine(),
+            **agg, "command": "python " + " ".join(sys.argv)}
+
+
+def aggregate(events: list[dict], last_runs: int) -> dict:
+    """Kernel time per op type (and the slowest nodes) of the last ``last_runs`` session runs in a profile."""
     runs = [e for e in events if e.get("name") == "model_run"]
-    last = runs[-steps:]
+    last = runs[-last_runs:]
     lo, hi = last[0]["ts"], last[-1]["ts"] + last[-1]["dur"]
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and lo <= e["ts"] <= hi]
-    us, calls = defaultdict(float), Counter()
+    us, calls, by_node = defaultdict(float), Counter(), defaultdict(float)
     for e in nodes:
         us[e["args"]["op_name"]] += e["dur"]
         calls[e["args"]["op_name"]] += 1
-    kernel_ms = sum(us.values()) / len(last) / 1000
-    ops = [{"op": k, "ms_per_step": round(v / len(last) / 1000, 3), "share": round(v / max(sum(us.values()), 1e-9), 4),
-            "nodes_per_step": round(calls[k] / len(last), 1)} for k, v in sorted(us.items(), key=lambda kv: -kv[1])]
-    return {"model": model, "tokens": tokens, "steps": len(last), "onnxruntime": ort.__version__, "machine": machine(),
-            "run_ms_per_step": round(sum(r["dur"] for r in last) / len(last) / 1000, 3), "kernel_ms_per_step": round(kernel_ms, 3),
-            "nodes_per_step": round(len(nodes) / len(last), 1), "ops": ops, "command": "python " + " ".join(sys.argv)}
+        by_node[e["name"].removesuffix("_kernel_time")] += e["dur"]
+    n = len(last)
+    ops = [{"op": k, "ms_per_step": round(v / n / 1000, 3), "share": round(v / max(sum(us.values()), 1e-9), 4),
+            "nodes_per_step": round(calls[k] / n, 1)} for k, v in sorted(us.items(), key=lambda kv: -kv[1])]
+    slowest = [{"node": k, "ms_per_step": round(v / n / 1000, 3)} for k, v in sorted(by_node.items(), key=lambda kv: -kv[1])[:5]]
+    return {"runs": n, "run_ms_per_step": round(sum(r["dur"] for r in last) / n / 1000, 3),
+            "kernel_ms_per_step": round(sum(us.values()) / n / 1000, 3), "nodes_per_step": round(len(nodes) / n, 1),
+            "ops": ops, "slowest_nodes": slowest}
 
 
 def markdown(res: dict) -> str:
