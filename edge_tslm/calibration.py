@@ -30,6 +30,13 @@ class CalibrationConfig:
     step: float = 0.05  # the fine grid
     rounds: int = 8  # fine passes over the labels; stops early when a pass changes nothing
 
+    def __post_init__(self) -> None:
+        if not (self.span > 0 and 0 < self.step <= self.span and 0 < self.coarse_step <= self.span):
+            raise ValueError(f"CalibrationConfig needs span > 0 and steps in (0, span]; got span={self.span}, "
+                             f"step={self.step}, coarse_step={self.coarse_step}")
+        if self.rounds < 1 or self.joint_max < 0:
+            raise ValueError(f"CalibrationConfig needs rounds >= 1 and joint_max >= 0; got {self.rounds}, {self.joint_max}")
+
 
 def f1_per_class(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """y, pred: (N,) class indices -> (C,) F1 (0 where a class is neither present nor predicted)."""

@@ -69,6 +69,12 @@ def test_fit_refuses_out_of_range_classes():
         fit_label_offsets(np.zeros((2, 4)), np.array([0, 4]), objective_for(ECG, "ecg_rhythm"))
 
 
+@pytest.mark.parametrize("bad", [dict(step=0.0), dict(span=-1.0), dict(coarse_step=-0.5), dict(rounds=0)])
+def test_calibration_config_refuses_empty_or_endless_grids(bad):
+    with pytest.raises(ValueError, match="CalibrationConfig needs"):
+        CalibrationConfig(**bad)
+
+
 def test_challenge_objective_needs_the_challenge_labels():
     with pytest.raises(ValueError, match="challenge score needs"):
         objective_for(("normal", "abnormal"), "ecg_rhythm")

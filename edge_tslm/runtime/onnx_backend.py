@@ -279,9 +279,10 @@ class OnnxBackend:
                     mask[j, : len(xs[k])] = True
                 feed = {ONNX_SERIES: sig, ONNX_SERIES_MASK: mask, ONNX_SERIES_INDEX: np.asarray(group, dtype=np.int64)}
                 if self._reads_vectors:  # the rhythm vector, measured here as the torch model measures it
-                    excl = np.zeros((len(group), L), bool)  # (G, L)
+                    excl = None  # (G, L) when the window has untrusted samples in this group; most windows have none
                     for j, k in enumerate(group):
-                        if flags[k] is not None:
+                        if flags[k] is not None and np.any(flags[k]):
+                            excl = np.zeros((len(group), L), bool) if excl is None else excl
                             excl[j, : len(xs[k])] = np.asarray(flags[k], bool)
                     feed[ONNX_SERIES_VECTORS] = series_rhythm_vectors(sig, mask, self.fs, excl)  # (G, F)
                 (lat_g,) = self.encoder.run([ONNX_LATENTS], feed)  # (G, N, D)
