@@ -115,6 +115,9 @@ class TSLMConfig:
     series_text: str = "full"  # how each series is described: "full", "short" or "none" (prompts.SERIES_TEXTS)
     # one decision offset per label, added to its log-likelihood in classify (edge_tslm.calibration; `edge-tslm calibrate`)
     label_offsets: tuple[float, ...] = ()
+    # The token every training target ended with (the tokenizer's eos when it trained), which classify scores after
+    # each label. "" : not recorded (adapters trained before it was): a tokenizer whose eos differs then goes unnoticed.
+    answer_end_token: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -173,6 +176,16 @@ class TSLMConfig:
             raise ValueError(
                 'series_text "none" leaves each series\' mean and std out of the text, so only a model whose encoder reads '
                 "them (encoder.scale_token=True) may use it; pick \"full\" or \"short\", or build the model with encoder.scale_token"
+            )
+
+    def check_answer_end_token(self, eos_token: str | None, source: str) -> None:
+        """Refuse a tokenizer that ends answers with another token than the one this model learned to end them with:
+        classify would score every label with a token the model gives almost no probability."""
+        if self.answer_end_token and eos_token != self.answer_end_token:
+            raise ValueError(
+                f"this model was trained to end each answer with {self.answer_end_token!r}, but the tokenizer from "
+                f"{source} ends answers with {eos_token!r}: classify would score the wrong end token. Load the tokenizer "
+                "the model was trained with (the backbone its config names), or retrain on this one"
             )
 
     def replace(self, **changes: Any) -> "TSLMConfig":

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 typer_testing = pytest.importorskip("typer.testing")
 
 from conftest import build_tiny  # noqa: E402
+from edge_tslm.backbones import load_backbone  # noqa: E402
 from edge_tslm.cli.app import app  # noqa: E402
 from edge_tslm.data.hapt import HAR_TASK, find_hapt_pickle  # noqa: E402
 from edge_tslm.data.physionet2017 import ECG_TASK, default_path  # noqa: E402
@@ -156,7 +157,11 @@ def test_train_records_the_chosen_text_layout(tmp_path):
     res = invoke("train", "--out", tmp_path / "run", "--task", "tsqa", "--stages", "tsqa", "--backbone", "tiny-llama",
                  "--steps", "1", "--batch-size", "2", "--series-features", "rr")
     assert res.exit_code == 0, res.output
-    assert read_config(tmp_path / "run" / "stage1-tsqa" / "best").series_features == "rr"
+    cfg = read_config(tmp_path / "run" / "stage1-tsqa" / "best")
+    assert cfg.series_features == "rr"
+    # the token its targets ended with (batch.target_ids appends the tokenizer's eos), checked again on every load
+    tok = load_backbone("tiny-llama")[1]
+    assert cfg.answer_end_token == tok.convert_ids_to_tokens(tok.eos_token_id) != ""
 
 
 def test_train_refuses_series_text_none_without_the_scale_token(tmp_path):

@@ -95,6 +95,22 @@ def test_wrong_backbone_checksum_is_refused(variant, tmp_path):
         from_pretrained(out)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_other_answer_end_token_is_refused(variant, tmp_path):
+    """A model trained to end answers with one token is refused by a tokenizer that ends them with another (the H100
+    adapters ended theirs with <|im_start|>); one recorded with the tokenizer's own eos loads."""
+    model = trained_like(variant)
+    eos = model.tokenizer.convert_ids_to_tokens(model.tokenizer.eos_token_id)
+    model.cfg = model.cfg.replace(answer_end_token=eos)
+    out = save_pretrained(model, tmp_path / "art")
+    assert from_pretrained(out).cfg.answer_end_token == eos
+    cfg = json.loads((out / CONFIG_FILE).read_text())
+    cfg["answer_end_token"] = "<|not_this_one|>"
+    (out / CONFIG_FILE).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"end each answer with '<\|not_this_one\|>'.*ends answers with"):
+        from_pretrained(out)
+
+
 def test_other_backbone_is_refused(tmp_path):
     out = save_pretrained(trained_like("flamingo", "tiny-llama"), tmp_path / "art")
     with pytest.raises(ValueError, match="sha256"):

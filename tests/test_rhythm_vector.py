@@ -189,3 +189,47 @@ def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path):
         be.encode([holed], untrusted=[flags[:-1]])
     with pytest.raises(NotImplementedError, match="rhythm vector"):
         export_encoder_coreml(model, tmp_path / "enc.mlpackage")
+
+
+def test_torch_backend_passes_the_streams_untrusted_flags_to_the_vector():
+    """As the ONNX backend does: a stream's filled gap reaches the torch model's rhythm vector as untrusted samples, so
+    the gap is not read as a pause; the flags change what classify and generate see, and bad flags are refused."""
+    torch = pytest.importorskip("torch")
+    from conftest import build_tiny, open_gates
+    from edge_tslm.config import EncoderConfig
+    from edge_tslm.model.batch import collate
+    from edge_tslm.runtime.torch_backend import TorchBackend
+
+    labels = ("normal", "atrial fibrillation")
+    model = build_tiny("flamingo", "tiny-llama", fs=FS, task="ecg_rhythm", labels=labels,
+                       encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True))
+    open_gates(model, 0.5)
+    with torch.no_grad():
+        model.series_encoder.rhythm.proj[2].weight.normal_(0, 0.2)  # trained-like: the vector moves the latents
+    be = TorchBackend(model)
+    assert be.reads_untrusted
+    ecg, _ = _synthetic_ecg(np.full(25, 0.8), FS)
+    a, b = 1200, 1500
+    holed = ecg.astype(np.float32).copy()
+    holed[a:b] = np.linspace(holed[a - 1], holed[b], b - a)
+    flags = np.zeros(holed.size, bool)
+    flags[a:b] = True
+    seen = []
+    real = model.rhythm_vectors
+    model.rhythm_vectors = lambda x, m, e=None: (seen.append(real(x, m, e)), seen[-1])[1]
+    text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
+    plain = be.classify(text, be.encode([holed]), labels)
+    flagged = be.classify(text, be.encode([holed], untrusted=[flags]), labels)
+    be.generate(text, be.encode([holed], untrusted=[flags]), 2)
+    del model.rhythm_vectors
+    np.testing.assert_allclose(seen[0][0].numpy(), rhythm_vector(holed, FS), rtol=1e-5, equal_nan=True)
+    for v in seen[1:]:
+        np.testing.assert_allclose(v[0].numpy(), rhythm_vector(holed, FS, flags), rtol=1e-5, equal_nan=True)
+    assert seen[0][0][IDX["rr_max"]] > 1.5 and float(seen[1][0][IDX["rr_max"]]) == pytest.approx(0.8, abs=2 / FS)
+    assert plain != flagged
+    # no flag set: the same scores as without flags (collate then keeps no exclude tensor)
+    assert be.classify(text, be.encode([holed], untrusted=[np.zeros_like(flags)]), labels) == pytest.approx(plain, abs=1e-6)
+    with pytest.raises(ValueError, match="one \\(L,\\) flag array"):
+        be.encode([holed], untrusted=[flags, flags])
+    with pytest.raises(ValueError, match="one flag per sample"):
+        collate(model.tokenizer, [text], [[holed]], untrusted=[[flags[:-1]]])

@@ -204,6 +204,23 @@ def test_classify_matches_torch(exported, backend, labels):
     assert {"prefill_ms", "label_tokens", "encode_ms"} <= set(backend.last_timings)
 
 
+def test_backend_refuses_a_tokenizer_with_another_answer_end_token(exported, tmp_path):
+    """config.answer_end_token (the token the training targets ended with) must be the shipped tokenizer's eos."""
+    import json
+    import shutil
+
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    _, art = exported
+    odd = tmp_path / "odd-end"
+    shutil.copytree(art, odd)
+    cfg = json.loads((odd / "config.json").read_text())
+    cfg["answer_end_token"] = "<|not_this_one|>"
+    (odd / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="classify would score the wrong end token"):
+        OnnxBackend(odd, threads=1)
+
+
 def test_label_offsets_written_into_the_artifact_reach_classify(exported, backend, tmp_path):
     """`edge-tslm calibrate` writes config.label_offsets (manifest kept true); the backend adds them as torch does."""
     import json

@@ -120,8 +120,9 @@ class TSLMBase(nn.Module):
         return torch.nn.functional.cross_entropy(logits, tgt[keep])
 
     # ------------------------------------------------------------------ inference
-    def _batch(self, text: str, series: Sequence[np.ndarray]) -> TSBatch:
-        b = collate(self.tokenizer, [text], [list(series)], chat_format=self.cfg.chat_format, system=self.cfg.pre_prompt)
+    def _batch(self, text: str, series: Sequence[np.ndarray], untrusted: Sequence[np.ndarray | None] | None = None) -> TSBatch:
+        b = collate(self.tokenizer, [text], [list(series)], chat_format=self.cfg.chat_format, system=self.cfg.pre_prompt,
+                    untrusted=None if untrusted is None else [list(untrusted)])
         return b.to(self.device)
 
     @property
@@ -151,10 +152,12 @@ class TSLMBase(nn.Module):
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        untrusted: Sequence[np.ndarray | None] | None = None,
     ) -> str:
-        """Greedy (temperature 0) or nucleus sampling; stops at the backbone's end tokens."""
+        """Greedy (temperature 0) or nucleus sampling; stops at the backbone's end tokens. untrusted: per series, (L,)
+        bool flags of samples a measurement must not come from (a stream's filled gaps), or None."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        logits, state = self.prefill(self._batch(text, series))
+        logits, state = self.prefill(self._batch(text, series, untrusted))
         stops, out = self.stop_ids(), []
         for _ in range(max_new_tokens):
             nxt = _pick(logits[0].float(), temperature, top_p, gen)
@@ -166,13 +169,14 @@ class TSLMBase(nn.Module):
         return self.tokenizer.decode(out, skip_special_tokens=True)
 
     @torch.no_grad()
-    def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str]) -> dict[str, float]:
+    def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str],
+                 untrusted: Sequence[np.ndarray | None] | None = None) -> dict[str, float]:
         """Log-likelihood of 'Answer: <label><eos>' for each label (plus the artifact's fitted label offset, see
         edge_tslm.calibration), sharing one prefill of the prompt.
 
         The tokens every label's answer starts with ('Answer:') are scored once after the prefill (they count in
         every label's score, so a label's score does not depend on the other labels); the rest of each label
-        is scored in one batched decode call over a copy of the cache per label.
+        is scored in one batched decode call over a copy of the cache per label. untrusted: as in `generate`.
         """
         if not labels:
             raise ValueError("classify needs at least one allowed label")
@@ -180,7 +184,7 @@ class TSLMBase(nn.Module):
         shared = _common_prefix(conts)
         if shared == min(len(c) for c in conts):
             shared -= 1  # keep at least one token per label to score
-        last, state = self.prefill(self._batch(text, series))  # (1, V): predicts the first answer token
+        last, state = self.prefill(self._batch(text, series, untrusted))  # (1, V): predicts the first answer token
         prefix_lp = torch.zeros((), device=self.device)
         if shared:  # score the shared tokens once (B=1); they belong to every label's likelihood
             pre = torch.tensor([conts[0][:shared]], dtype=torch.long, device=self.device)

@@ -20,10 +20,14 @@ class TSBatch:
     series: torch.Tensor  # (B, S, L) float, z-normalised, zero-padded
     series_mask: torch.Tensor  # (B, S, L) bool; an all-False row is an absent series
     labels: torch.Tensor | None = None  # (B, T) long, IGNORE outside the target
+    # (B, S, L) bool: samples a measurement of the series must not come from (a stream's filled gaps and noise
+    # bursts; the rhythm vector leaves the beats near them out), or None when no sample is flagged
+    series_exclude: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "TSBatch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return TSBatch(*(move(getattr(self, f)) for f in ("input_ids", "attention_mask", "series", "series_mask", "labels")))
+        fields = ("input_ids", "attention_mask", "series", "series_mask", "labels", "series_exclude")
+        return TSBatch(*(move(getattr(self, f)) for f in fields))
 
 
 def render_prompt(tokenizer, text: str, chat_format: bool, system: str = "") -> str:
@@ -58,8 +62,10 @@ def collate(
     *,
     chat_format: bool = True,
     system: str = "",
+    untrusted: Sequence[Sequence[np.ndarray | None]] | None = None,
 ) -> TSBatch:
-    """texts[i] holds one <ts> per series in series[i]; targets (if any) are what the loss is on."""
+    """texts[i] holds one <ts> per series in series[i]; targets (if any) are what the loss is on. untrusted[i][s]:
+    (L,) bool flags of series[i][s]'s samples a measurement must not come from, or None (TSBatch.series_exclude)."""
     ts_id = tokenizer.convert_tokens_to_ids(TS_TOKEN)
     rows, labels = [], []
     for i, (text, ser) in enumerate(zip(texts, series)):
@@ -92,4 +98,25 @@ def collate(
                 raise ValueError(f"sample {b} series {s} is empty; pass at least one patch of samples")
             ser_t[b, s, : len(x)] = torch.as_tensor(np.asarray(x, dtype=np.float32))
             mask_t[b, s, : len(x)] = True
-    return TSBatch(input_ids, attention, ser_t, mask_t, lab_t if targets is not None else None)
+    return TSBatch(input_ids, attention, ser_t, mask_t, lab_t if targets is not None else None,
+                   _exclude_flags(series, untrusted, (B, S, L)))
+
+
+def _exclude_flags(series: Sequence[Sequence[np.ndarray]], untrusted, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """Per-series untrusted flags -> one (B, S, L) bool tensor padded with False; None when nothing is flagged."""
+    if untrusted is None or not any(f is not None and np.any(f) for row in untrusted for f in row):
+        return None
+    if len(untrusted) != len(series):
+        raise ValueError(f"untrusted has {len(untrusted)} samples' flags for {len(series)} samples; pass one list per sample")
+    out = torch.zeros(shape, dtype=torch.bool)
+    for b, (ser, flags) in enumerate(zip(series, untrusted)):
+        if len(flags) != len(ser):
+            raise ValueError(f"sample {b}: untrusted has {len(flags)} flag arrays for {len(ser)} series; pass one (or None) per series")
+        for s, (x, f) in enumerate(zip(ser, flags)):
+            if f is None:
+                continue
+            if np.shape(f) != (len(x),):
+                raise ValueError(f"sample {b} series {s}: untrusted flags have shape {np.shape(f)}, the series ({len(x)},); "
+                                 "pass one flag per sample")
+            out[b, s, : len(x)] = torch.as_tensor(np.asarray(f, dtype=bool))
+    return out

@@ -14,6 +14,7 @@ def build_model(cfg: TSLMConfig, backbone=None):
             f"backbone {cfg.backbone!r} has sha256 {info.sha256[:12]}… but this artifact was trained on "
             f"{cfg.backbone_sha256[:12]}…: load the backbone it names, or retrain"
         )
+    cfg.check_answer_end_token(tok.convert_ids_to_tokens(tok.eos_token_id), f"backbone {cfg.backbone!r}")
     cfg = cfg.replace(backbone=info.name if cfg.backbone == info.name else cfg.backbone, backbone_sha256=info.sha256)
     if cfg.variant == "flamingo":
         from edge_tslm.model.flamingo import FlamingoTSLM

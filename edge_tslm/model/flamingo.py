@@ -70,8 +70,9 @@ class FlamingoTSLM(TSLMBase):
         self.freeze_backbone()
 
     # ------------------------------------------------------------------ media
-    def encode_media(self, series: torch.Tensor, series_mask: torch.Tensor) -> torch.Tensor:
-        """series, series_mask: (B, S, L) -> media (B, S * N, D); absent series give zeros (never attended)."""
+    def encode_media(self, series: torch.Tensor, series_mask: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """series, series_mask: (B, S, L) -> media (B, S * N, D); absent series give zeros (never attended).
+        exclude: (B, S, L) bool samples the rhythm vector must not be measured from (TSBatch.series_exclude), or None."""
         B, S, L = series.shape
         check_series_lengths(series_mask, self.cfg.encoder.patch_len)
         present = series_mask.any(-1)  # (B, S)
@@ -87,7 +88,8 @@ class FlamingoTSLM(TSLMBase):
                 gb, gs = b_idx[g], s_idx[g]  # (G,), (G,)
                 used = max(lengths[k] for k in group)  # trim the group's common padding
                 x, m = series[gb, gs, :used], series_mask[gb, gs, :used]  # (G, used)
-                v = self.rhythm_vectors(x, m) if enc.rhythm is not None else None  # (G, F)
+                e = None if exclude is None else exclude[gb, gs, :used]  # (G, used)
+                v = self.rhythm_vectors(x, m, e) if enc.rhythm is not None else None  # (G, F)
                 if enc.recomputes():
                     # one checkpoint per series: only its input and its N latents are kept, and the backward
                     # recomputes one series at a time, so the step's memory does not grow with the number of series
@@ -98,12 +100,14 @@ class FlamingoTSLM(TSLMBase):
                 media = media.index_put((gb, gs), lat.to(media.dtype))
         return media.view(B, S * n_lat, -1)  # (B, S * N, D)
 
-    def rhythm_vectors(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    def rhythm_vectors(self, x: torch.Tensor, m: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """x, m: (G, L) series and masks at the model's rate -> (G, F) rhythm vectors, measured in numpy on the real
-        samples. The numbers do not depend on the ECG's gain and offset, so normalised and recorded series agree."""
+        samples (less the exclude (G, L) ones' beats). The numbers do not depend on the ECG's gain and offset, so
+        normalised and recorded series agree."""
         if not self.cfg.fs > 0:
             raise ValueError("encoder.rhythm_vector measures beats, so the model needs its sampling rate (cfg.fs > 0)")
-        v = series_rhythm_vectors(x.detach().float().cpu().numpy(), m.detach().cpu().numpy(), self.cfg.fs)  # (G, F)
+        excl = None if exclude is None else exclude.detach().cpu().numpy()
+        v = series_rhythm_vectors(x.detach().float().cpu().numpy(), m.detach().cpu().numpy(), self.cfg.fs, excl)  # (G, F)
         return torch.from_numpy(v).to(x.device)
 
     def ts_positions(self, input_ids: torch.Tensor, num_series: int) -> torch.Tensor:
@@ -136,13 +140,13 @@ class FlamingoTSLM(TSLMBase):
         return out.last_hidden_state, out.past_key_values
 
     def hidden_states(self, batch: TSBatch):
-        media = self.encode_media(batch.series, batch.series_mask)
+        media = self.encode_media(batch.series, batch.series_mask, batch.series_exclude)
         ts_pos = self.ts_positions(batch.input_ids, batch.series.shape[1])
         hidden, _ = self._run(batch.input_ids, batch.attention_mask, media, ts_pos, None, 0, False)
         return hidden, batch.labels
 
     def prefill(self, batch: TSBatch):
-        media = self.encode_media(batch.series, batch.series_mask)
+        media = self.encode_media(batch.series, batch.series_mask, batch.series_exclude)
         ts_pos = self.ts_positions(batch.input_ids, batch.series.shape[1])
         ids, mask = batch.input_ids, batch.attention_mask
         B, T = ids.shape

@@ -160,6 +160,7 @@ class OnnxBackend:
         self.ts_id = self.tokenizer.token_id(TS_TOKEN)
         if self.tokenizer.eos_token_id is None:
             raise BackendUnavailable(f"{path / TOKENIZER_DIR}: no eos_token in tokenizer_config.json")
+        self.cfg.check_answer_end_token(self.tokenizer.special.get("eos_token"), str(path / TOKENIZER_DIR))
         self.stop_ids = self._stop_ids()
 
         opts = ort.SessionOptions()

@@ -35,6 +35,8 @@ class TorchBackend:
         self.series_text = str(cfg.series_text)
         self.question = ""
         self.last_timings: dict[str, float] = {}
+        # a rhythm-vector model measures each series itself: the stream's untrusted flags keep its filled gaps out
+        self.reads_untrusted = bool(getattr(cfg.encoder, "rhythm_vector", False))
 
     @classmethod
     def from_pretrained(
@@ -60,14 +62,18 @@ class TorchBackend:
                 device = "cpu"
         return cls(from_pretrained(path, backbone=backbone, device=device))
 
-    def encode(self, series: Sequence[np.ndarray]) -> Encoded:
-        return Encoded(series)  # the torch model encodes inside prefill (timed under classify)
+    def encode(self, series: Sequence[np.ndarray], untrusted: Sequence[np.ndarray | None] | None = None) -> Encoded:
+        """The torch model encodes inside prefill (timed under classify); the untrusted flags (per series, (L,) bool
+        or None) ride along to its rhythm vector."""
+        if untrusted is not None and len(untrusted) != len(series):
+            raise ValueError(f"untrusted needs one (L,) flag array (or None) per series; got {len(untrusted)} for {len(series)} series")
+        return Encoded(series, None if untrusted is None else tuple(untrusted))
 
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
         t = time.perf_counter()
-        out = self.model.classify(text, list(encoded.series), list(labels))
+        out = self.model.classify(text, list(encoded.series), list(labels), untrusted=encoded.value)
         self.last_timings = {"classify_with_encode": (time.perf_counter() - t) * 1000}
         return out
 
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
-        return self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens))
+        return self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens), untrusted=encoded.value)

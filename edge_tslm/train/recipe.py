@@ -97,6 +97,7 @@ def run_curriculum(
             task=task.spec.name, labels=task.spec.labels, pre_prompt=task.spec.pre_prompt, fs=task.fs, max_seconds=task.max_seconds,
             series_features=task.series_features, question_first=task.question_first, series_text=task.series_text,
             label_offsets=(),  # offsets fitted to earlier weights would bias the new ones: refit after training
+            answer_end_token=model.tokenizer.convert_ids_to_tokens(model.tokenizer.eos_token_id),  # what targets end with
         )
         kw = dict(max_seconds=task.max_seconds, features=task.series_features, question_first=task.question_first,
                   series_text=task.series_text)
