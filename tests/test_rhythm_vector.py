@@ -138,9 +138,11 @@ def test_configs_that_cannot_measure_an_ecg_are_refused():
     assert TSLMConfig(task="ecg_rhythm", series_features="rr", encoder=enc).encoder.rhythm_vector
 
 
-def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path):
+@pytest.mark.parametrize("scale_token", [False, True])
+def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path, scale_token):
     """Exported with its series_vectors input, the ONNX encoder passes parity, and the torch-free backend (which
-    measures the vector itself) scores a real-shaped ECG as the torch model does; Core ML refuses with the reason."""
+    measures the vector itself) scores a real-shaped ECG as the torch model does; Core ML refuses with the reason.
+    With the scale embedding too (the number-free ECG text) the encoder graph takes the ECG as recorded."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -153,7 +155,8 @@ def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path):
 
     labels = ("normal", "atrial fibrillation")
     model = build_tiny("flamingo", "tiny-llama", fs=FS, task="ecg_rhythm", labels=labels,
-                       encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True))
+                       encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True, scale_token=scale_token),
+                       series_text="none" if scale_token else "full", question_first=scale_token)
     open_gates(model, 0.5)
     with torch.no_grad():
         model.series_encoder.rhythm.proj[2].weight.normal_(0, 0.2)  # trained-like: the vector moves the latents
