@@ -377,9 +377,14 @@ def markdown(res: dict) -> str:
           "tokens scored over a tiled cache. Peak RSS is",
           "VmHWM of the child process that streamed (its own high-water mark; runs before 12:45 on 2026-11-22 used `ru_maxrss`, which a child inherits from its parent, so their peaks include the benchmark parent's memory) (it imports no torch with the ONNX backend: `torch_imported` in the JSON).",
           ""]
-    for r in res["runs"]:
-        if r.get("example_rationale"):
-            L.append(f"Example rationale ({r['task']}): _{r['example_rationale'][:400]}_")
+    shown = set()
+    for r in res["runs"]:  # one line per distinct rationale, with the runs (artifact, threads) that wrote it
+        text = r.get("example_rationale")
+        if text and (r["task"], text) not in shown:
+            shown.add((r["task"], text))
+            who = sorted({f"`{q['artifact']['path']}`{_threads(q)}" for q in res["runs"]
+                          if q["task"] == r["task"] and q.get("example_rationale") == text})
+            L.append(f"Example rationale ({r['task']}; {', '.join(who)}): _{text[:400]}_")
             L.append("")
     return "\n".join(L)
 
