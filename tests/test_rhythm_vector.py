@@ -138,6 +138,17 @@ def test_configs_that_cannot_measure_an_ecg_are_refused():
     assert TSLMConfig(task="ecg_rhythm", series_features="rr", encoder=enc).encoder.rhythm_vector
 
 
+def _filled_gap_ecg() -> tuple[np.ndarray, np.ndarray]:
+    """A regular ECG (RR 0.8 s) with a 2 s hole filled by a straight line, as a stream fills a gap, and its flags."""
+    ecg, _ = _synthetic_ecg(np.full(25, 0.8), FS)
+    a, b = 1200, 1500
+    holed = ecg.astype(np.float32).copy()
+    holed[a:b] = np.linspace(holed[a - 1], holed[b], b - a)
+    flags = np.zeros(holed.size, bool)
+    flags[a:b] = True
+    return holed, flags
+
+
 @pytest.mark.parametrize("scale_token", [False, True])
 def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path, scale_token):
     """Exported with its series_vectors input, the ONNX encoder passes parity, and the torch-free backend (which
@@ -173,12 +184,7 @@ def test_onnx_artifact_measures_and_reads_the_vector_as_torch_does(tmp_path, sca
             assert got[lab] == pytest.approx(want[lab], abs=1e-3)
     # a stream's untrusted flags reach the vector: a filled gap is then not read as a pause
     assert be.reads_untrusted
-    ecg, beats = _synthetic_ecg(np.full(25, 0.8), FS)
-    a, b = 1200, 1500
-    holed = ecg.astype(np.float32).copy()
-    holed[a:b] = np.linspace(holed[a - 1], holed[b], b - a)
-    flags = np.zeros(holed.size, bool)
-    flags[a:b] = True
+    holed, flags = _filled_gap_ecg()
     seen = []
     real = be.encoder.run
     be.encoder.run = lambda names, feed: (seen.append(feed[ONNX_SERIES_VECTORS].copy()), real(names, feed))[1]
@@ -211,12 +217,7 @@ def test_torch_backend_passes_the_streams_untrusted_flags_to_the_vector():
         model.series_encoder.rhythm.proj[2].weight.normal_(0, 0.2)  # trained-like: the vector moves the latents
     be = TorchBackend(model)
     assert be.reads_untrusted
-    ecg, _ = _synthetic_ecg(np.full(25, 0.8), FS)
-    a, b = 1200, 1500
-    holed = ecg.astype(np.float32).copy()
-    holed[a:b] = np.linspace(holed[a - 1], holed[b], b - a)
-    flags = np.zeros(holed.size, bool)
-    flags[a:b] = True
+    holed, flags = _filled_gap_ecg()
     seen = []
     real = model.rhythm_vectors
     model.rhythm_vectors = lambda x, m, e=None: (seen.append(real(x, m, e)), seen[-1])[1]
