@@ -41,6 +41,8 @@ LAYOUTS = (
     ("ecg_rhythm", "no measured text, question last (models/flamingo-ecg)", "flamingo-ecg", {}),
     ("ecg_rhythm", "rr text, question first (models/flamingo-ecg-rr)", "flamingo-ecg-rr", {}),
     ("ecg_rhythm", "beats text, question first", "flamingo-ecg-rr", {"series_features": "beats"}),
+    ("ecg_rhythm", "no numbers (scale embedding + rhythm vector), question first", "flamingo-ecg-rr",
+     {"series_features": "", "series_text": "none", "encoder": {"scale_token": True, "rhythm_vector": True}}),
 )
 
 
