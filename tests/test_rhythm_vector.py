@@ -235,5 +235,6 @@ def test_torch_backend_passes_the_streams_untrusted_flags_to_the_vector():
     assert be.classify(text, be.encode([holed], untrusted=[np.zeros_like(flags)]), labels) == pytest.approx(plain, abs=1e-6)
     with pytest.raises(ValueError, match="one \\(L,\\) flag array"):
         be.encode([holed], untrusted=[flags, flags])
-    with pytest.raises(ValueError, match="one flag per sample"):
-        collate(model.tokenizer, [text], [[holed]], untrusted=[[flags[:-1]]])
+    for short in (flags[:-1], np.zeros(holed.size - 1, bool)):  # refused whether or not a sample is flagged
+        with pytest.raises(ValueError, match="one flag per sample"):
+            collate(model.tokenizer, [text], [[holed]], untrusted=[[short]])

@@ -103,8 +103,9 @@ def collate(
 
 
 def _exclude_flags(series: Sequence[Sequence[np.ndarray]], untrusted, shape: tuple[int, int, int]) -> torch.Tensor | None:
-    """Per-series untrusted flags -> one (B, S, L) bool tensor padded with False; None when nothing is flagged."""
-    if untrusted is None or not any(f is not None and np.any(f) for row in untrusted for f in row):
+    """Per-series untrusted flags -> one (B, S, L) bool tensor padded with False; None when nothing is flagged.
+    Every flag array is checked, flagged or not: a mis-shaped one is a caller's bug either way."""
+    if untrusted is None:
         return None
     if len(untrusted) != len(series):
         raise ValueError(f"untrusted has {len(untrusted)} samples' flags for {len(series)} samples; pass one list per sample")
@@ -119,4 +120,4 @@ def _exclude_flags(series: Sequence[Sequence[np.ndarray]], untrusted, shape: tup
                 raise ValueError(f"sample {b} series {s}: untrusted flags have shape {np.shape(f)}, the series ({len(x)},); "
                                  "pass one flag per sample")
             out[b, s, : len(x)] = torch.as_tensor(np.asarray(f, dtype=bool))
-    return out
+    return out if bool(out.any()) else None
