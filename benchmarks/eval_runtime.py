@@ -50,12 +50,12 @@ def artifact_size(path: Path, manifest: dict) -> dict:
     return {"files": files, "total_bytes": total, "total_mib": round(total / 2**20, 2)}
 
 
-def run(artifact: Path, split: str, per_class: int, limit: int, threads: int) -> dict:
+def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, label_scoring: str = "full") -> dict:
     manifest = json.loads((artifact / "manifest.json").read_text())
     cfg = TSLMConfig.from_dict(json.loads((artifact / "config.json").read_text()))
     rss_start = peak_rss_mib()
     t_load = time.perf_counter()
-    be = OnnxBackend.from_pretrained(artifact, threads=threads or None)
+    be = OnnxBackend.from_pretrained(artifact, threads=threads or None, label_scoring=label_scoring)
     load_s = time.perf_counter() - t_load
     rss_loaded = peak_rss_mib()
     task = get_task(cfg.task)
@@ -114,6 +114,8 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int) ->
         "ms_per_sample": round(1000 * elapsed / max(1, len(idx)), 1),
         "stage_ms_median": {k: round(float(np.median(v)), 1) for k, v in stage.items() if v},
         "ort_threads": threads or "onnxruntime default",
+        "label_scoring": label_scoring,
+        "label_head": bool(be.label_head),
         "torch_imported": "torch" in sys.modules,
         "machine": machine(),
         "command": "python " + " ".join(sys.argv),
@@ -128,8 +130,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="score only the first N windows (smoke runs)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0: its default)")
     ap.add_argument("--name", default="", help="results file suffix (default: the artifact directory name)")
+    ap.add_argument("--label-scoring", default="full", choices=("full", "labels"),
+                    help="full: answer log-likelihood; labels: p(label | one of the labels) (edge_tslm.runtime.label_trie)")
     a = ap.parse_args()
-    res = run(a.artifact, a.split, a.per_class, a.limit, a.threads)
+    res = run(a.artifact, a.split, a.per_class, a.limit, a.threads, a.label_scoring)
     name = a.name or a.artifact.name
     out = RESULTS / f"runtime_{name}.json"
     out.write_text(json.dumps(res, indent=1))

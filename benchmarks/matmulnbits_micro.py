@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--k", type=int, default=576)
     ap.add_argument("--n", type=int, default=1536)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1, 128], help="M: rows per call (1: a decoded token)")
     ap.add_argument("--out", type=Path, default=RESULTS / "matmulnbits_micro.json", help="writes this .json and the .md beside it")
     a = ap.parse_args()
     import onnxruntime as ort
@@ -97,7 +98,7 @@ def main() -> None:
     w = (np.random.default_rng(0).standard_normal((a.k, a.n)) * 0.02).astype(np.float32)
     base = matmul_model(w)
     rows = []
-    for M in (1, 128):
+    for M in a.rows:
         ref_ms, ref = time_session(base, M, a.k, a.threads, a.reps)
         rows.append({"form": "fp32 MatMul", "M": M, "ms": round(ref_ms, 4), "rel_err": 0.0})
         for bits, alg, lvl in [(4, "minmax", None), (4, "minmax", 4), (4, "minmax-folded", None), (4, "minmax-folded", 4),

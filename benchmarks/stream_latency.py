@@ -202,6 +202,8 @@ def worker(args: argparse.Namespace) -> None:
     opts: dict = {"threads": args.threads} if args.threads else {}
     if args.no_arena:
         opts["memory_arena"] = False
+    if args.label_scoring != "full":
+        opts["label_scoring"] = args.label_scoring
     backend = load_backend(args.artifact, args.backend, **opts)
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
@@ -277,8 +279,8 @@ def run_child(task: str, artifact: Path, backend: str, signal: np.ndarray, fs: f
     sig = tmp / f"{task}.npy"
     np.save(sig, signal)
     cmd = [sys.executable, __file__, "--worker", "--task", task, "--artifact", str(artifact), "--backend", backend, "--signal", str(sig),
-           "--fs", str(fs), "--rationales", str(a.rationales), "--rationale-tokens", str(a.rationale_tokens), "--threads", str(a.threads)] + (
-               ["--no-arena"] if a.no_arena else [])
+           "--fs", str(fs), "--rationales", str(a.rationales), "--rationale-tokens", str(a.rationale_tokens), "--threads", str(a.threads),
+           "--label-scoring", a.label_scoring] + (["--no-arena"] if a.no_arena else [])
     load_before = [round(v, 2) for v in os.getloadavg()]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -316,7 +318,8 @@ def _int(v):
 def _threads(run: dict) -> str:
     """' ×N' for a run with N > 1 onnxruntime threads (runs without the key used 1); ' no-arena' without ORT's arena."""
     n = run.get("threads")
-    return (f" ×{n}" if n and n > 1 else "") + (" no-arena" if run.get("memory_arena") is False else "")
+    return ((f" ×{n}" if n and n > 1 else "") + (" no-arena" if run.get("memory_arena") is False else "")
+            + (" labels" if run.get("label_scoring", "full") != "full" else ""))
 
 
 def _fmt(v, nd=1):
@@ -336,7 +339,7 @@ def markdown(res: dict) -> str:
          + (f"**{res['bandwidth']['read_plus_write_gb_s']:.2f} GB/s** (again after the runs: "
             f"{res.get('bandwidth_again', res['bandwidth'])['read_plus_write_gb_s']:.2f} GB/s; the bound uses the first)." if not multi else
             "measured in each run's own invocation (below); each run's bound uses its own."), "",
-         "Backend threads: per run, in the backend column (`onnx ×2`: two onnxruntime threads). Wall-clock figures are under the load above; "
+         "Backend threads: per run, in the backend column (`onnx ×2`: two onnxruntime threads; `labels`: `--label-scoring labels`, logits only where the labels part ways, from the artifact's label head when it has one). Wall-clock figures are under the load above; "
          "**CPU ms** is the CPU time of the streaming process per window (all its threads): with 1 thread, what a window costs a core of its own.", "",
          "| task | artifact | backend | windows | decision p50 / p95 ms (wall) | CPU ms p50 | encoder p50 | prefill p50 | label scoring p50 | peak RSS MB | goal p50 | goal RSS |",
          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -400,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rationale-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads (0: its default)")
     ap.add_argument("--no-arena", action="store_true", help="onnxruntime without its memory arena (edge-tslm stream --no-arena)")
+    ap.add_argument("--label-scoring", default="full", choices=("full", "labels"),
+                    help="edge-tslm stream --label-scoring: labels scores p(label | one of the labels) from the label head")
     ap.add_argument("--run", action="append", default=[], metavar="TASK:ARTIFACT",
                     help="another artifact to measure, e.g. har:runs/onnx-har (fp32 decoder) or afib:models/flamingo-ecg (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_latency.json")
@@ -464,7 +469,8 @@ def main(argv: list[str] | None = None) -> None:
                 cpu_tok = r.get("cpu_ms", {}).get("rationale_ms_per_token")
                 wb["ratio_cpu"] = round(cpu_tok / bound_ms, 2) if cpu_tok else None
             r["bandwidth_bound"] = wb
-            r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads, memory_arena=not a.no_arena)
+            r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads, memory_arena=not a.no_arena,
+                     label_scoring=a.label_scoring)
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)

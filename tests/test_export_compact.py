@@ -343,3 +343,44 @@ def test_decoder_halves_compute_what_the_one_graph_does(compact):
     two.classify(ts_text(2, "Other?"), two.encode(series), labels)  # new text: the lower half runs again
     assert two.lower_hits == 2
     assert one.generate(ts_text(2), e1, 8, stop=False) == two.generate(ts_text(2), e2, 8, stop=False)
+
+
+def test_label_head_scores_what_the_lm_head_does(compact):
+    """The compact graphs carry a label head over the tokens where the labels part ways; "labels" scoring through it
+    gives the lm_head path's scores and the torch model's, a distribution over the labels, from 3 fed label tokens."""
+    import json
+
+    from edge_tslm.export import spec
+    from edge_tslm.export.label_head import label_head_tokens
+    from edge_tslm.model.batch import encode_target
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model, out, manifest = compact
+    want = label_head_tokens(lambda t: encode_target(model.tokenizer, t), ACTIVITIES)
+    for name in (spec.DECODER_GRAPH, spec.DECODER_UPPER_GRAPH):
+        m, _ = _external(out / name)
+        assert {spec.DEC_LABEL_INDEX, spec.DEC_LABEL_TOKENS} <= {i.name for i in m.graph.input}
+        assert json.loads({p.key: p.value for p in m.metadata_props}[spec.LABEL_HEAD_META]) == want
+    lower, _ = _external(out / spec.DECODER_LOWER_GRAPH)
+    assert spec.DEC_LABEL_INDEX not in {i.name for i in lower.graph.input}
+    assert manifest["weight_quantization"]["label_head"][spec.DECODER_UPPER_GRAPH]["token_ids"] == want
+    head = OnnxBackend(out, threads=1, label_scoring="labels")
+    rows = OnnxBackend(out, threads=1, label_scoring="labels")
+    rows.label_head = {}  # as an artifact without a label head: the lm_head's rows
+    one = OnnxBackend(out, threads=1, label_scoring="labels", split=False)
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        series = series_of(rng, 96, 96, 96)
+        text = ts_text(3, "What is the activity?")
+        with torch.no_grad():
+            ref = model.classify(text, series, list(ACTIVITIES), scoring="labels")
+        got = [be.classify(text, be.encode(series), ACTIVITIES) for be in (head, rows, one)]
+        assert head.last_timings["label_head"] == 1.0 and rows.last_timings["label_head"] == 0.0
+        full = OnnxBackend(out, threads=1)
+        full.classify(text, full.encode(series), ACTIVITIES)
+        assert head.last_timings["label_tokens"] < full.last_timings["label_tokens"]  # fewer label tokens fed
+        assert np.isclose(sum(np.exp(v) for v in got[0].values()), 1.0)
+        assert max(abs(got[0][lab] - got[2][lab]) for lab in ACTIVITIES) < 1e-4  # halves vs one graph
+        assert max(abs(got[0][lab] - got[1][lab]) for lab in ACTIVITIES) < 0.05  # fp32 rows vs int8-activation lm_head
+        assert max(abs(got[0][lab] - ref[lab]) for lab in ACTIVITIES) <= MAX_LABEL_LOGPROB_DIFF
+    assert head.generate(ts_text(1), head.encode(series_of(rng, 64)), 4, stop=False)  # generation feeds the head empty

@@ -204,6 +204,27 @@ def test_classify_matches_torch(exported, backend, labels):
     assert {"prefill_ms", "label_tokens", "encode_ms"} <= set(backend.last_timings)
 
 
+@pytest.mark.parametrize(
+    "labels", [ACTIVITIES, ("walk", "walking"), ("yes", "no")], ids=["har", "prefix-of-another", "two"]
+)
+def test_labels_scoring_matches_torch(exported, labels):
+    """--label-scoring labels on an artifact without a label head (this fp32 export): the lm_head's logits at the
+    prefixes where the labels part ways give the torch model's classify(scoring="labels")."""
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model, out = exported
+    be = OnnxBackend.from_pretrained(out, threads=1, label_scoring="labels")
+    assert not be.label_head
+    rng = np.random.default_rng(8)
+    series = series_of(rng, 128, 128)
+    text = ts_text(2, "What is the activity?")
+    with torch.no_grad():
+        ref = model.classify(text, series, list(labels), scoring="labels")
+    got = be.classify(text, be.encode(series), labels)
+    assert max(abs(got[k] - ref[k]) for k in labels) <= CLASSIFY_ATOL, (got, ref)
+    assert np.isclose(sum(np.exp(v) for v in got.values()), 1.0)
+
+
 def test_backend_refuses_a_tokenizer_with_another_answer_end_token(exported, tmp_path):
     """config.answer_end_token (the token the training targets ended with) must be the shipped tokenizer's eos."""
     import json

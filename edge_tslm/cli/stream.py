@@ -31,6 +31,9 @@ def stream(
     arena: Annotated[bool, typer.Option("--arena/--no-arena",
                                         help="onnxruntime's memory arena; --no-arena frees every buffer after each call "
                                              "(a lower peak RSS for a little latency)")] = True,
+    label_scoring: Annotated[str, typer.Option(help="full: each label's answer log-likelihood over the vocabulary; labels: "
+                                                    "p(label | one of the labels), from logits only where the labels "
+                                                    "part ways (faster; the artifact's label head when it has one)")] = "full",
 ) -> None:
     """Stream windows through a model: answers, rationales on demand, quality flags, latency, then a summary."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
@@ -61,6 +64,8 @@ def stream(
         opts: dict = {"threads": threads} if threads else {}
         if not arena:
             opts["memory_arena"] = False
+        if label_scoring != "full":
+            opts["label_scoring"] = label_scoring
         be = load_backend(model, backend, **opts)
     except (ValueError, SourceError, BackendUnavailable) as e:
         typer.echo(f"error: {e}", err=True)

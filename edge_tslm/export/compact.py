@@ -615,9 +615,11 @@ def _split_compact(decoder: Any, split: int) -> dict[str, Any] | None:
             "nodes": {"decoder": len(decoder.graph.node), "lower": len(lower.graph.node), "upper": len(upper.graph.node)}}
 
 
-def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig(), split_at: int = 0) -> dict[str, Any]:
+def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig(), split_at: int = 0,
+                    label_tokens: Sequence[int] = ()) -> dict[str, Any]:
     """Rewrite out_dir's fp32 decoder.onnx to ``cfg.bits``-bit weights in WEIGHTS_FILE; with ``split_at`` (the first
     fusion layer) also write it cut in two there (decoder_lower.onnx + decoder_upper.onnx, the same weights).
+    label_tokens: vocabulary ids for the graphs' label head (edge_tslm.export.label_head); none: no label head.
 
     Checks: the graph's external data resolve into the one file and it loads in an onnxruntime session.
     Returns the record that goes into the manifest (config, per-graph rewrites, weight SQNR, sharing stats).
@@ -636,6 +638,9 @@ def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig(), s
     split = _split_compact(models[spec.DECODER_GRAPH], split_at)
     if split:
         models.update(split["graphs"])
+    from edge_tslm.export.label_head import add_label_head
+
+    heads = {name: add_label_head(m, label_tokens) for name, m in models.items()}
     written = tuple(models)
     sharing = write_shared(models, out_dir)
     del models
@@ -655,6 +660,7 @@ def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig(), s
         "shared_weights": sharing,
         "fp32_graph_bytes": fp32_bytes,  # the same export's graphs before this step
         "split": {k: v for k, v in (split or {}).items() if k != "graphs"} or None,
+        "label_head": {name: h for name, h in heads.items() if h} or None,
         "compact_bytes": sum((out_dir / f).stat().st_size for f in (*written, WEIGHTS_FILE)),
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -778,7 +784,12 @@ def compact_export(
     from edge_tslm.export.onnx import file_entry, split_layer
 
     bits, block_size = cfg.bits, cfg.block_size
-    rec = compact_decoder(out_dir, cfg, split_at=split_layer(model))
+    from edge_tslm.export.label_head import label_head_tokens
+    from edge_tslm.model.batch import encode_target
+
+    labels = list(getattr(getattr(model, "cfg", None), "labels", None) or [])
+    tokens = label_head_tokens(lambda t: encode_target(model.tokenizer, t), labels) if labels else []
+    rec = compact_decoder(out_dir, cfg, split_at=split_layer(model), label_tokens=tokens)
     r = decoder_report
     halves = (spec.DECODER_LOWER_GRAPH, spec.DECODER_UPPER_GRAPH) if rec["split"] else ()
     r.files = {f: file_entry(out_dir / f) for f in (*r.files, *halves, WEIGHTS_FILE)}

@@ -41,6 +41,13 @@ PAST_KEY = "past_key.{}"  # input, per decoder layer: (B, Hkv, P, d); P may be 0
 PAST_VALUE = "past_value.{}"
 PRESENT_KEY = "present_key.{}"  # output, per decoder layer: (B, Hkv, P + T, d)
 PRESENT_VALUE = "present_value.{}"
+# The label head (decoder.onnx and decoder_upper.onnx of compact exports): logits over a few vocabulary rows baked
+# into the graph (the tokens where the artifact's labels part ways), so a classify call need not run the lm_head over
+# the whole vocabulary (edge_tslm.runtime.label_trie, "labels" scoring). Pass logit_index empty to skip the lm_head.
+DEC_LABEL_INDEX = "label_index"  # (K2,) int64: which of the T new tokens get label logits
+DEC_LABEL_TOKENS = "label_token_index"  # (J,) int64: positions in the graph's baked token table
+DEC_LABEL_LOGITS = "label_logits"  # (B, K2, J)
+LABEL_HEAD_META = "edge_tslm.label_head_token_ids"  # model metadata: the baked table's vocabulary ids, a JSON list
 DEC_HIDDEN_SPLIT = "hidden_split"  # (B, T, D): the input of the first fusion layer (before its cross-attention)
 # The decoder cut in two at that layer (compact exports): the layers below it never see the media, so a stream whose
 # per-window text is the same each time (series_text="none") computes their outputs once and runs only the upper graph.

@@ -170,14 +170,19 @@ class TSLMBase(nn.Module):
 
     @torch.no_grad()
     def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str],
-                 untrusted: Sequence[np.ndarray | None] | None = None) -> dict[str, float]:
+                 untrusted: Sequence[np.ndarray | None] | None = None, scoring: str = "full") -> dict[str, float]:
         """Log-likelihood of 'Answer: <label><eos>' for each label (plus the artifact's fitted label offset, see
         edge_tslm.calibration), sharing one prefill of the prompt.
 
         The tokens every label's answer starts with ('Answer:') are scored once after the prefill (they count in
         every label's score, so a label's score does not depend on the other labels); the rest of each label
         is scored in one batched decode call over a copy of the cache per label. untrusted: as in `generate`.
+        scoring="labels": log p(label | the answer is one of the labels) instead (edge_tslm.runtime.label_trie), from
+        the same logits: what the ONNX runtime computes with its label head.
         """
+        from edge_tslm.runtime.label_trie import branching, check_scoring, children, label_scores
+
+        check_scoring(scoring)
         if not labels:
             raise ValueError("classify needs at least one allowed label")
         conts = [encode_target(self.tokenizer, f"{ANSWER_PREFIX} {lab}") for lab in labels]
@@ -208,6 +213,14 @@ class TSLMBase(nn.Module):
             lens = torch.tensor([len(r) for r in rest], device=self.device)
             valid = torch.arange(1, T, device=self.device)[None] < lens[:, None]
             scores = scores + (lp * valid).sum(-1)
+        if scoring == "labels":  # the logits after each prefix where the labels part ways
+            after = {tuple(conts[0][:shared]): last[0]}  # (V,) per prefix
+            for k, r in enumerate(rest):
+                for t in range(1, len(r)):
+                    after.setdefault(tuple(conts[k][: shared + t]), logits[k, t - 1])
+            nxt = children(conts)
+            picked = {p: {tok: float(after[p][tok]) for tok in nxt[p]} for p in branching(conts)}
+            scores = torch.as_tensor(label_scores(conts, picked))
         raw = {lab: float(s) for lab, s in zip(labels, scores)}
         return apply_offsets(raw, self.cfg.labels, self.cfg.label_offsets)
 

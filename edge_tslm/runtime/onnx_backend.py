@@ -47,55 +47,13 @@ from edge_tslm.export import spec
 from edge_tslm.length_groups import length_groups
 from edge_tslm.rhythm_vector import series_rhythm_vectors
 from edge_tslm.runtime.backend import BackendUnavailable, Encoded
+from edge_tslm.runtime.label_trie import LabelTrie, branching, check_scoring, children, full_scores, label_scores, log_softmax
 from edge_tslm.runtime.tokenizer import PromptTokenizer
 
 __all__ = ["OnnxBackend", "ABSENT"]
 
 ABSENT = 1 << 30  # ts_positions value of a series slot with no <ts> token (FlamingoTSLM's ABSENT)
 GENERATION_CONFIG = "generation_config.json"
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
-class _Trie:
-    """Label continuations as one row of decoder tokens: each node is a distinct proper prefix's last token."""
-
-    def __init__(self, conts: Sequence[Sequence[int]]) -> None:
-        node_of: dict[tuple[int, ...], int] = {}
-        self.tokens: list[int] = []  # node -> its token
-        self.depth: list[int] = []  # node -> 0-based depth (its position after the prompt)
-        self.parent: list[int] = []  # node -> parent node (-1: the prompt's last token)
-        for c in conts:
-            for i in range(1, len(c)):  # c[:i] is fed; its logits score c[i]
-                key = tuple(c[:i])
-                if key not in node_of:
-                    node_of[key] = len(self.tokens)
-                    self.tokens.append(int(c[i - 1]))
-                    self.depth.append(i - 1)
-                    self.parent.append(node_of.get(tuple(c[: i - 1]), -1))
-        self.node_of = node_of
-
-    def mask(self) -> np.ndarray:
-        """(n, n) bool: node i sees node j iff j is i or one of its ancestors."""
-        n = len(self.tokens)
-        m = np.eye(n, dtype=bool)
-        for i in range(n):
-            j = self.parent[i]
-            while j >= 0:
-                m[i, j] = True
-                j = self.parent[j]
-        return m
-
-    def scores(self, conts: Sequence[Sequence[int]], first_lp: np.ndarray, node_lp: np.ndarray) -> np.ndarray:
-        """log p of each continuation: first_lp (V,) scores its first token, node_lp (n, V) the rest."""
-        out = np.empty(len(conts), np.float64)
-        for k, c in enumerate(conts):
-            out[k] = first_lp[c[0]] + sum(node_lp[self.node_of[tuple(c[:i])], c[i]] for i in range(1, len(c)))
-        return out
 
 
 class _State:
@@ -122,10 +80,13 @@ class OnnxBackend:
         use_jinja: bool | None = None,
         memory_arena: bool = True,
         split: bool | None = None,
+        label_scoring: str = "full",
     ) -> None:
         """memory_arena: onnxruntime's CPU arena (False: every activation buffer is freed after the call; a lower
         peak RSS for a little latency). split: run the decoder as its two halves (decoder_lower.onnx +
-        decoder_upper.onnx) instead of decoder.onnx; None: when the artifact has them."""
+        decoder_upper.onnx) instead of decoder.onnx; None: when the artifact has them. label_scoring: how classify
+        scores the labels, "full" or "labels" (edge_tslm.runtime.label_trie)."""
+        self.label_scoring = check_scoring(label_scoring)
         path = Path(path)
         graphs = ("encoder.onnx", spec.CROSS_GRAPH, spec.DECODER_GRAPH)
         if (path / "prefill.onnx").is_file() and not (path / spec.DECODER_GRAPH).is_file():
@@ -204,6 +165,11 @@ class OnnxBackend:
             self._lower_present = {o.name for o in self.lower.get_outputs() if o.name.startswith("present_")}
         first = {i.name: i.shape for g in dec_graphs for i in g.get_inputs()}[self._past_in[0]]  # (B, Hkv, P, d)
         self._kv_heads, self._head_dim = int(first[1]), int(first[3])
+        # The label head (compact exports since session 14): label logits over a baked token table, no lm_head.
+        head = self.upper if self.split else self.decoder
+        self._label_inputs = {spec.DEC_LABEL_INDEX, spec.DEC_LABEL_TOKENS} <= {i.name for i in head.get_inputs()}
+        table = json.loads(head.get_modelmeta().custom_metadata_map.get(spec.LABEL_HEAD_META, "[]"))
+        self.label_head = {int(t): j for j, t in enumerate(table)} if self._label_inputs else {}
         self.num_latents = int(self.cfg.resampler.num_latents)
         self.dim = int(self.cfg.encoder.dim)
         self._prefix_ids: list[int] = []  # the cached prompt prefix (tokens before the first <ts>)
@@ -223,6 +189,7 @@ class OnnxBackend:
         device: str = "cpu",
         use_jinja: bool | None = None,
         memory_arena: bool = True,
+        label_scoring: str = "full",
     ) -> "OnnxBackend":
         """threads: ORT intra-op threads (None: its default). providers: ORT execution providers (default CPU);
         device: "cpu" | "cuda" | "auto" picks them when ``providers`` is not given ("auto": CUDA when this
@@ -235,7 +202,8 @@ class OnnxBackend:
                 providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             elif device not in ("auto", "cuda"):
                 raise BackendUnavailable(f"device must be cpu, cuda or auto for the onnx backend, got {device!r}")
-        return cls(path, threads=threads, providers=providers, use_jinja=use_jinja, memory_arena=memory_arena)
+        return cls(path, threads=threads, providers=providers, use_jinja=use_jinja, memory_arena=memory_arena,
+                   label_scoring=label_scoring)
 
     def _stop_ids(self) -> set[int]:
         """The tokenizer's eos plus generation_config.json's eos ids when the artifact carries one."""
@@ -314,7 +282,8 @@ class OnnxBackend:
         z = np.zeros((1, self._kv_heads, 0, self._head_dim), np.float32)  # (1, Hkv, 0, d)
         return [z] * len(self._past_in)
 
-    def _run(self, ids, positions, mask, past, cross, ts, logit_index, outputs=None, lower_key: tuple | None = None):
+    def _run(self, ids, positions, mask, past, cross, ts, logit_index, outputs=None, lower_key: tuple | None = None,
+             label_index=(), label_tokens=()):
         """One decoder call: ids/positions (T,), mask (T, T) bool, past (1, Hkv, P, d) per layer -> the outputs.
 
         Split artifacts run the lower graph, then the upper one. lower_key names everything the lower half's output
@@ -330,6 +299,9 @@ class OnnxBackend:
             **dict(zip(self._past_in, past)),
             **dict(zip(self._cross, cross)),
         }
+        if self._label_inputs:  # (K2,) rows and (J,) table positions; empty: no label logits
+            feed[spec.DEC_LABEL_INDEX] = np.asarray(label_index, np.int64).reshape(-1)
+            feed[spec.DEC_LABEL_TOKENS] = np.asarray(label_tokens, np.int64).reshape(-1)
         want = list(outputs or self._dec_out)
         if not self.split:
             return self.decoder.run(want, feed)
@@ -369,12 +341,14 @@ class OnnxBackend:
         self.prefix_hits += 1
         return n, self._prefix_past
 
-    def _prompt_call(self, text: str, encoded: Encoded, trie: _Trie | None = None, outputs=None, shrink: bool = True):
+    def _prompt_call(self, text: str, encoded: Encoded, trie: LabelTrie | None = None, outputs=None, shrink: bool = True,
+                     logit_rows: Sequence[int] | None = None, label_rows: Sequence[int] = (), label_tokens: Sequence[int] = ()):
         """The prompt (after its cached head) and, optionally, a label trie in the same row -> (outs, ids, ts, cross).
         shrink=False: see `_cached_prefix` (a rationale prompt must not shorten the window prompts' cached head).
 
-        outs[0]: logits (1, 1 + nodes, V) at the prompt's last token and at each trie node; outs[1:] the requested
-        present K/V (all of them when ``outputs`` is None)."""
+        logit_rows: which rows get logits over the vocabulary, -1 for the prompt's last token and i for trie node i
+        (default: the prompt's last token and every node). label_rows: the same for the label head, over the table
+        positions label_tokens. outs follow ``outputs`` (default: logits, then every present K/V)."""
         cross = self._cross_of(encoded)
         ids, ts = self._prompt(text, len(encoded.series))
         T = len(ids)
@@ -392,16 +366,17 @@ class OnnxBackend:
             mask[R:, :R] = True  # every trie node sees the whole prompt ...
             mask[R:, R:] = trie.mask()  # ... and its own branch
         positions = list(range(n, T)) + [T + d for d in (trie.depth if trie else [])]
-        logit_index = [R - 1] + [R + i for i in range(len(nodes))]
+        at = lambda rows: [R - 1 if r < 0 else R + r for r in rows]  # noqa: E731
+        logit_index = at([-1, *range(len(nodes))] if logit_rows is None else logit_rows)
         want = list(outputs or self._dec_out)
-        run_out = self._dec_out if store else want
+        run_out = list(dict.fromkeys(want + self._dec_out)) if store else want
         lower_key = (tuple(ids[:n]), tuple(rest + nodes), tuple(positions), mask.tobytes()) if trie and self.split else None
-        outs = self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, run_out, lower_key)
+        got = dict(zip(run_out, self._run(rest + nodes, positions, mask, past, cross, ts, logit_index, run_out, lower_key,
+                                          at(label_rows), label_tokens)))
         if store:  # the head's K/V are the first `free` positions of this call's present K/V
             self._prefix_ids = list(ids[:free])
-            self._prefix_past = [np.ascontiguousarray(a[:, :, :free]) for a in outs[1:]]
-            outs = [outs[self._dec_out.index(name)] for name in want]
-        return outs, ids, ts, cross
+            self._prefix_past = [np.ascontiguousarray(got[name][:, :, :free]) for name in self._present]
+        return [got[name] for name in want], ids, ts, cross
 
     def prefill(self, text: str, encoded: Encoded) -> tuple[np.ndarray, _State]:
         """-> logits (1, V) of the prompt's last token and the cache to continue from."""
@@ -418,21 +393,40 @@ class OnnxBackend:
 
     # ------------------------------------------------------------------ the Backend steps
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
-        """Log-likelihood of 'Answer: <label><eos>' per label (plus the artifact's label offsets): the torch model's
-        classify, in one decoder call."""
+        """Score of 'Answer: <label><eos>' per label (plus the artifact's label offsets), in one decoder call:
+        "full", its log-likelihood (the torch model's classify); "labels", log p(label | one of the labels), from
+        logits at the prefixes where the labels part ways only (the label head's when the artifact has one)."""
         if not labels:
             raise ValueError("classify needs at least one allowed label")
         t0 = time.perf_counter()
         conts = [self.tokenizer.encode_target(f"{ANSWER_PREFIX} {lab}") for lab in labels]
-        trie = _Trie(conts)
-        (logits,), _, _, _ = self._prompt_call(text, encoded, trie, outputs=[spec.DEC_LOGITS])  # (1, 1 + n, V)
-        lp = _log_softmax(logits[0])  # (1 + n, V)
-        scores = trie.scores(conts, lp[0], lp[1:])
+        trie = LabelTrie.for_scoring(conts, self.label_scoring)
+        head = "lm_head"
+        if self.label_scoring == "full":
+            (logits,), _, _, _ = self._prompt_call(text, encoded, trie, outputs=[spec.DEC_LOGITS])  # (1, 1 + n, V)
+            lp = log_softmax(logits[0])  # (1 + n, V)
+            scores = full_scores(conts, {(): lp[0], **{p: lp[1 + i] for p, i in trie.node_of.items()}})
+        else:
+            split, nxt = branching(conts), children(conts)
+            rows = [trie.row_of(p) for p in split]
+            toks = sorted({t for p in split for t in nxt[p]})
+            if not split:  # one label (or labels with the same tokens): nothing to choose
+                scores = np.zeros(len(conts))
+            elif self.label_head and all(t in self.label_head for t in toks):
+                head = "label_head"
+                (logits,), _, _, _ = self._prompt_call(text, encoded, trie, outputs=[spec.DEC_LABEL_LOGITS], logit_rows=[],
+                                                       label_rows=rows, label_tokens=[self.label_head[t] for t in toks])
+                col = {t: j for j, t in enumerate(toks)}
+                scores = label_scores(conts, {p: {t: logits[0, k, col[t]] for t in nxt[p]} for k, p in enumerate(split)})
+            else:  # an artifact without a label head, or labels it was not exported for: the lm_head's rows
+                (logits,), _, _, _ = self._prompt_call(text, encoded, trie, outputs=[spec.DEC_LOGITS], logit_rows=rows)
+                scores = label_scores(conts, {p: {t: logits[0, k, t] for t in nxt[p]} for k, p in enumerate(split)})
         t1 = time.perf_counter()
         self.last_timings = {
             **{k: v for k, v in self.last_timings.items() if k == "encode_ms"},
             "prefill_ms": (t1 - t0) * 1000,  # prompt and labels: one call
             "label_tokens": float(len(trie.tokens)),
+            "label_head": float(head == "label_head"),
         }
         return apply_offsets({lab: float(s) for lab, s in zip(labels, scores)}, self.cfg.labels, self.cfg.label_offsets)
 
@@ -445,7 +439,8 @@ class OnnxBackend:
         t1 = time.perf_counter()
         out: list[int] = []
         const = {spec.DEC_ATTENTION_MASK: np.ones((1, 1, 1, 1), bool), spec.DEC_TS_POSITIONS: ts,
-                 spec.DEC_LOGIT_INDEX: np.zeros(1, np.int64), **dict(zip(self._cross, cross))}
+                 spec.DEC_LOGIT_INDEX: np.zeros(1, np.int64), **dict(zip(self._cross, cross)),
+                 spec.DEC_LABEL_INDEX: np.zeros(0, np.int64), spec.DEC_LABEL_TOKENS: np.zeros(0, np.int64)}
         # One (session, binding, its inputs, its outputs) per graph the step runs: decoder.onnx, or the lower half
         # then the upper one (hidden_split passed between them as an OrtValue, never through numpy).
         if self.split:

@@ -22,9 +22,13 @@ __all__ = ["TorchBackend"]
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, label_scoring: str = "full") -> None:
+        """label_scoring: "full" or "labels" (edge_tslm.runtime.label_trie)."""
+        from edge_tslm.runtime.label_trie import check_scoring
+
         cfg = model.cfg
         self.model = model
+        self.label_scoring = check_scoring(label_scoring)
         self.labels = tuple(cfg.labels)
         self.fs = float(cfg.fs)
         self.max_seconds = float(cfg.max_seconds)
@@ -41,7 +45,7 @@ class TorchBackend:
     @classmethod
     def from_pretrained(
         cls, path: str | Path, *, device: str = "auto", threads: int | None = None, backbone: Any = None,
-        memory_arena: bool = True,
+        memory_arena: bool = True, label_scoring: str = "full",
     ) -> "TorchBackend":
         """memory_arena is onnxruntime's option, accepted so that `--backend auto` can fall back here with it; torch
         manages its own memory."""
@@ -60,7 +64,7 @@ class TorchBackend:
                 device = "mps"
             else:
                 device = "cpu"
-        return cls(from_pretrained(path, backbone=backbone, device=device))
+        return cls(from_pretrained(path, backbone=backbone, device=device), label_scoring=label_scoring)
 
     def encode(self, series: Sequence[np.ndarray], untrusted: Sequence[np.ndarray | None] | None = None) -> Encoded:
         """The torch model encodes inside prefill (timed under classify); the untrusted flags (per series, (L,) bool
@@ -71,7 +75,7 @@ class TorchBackend:
 
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
         t = time.perf_counter()
-        out = self.model.classify(text, list(encoded.series), list(labels), untrusted=encoded.value)
+        out = self.model.classify(text, list(encoded.series), list(labels), untrusted=encoded.value, scoring=self.label_scoring)
         self.last_timings = {"classify_with_encode": (time.perf_counter() - t) * 1000}
         return out
 
