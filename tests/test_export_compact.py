@@ -118,6 +118,8 @@ def test_manifest_parity_sqnr_and_sizes(compact):
     wq = manifest["weight_quantization"]
     assert manifest["parity_passed"] and wq["parity"]["passed"], wq["parity"]
     assert wq["parity"]["tolerance"]["max_abs_label_logprob_diff"] == MAX_LABEL_LOGPROB_DIFF
+    ls = wq["parity"]["labels_scoring"]  # "labels" scoring, through the label head, against torch's
+    assert ls["label_head"] and ls["label_agreement"] == 1.0 and ls["max_abs_label_logprob_diff"] <= MAX_LABEL_LOGPROB_DIFF
     dec = next(r for r in manifest["exported"] if r["component"] == "decoder")
     assert dec["parity"]["fp32_graphs"]["passed"] and dec["precision"].startswith("int4")
     assert wq["weight_sqnr"]["tensors"] > 0 and wq["weight_sqnr"]["min_db"] > 15  # 4-bit on Gaussian weights: ~21 dB

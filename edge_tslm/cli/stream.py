@@ -38,6 +38,7 @@ def stream(
     """Stream windows through a model: answers, rationales on demand, quality flags, latency, then a summary."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
     from edge_tslm.runtime.events import write_events
+    from edge_tslm.runtime.label_trie import check_scoring
     from edge_tslm.runtime.sources import SourceError, open_source, replay
     from edge_tslm.runtime.stream import StreamConfig, Streamer
 
@@ -64,7 +65,7 @@ def stream(
         opts: dict = {"threads": threads} if threads else {}
         if not arena:
             opts["memory_arena"] = False
-        if label_scoring != "full":
+        if check_scoring(label_scoring) != "full":
             opts["label_scoring"] = label_scoring
         be = load_backend(model, backend, **opts)
     except (ValueError, SourceError, BackendUnavailable) as e:

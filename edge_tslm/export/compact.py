@@ -708,7 +708,8 @@ def validate_compact(
     """The compact artifact (OnnxBackend: int8 encoder + 4-bit decoder) against the fp32 torch model.
 
     Per window: next-token argmax after the prefill (top-1 agreement, and the fp32 log-prob gap of a flipped top-1),
-    the classify label log-likelihoods (max |Δ|) and the classify argmax. Tolerances: MAX_TOP1_GAP_NATS,
+    the classify label log-likelihoods (max |Δ|) and the classify argmax, both for "full" scoring and for "labels"
+    scoring (through the label head when the artifact has one). Tolerances: MAX_TOP1_GAP_NATS,
     MAX_LABEL_LOGPROB_DIFF, MIN_LABEL_AGREEMENT.
     """
     import torch
@@ -717,15 +718,18 @@ def validate_compact(
 
     labels = list(labels or model.cfg.labels or ("yes", "no"))
     be = OnnxBackend(artifact_dir, threads=1)
+    bl = OnnxBackend(artifact_dir, threads=1, label_scoring="labels")
     cases = []
     for text, series in inputs:
         series = list(series)
         with torch.no_grad():
             ref_logits, _ = model.prefill(model._batch(text, series))
             ref = model.classify(text, series, labels)
+            ref_l = model.classify(text, series, labels, scoring="labels")
         enc = be.encode(series)
         logits, _ = be.prefill(text, enc)
         got = be.classify(text, enc, labels)
+        got_l = bl.classify(text, enc, labels)
         r = ref_logits.double().reshape(-1).numpy()
         o = logits.reshape(-1).astype(np.float64)
         lp = r - r.max() - np.log(np.exp(r - r.max()).sum())  # fp32 log-probs (V,)
@@ -736,6 +740,9 @@ def validate_compact(
                 "logits_cosine": float(r @ o / (np.linalg.norm(r) * np.linalg.norm(o))),
                 "max_abs_label_logprob_diff": max(abs(got[k] - ref[k]) for k in labels),
                 "label_equal": max(ref, key=ref.get) == max(got, key=got.get),
+                "labels_scoring_max_abs_diff": max(abs(got_l[k] - ref_l[k]) for k in labels),
+                "labels_scoring_label_equal": max(ref_l, key=ref_l.get) == max(got_l, key=got_l.get),
+                "labels_scoring_label_head": bool(bl.last_timings.get("label_head")),
             }
         )
     n = len(cases)
@@ -743,6 +750,8 @@ def validate_compact(
     lab = sum(c["label_equal"] for c in cases) / n
     dmax = max(c["max_abs_label_logprob_diff"] for c in cases)
     gap = max(c["top1_gap_nats"] for c in cases)
+    lab_l = sum(c["labels_scoring_label_equal"] for c in cases) / n
+    dmax_l = max(c["labels_scoring_max_abs_diff"] for c in cases)
     return {
         "runtime": "edge_tslm.runtime.onnx_backend.OnnxBackend (onnxruntime CPU, 1 thread)",
         "reference": "FlamingoTSLM.prefill/classify, torch eager fp32",
@@ -758,8 +767,11 @@ def validate_compact(
         "label_agreement": lab,
         "max_abs_label_logprob_diff": dmax,
         "min_logits_cosine": min(c["logits_cosine"] for c in cases),
+        "labels_scoring": {"label_agreement": lab_l, "max_abs_label_logprob_diff": dmax_l,
+                           "label_head": all(c["labels_scoring_label_head"] for c in cases)},
         "cases": cases,
-        "passed": gap <= MAX_TOP1_GAP_NATS and lab >= MIN_LABEL_AGREEMENT and dmax <= MAX_LABEL_LOGPROB_DIFF,
+        "passed": gap <= MAX_TOP1_GAP_NATS and min(lab, lab_l) >= MIN_LABEL_AGREEMENT
+        and max(dmax, dmax_l) <= MAX_LABEL_LOGPROB_DIFF,
     }
 
 
