@@ -234,7 +234,8 @@ def worker(a: argparse.Namespace) -> None:
     if a.artifact == "fake":
         backend = CheapBackend(a.task)
     else:
-        backend = load_backend(a.artifact, a.backend, **({"threads": a.threads} if a.threads else {}))
+        backend = load_backend(a.artifact, a.backend, **({"threads": a.threads} if a.threads else {}),
+                               **({"label_scoring": a.label_scoring} if a.label_scoring != "full" else {}))
     load_s = time.perf_counter() - t0
     streamer = Streamer(backend, StreamConfig(task=a.task, rationale_on="never"), fs=a.fs)
     step = max(1, int(a.fs * 0.5))
@@ -302,7 +303,8 @@ def soak_one(task: str, artifact: str, x: np.ndarray, fs: float, desc: str, a: a
     np.savez(sig, x=y, t=t)
     evf = tmp / f"{task}.jsonl"
     cmd = [sys.executable, __file__, "--worker", "--task", task, "--artifact", artifact, "--backend", a.backend, "--signal", str(sig),
-           "--fs", str(fs), "--events", str(evf), "--rss-every", str(a.rss_every), "--threads", str(a.threads)]
+           "--fs", str(fs), "--events", str(evf), "--rss-every", str(a.rss_every), "--threads", str(a.threads),
+           "--label-scoring", a.label_scoring]
     load0 = [round(v, 2) for v in os.getloadavg()]
     print(f"[{task}] soaking {x.shape[1] / fs / 60:.1f} min ({len(faults)} faults) through {artifact} ...", file=sys.stderr, flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -322,6 +324,7 @@ def soak_one(task: str, artifact: str, x: np.ndarray, fs: float, desc: str, a: a
         "task": task,
         "artifact": artifact,
         "backend": child["backend"],
+        "label_scoring": a.label_scoring,
         "fake_backend": artifact == "fake",
         "signal": desc,
         "signal_minutes": round(x.shape[1] / fs / 60, 2),
@@ -362,7 +365,8 @@ def markdown(res: dict) -> str:
          "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["runs"]:
         s = r["rss"]
-        be = r["backend"] + (" (**fake numpy backend, not the model**)" if r["fake_backend"] else f" `{r['artifact']}`")
+        be = r["backend"] + (" (**fake numpy backend, not the model**)" if r["fake_backend"] else f" `{r['artifact']}`") + (
+            " labels" if r.get("label_scoring", "full") != "full" else "")
         L.append(f"| {r['task']} | {be} | {r['signal_minutes']:g} | {r['speed_x_realtime']:g} | {r['windows_expected']} / {r['window_events']} "
                  f"({'all' if r['every_window_has_an_event'] else 'MISMATCH'}) | {r['invalid_events']} | {s.get('start_mb')} / {s.get('middle_mb')} / {s.get('end_mb')} | "
                  f"{s.get('slope_mb_per_hour')} ({s.get('slope_second_half_mb_per_hour')}) |")
@@ -397,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rss-every", type=int, default=10, help="sample RSS every N windows")
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--label-scoring", default="full", choices=("full", "labels"), help="the backend's label scoring (edge-tslm stream --label-scoring)")
     ap.add_argument("--run", action="append", default=[], metavar="TASK:ARTIFACT:MINUTES",
                     help="another soak, e.g. har:fake:60 or afib:runs/compact-ecg:60 (repeatable; runs after --ecg/--har)")
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.json")

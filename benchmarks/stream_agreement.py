@@ -112,14 +112,14 @@ def score(pairs: list[tuple[str, str | None]], labels: tuple[str, ...]) -> dict:
     }
 
 
-THREADS: list[str] = []  # ["--threads", "N"] when asked
+STREAM_ARGS: list[str] = []  # ["--threads", "N", "--label-scoring", "labels"] when asked
 HAR_EXTRA: list[str] = []  # ["--hop-s", "2.56"] when asked
 
 
 def stream_cli(model: str, input_path: Path, task: str, backend: str, extra: list[str] = ()) -> tuple[list[dict], float, str]:
     exe = Path(sys.executable).parent / "edge-tslm"
     cmd = [str(exe) if exe.exists() else "edge-tslm", "stream", "--model", model, "--input", str(input_path), "--task", task,
-           "--backend", backend, "--rationale", "never", *THREADS, *extra]
+           "--backend", backend, "--rationale", "never", *STREAM_ARGS, *extra]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backend", default="auto")
     ap.add_argument("--hop-s", type=float, default=None, help="HAR hop in s (default: the CLI's 1.28; 2.56 = no overlap, half the windows)")
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads passed to edge-tslm stream (0: its default)")
+    ap.add_argument("--label-scoring", default=None, choices=("full", "labels"),
+                    help="passed to edge-tslm stream (default: its own; labels since session 14, full before)")
     ap.add_argument("--experiments", default="", help="comma-separated HAPT experiment ids to keep (default: all of the subjects')")
     ap.add_argument("--har-benchmark", type=Path, default=RESULTS / "tslm_flamingo-har.json",
                     help="results JSON whose macro-F1 the HAR agreement is set beside (that of the model streamed)")
@@ -258,13 +260,16 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--har-benchmark {a.har_benchmark}: no such results file (e.g. benchmarks/results/runtime_<artifact>_full.json "
                  "from benchmarks/eval_runtime.py)")
     if a.threads:
-        THREADS[:] = ["--threads", str(a.threads)]
+        STREAM_ARGS[:] = ["--threads", str(a.threads)]
+    if a.label_scoring:
+        STREAM_ARGS.extend(["--label-scoring", a.label_scoring])
     if a.hop_s:
         HAR_EXTRA[:] = ["--hop-s", str(a.hop_s)]
     from edge_tslm.machine import machine
 
     res: dict = {"command": "python benchmarks/stream_agreement.py " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:])),
-                 "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()]}
+                 "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+                 "label_scoring": a.label_scoring or "the edge-tslm stream default (labels)"}
     with tempfile.TemporaryDirectory() as tmp:
         if a.har:
             subjects = [int(s) for s in a.subjects.split(",")]

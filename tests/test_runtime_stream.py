@@ -302,10 +302,10 @@ def test_cli_stream_prints_valid_json_lines(tmp_path, monkeypatch):
     assert all(validate_event(e) == [] for e in events)
     assert events[0]["type"] == "start" and events[0]["fs_in"] == pytest.approx(FS) and events[-1]["type"] == "summary"
     assert [s["label"] for s in of(events, "segment")] == ["sitting", "walking"] and seen["kind"] == "auto"
-    assert "label_scoring" not in seen["options"]  # the default scoring is the backend's own ("full")
+    assert seen["options"]["label_scoring"] == "labels"  # the stream's default: logits only where the labels part ways
     ok = CliRunner().invoke(app, ["--model", str(tmp_path), "--input", str(tmp_path / "in.csv"), "--rationale", "never",
-                                  "--label-scoring", "labels", "--column", "ax", "--column", "ay", "--column", "az"])
-    assert ok.exit_code == 0 and seen["options"]["label_scoring"] == "labels", ok.output
+                                  "--label-scoring", "full", "--column", "ax", "--column", "ay", "--column", "az"])
+    assert ok.exit_code == 0 and seen["options"]["label_scoring"] == "full", ok.output
     wrong = CliRunner().invoke(app, ["--model", str(tmp_path), "--input", str(tmp_path / "in.csv"), "--label-scoring", "softmax"])
     assert wrong.exit_code == 2 and "label scoring must be one of" in wrong.output
     bad = CliRunner().invoke(app, ["--model", str(tmp_path), "--input", str(tmp_path / "in.csv"), "--column", "nope"])

