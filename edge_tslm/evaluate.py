@@ -18,12 +18,14 @@ ECG_TASKS = ("ecg_rhythm", "physionet2017")
 
 
 @torch.no_grad()
-def predict(model, sample: Sample, labels: Sequence[str], mode: str = "classify", rationale: bool = False):
-    """-> (predicted label or None, scores per label or {}, generated text or '')."""
+def predict(model, sample: Sample, labels: Sequence[str], mode: str = "classify", rationale: bool = False,
+            scoring: str = "full"):
+    """-> (predicted label or None, scores per label or {}, generated text or ''). scoring: classify's label scoring,
+    "full" or "labels" (edge_tslm.runtime.label_trie)."""
     cfg = model.cfg
     ex = make_example(sample, pre_prompt="", rationale=rationale, **layout_kwargs(cfg))
     if mode == "classify":
-        scores = model.classify(ex.text, ex.series, labels)
+        scores = model.classify(ex.text, ex.series, labels, scoring=scoring)
         return max(scores, key=scores.get), scores, ""
     if mode == "generate":
         text = model.generate(ex.text, ex.series, max_new_tokens=160 if rationale else 24)
@@ -62,6 +64,7 @@ def evaluate(
     task: str = "",
     limit: int = 0,
     progress: bool = False,
+    scoring: str = "full",
 ) -> dict:
     """Metrics over samples; predictions that are not an allowed label count as wrong."""
     y_true, y_pred, n_invalid, t0 = [], [], 0, time.time()
@@ -71,7 +74,7 @@ def evaluate(
     with caching:  # the prompt text before the first series is computed once, not once per sample
         for i in range(n):
             s = samples[i]
-            pred, _, _ = predict(model, s, labels, mode)
+            pred, _, _ = predict(model, s, labels, mode, scoring=scoring)
             y_true.append(s.label)
             y_pred.append(pred if pred is not None else "<invalid>")
             n_invalid += pred is None
@@ -81,6 +84,8 @@ def evaluate(
     rep["confusion"] = rep.pop("confusion_matrix")
     rep["n_invalid"] = n_invalid
     rep["mode"] = mode
+    if mode == "classify":
+        rep["label_scoring"] = scoring
     rep["seconds"] = round(time.time() - t0, 1)
     if task in ECG_TASKS:
         rep["challenge_score"] = challenge_score(y_true, y_pred, all_labels=list(labels) + ["<invalid>"])

@@ -64,7 +64,10 @@ def test_eval_har_json(har_artifact):
     assert rep["n"] == 4 and rep["task"] == "har" and rep["split"] == "test"
     assert set(rep["per_class_f1"]) == set(HAR_TASK.labels)
     assert np.asarray(rep["confusion"]).shape == (len(HAR_TASK.labels),) * 2
-    assert "challenge_score" not in rep
+    assert "challenge_score" not in rep and rep["label_scoring"] == "full"
+    lab = last_json(invoke("eval", "--model", har_artifact, "--task", "har", "--limit", "4", "--json",
+                           "--label-scoring", "labels").stdout)
+    assert lab["label_scoring"] == "labels" and lab["n"] == 4
 
 
 @pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")

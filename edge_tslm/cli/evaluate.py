@@ -16,6 +16,8 @@ def eval_cmd(
     split: Annotated[str, typer.Option(help="train | val | test | all (all records of a user folder)")] = "test",
     mode: Annotated[str, typer.Option(help="classify (label likelihood) | generate (parse 'Answer:')")] = "classify",
     limit: Annotated[int, typer.Option(help="score only the first N samples (0: all)")] = 0,
+    label_scoring: Annotated[str, typer.Option(help="classify: full (answer log-likelihood) | labels (p(label | one of "
+                                                    "the labels), edge-tslm stream's default)")] = "full",
     json_out: Annotated[bool, typer.Option("--json", help="end with one JSON object of the metrics")] = False,
     save: Annotated[Optional[Path], typer.Option(help="also write the metrics JSON here")] = None,
 ) -> None:
@@ -29,7 +31,8 @@ def eval_cmd(
     t = get_task(name)
     samples = t.load(split, str(data) if data else None)
     m = from_pretrained(model)
-    rep = evaluate(m, samples, t.spec.labels, mode=mode, task=t.spec.name, limit=limit, progress=not json_out)
+    rep = evaluate(m, samples, t.spec.labels, mode=mode, task=t.spec.name, limit=limit, progress=not json_out,
+                   scoring=label_scoring)
     rep.update({"model": str(model), "task": name, "split": split, "data": str(data) if data else "default"})
     if save:
         save.parent.mkdir(parents=True, exist_ok=True)
