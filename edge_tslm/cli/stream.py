@@ -34,7 +34,7 @@ def stream(
     label_scoring: Annotated[str, typer.Option(help="full: each label's answer log-likelihood over the vocabulary; labels: "
                                                     "p(label | one of the labels), from logits only where the labels "
                                                     "part ways (faster: the artifact's label head when it has one; "
-                                                    "the same whole-split F1 on HAR and ECG, training/README.md)")] = "labels",
+                                                    "whole-split F1 within 0.002 of full's on HAR and ECG, README)")] = "labels",
 ) -> None:
     """Stream windows through a model: answers, rationales on demand, quality flags, latency, then a summary."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
