@@ -24,7 +24,7 @@ from decode_profile import aggregate
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def profile(model: str, windows: int) -> dict:
+def profile(model: str, windows: int, label_scoring: str = "full") -> dict:
     import onnxruntime as ort
 
     from edge_tslm.machine import machine
@@ -32,7 +32,7 @@ def profile(model: str, windows: int) -> dict:
     from edge_tslm.train.examples import layout_kwargs, make_example
     from edge_tslm.train.tasks import get_task
 
-    be = OnnxBackend(model, threads=1, split=True)
+    be = OnnxBackend(model, threads=1, split=True, label_scoring=label_scoring)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     opts.enable_mem_pattern = False  # as the backend
@@ -51,6 +51,7 @@ def profile(model: str, windows: int) -> dict:
     agg = aggregate(json.loads(Path(be.upper.end_profiling()).read_text()), max(1, windows - 2))
     return {"model": model, "windows": windows, "calls_profiled": agg.pop("runs"), "onnxruntime": ort.__version__,
             "per_window_prompt_tokens": float(np.mean(tokens)), "label_trie_tokens": be.last_timings["label_tokens"],
+            "label_scoring": label_scoring, "label_head": bool(be.last_timings.get("label_head")),
             "prefill_ms_median": round(float(np.median(prefill[2:] or prefill)), 1), **agg, "machine": machine(),
             "command": "python " + " ".join(sys.argv)}
 
@@ -63,7 +64,8 @@ def markdown(res: dict) -> str:
              "(the profiler itself adds time per node).", "",
              f"Per call: {res['run_ms_per_step']} ms in the upper half's `run`, {res['kernel_ms_per_step']} ms in kernels, "
              f"{res['nodes_per_step']:.0f} nodes; {res['per_window_prompt_tokens']:.0f} prompt tokens after the cached head + "
-             f"{res['label_trie_tokens']:.0f} label-trie tokens; prefill (both halves, as timed by the backend) "
+             f"{res['label_trie_tokens']:.0f} label-trie tokens ({res.get('label_scoring', 'full')} scoring"
+             f"{', label head' if res.get('label_head') else ''}); prefill (both halves, as timed by the backend) "
              f"{res['prefill_ms_median']} ms median.", "",
              "| op type | ms per call | share of kernel time | nodes per call |", "|---|---:|---:|---:|"]
     for o in res["ops"][:12]:
@@ -76,13 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="runs/compactdeep-har", help="a split compact artifact (exported with --weight-bits)")
     ap.add_argument("--windows", type=int, default=12)
+    ap.add_argument("--label-scoring", default="full", choices=("full", "labels"), help="the backend's label scoring")
     ap.add_argument("--out", type=Path, default=RESULTS / "classify_profile.json")
     a = ap.parse_args(argv)
     if a.windows < 3:
         ap.error(f"--windows must be >= 3 (the first two also fill the caches), got {a.windows}")
     from edge_tslm.results import write_results
 
-    print(write_results(a.out, profile(a.model, a.windows), markdown))
+    print(write_results(a.out, profile(a.model, a.windows, a.label_scoring), markdown))
 
 
 if __name__ == "__main__":
