@@ -170,6 +170,7 @@ class OnnxBackend:
         self._label_inputs = {spec.DEC_LABEL_INDEX, spec.DEC_LABEL_TOKENS} <= {i.name for i in head.get_inputs()}
         table = json.loads(head.get_modelmeta().custom_metadata_map.get(spec.LABEL_HEAD_META, "[]"))
         self.label_head = {int(t): j for j, t in enumerate(table)} if self._label_inputs else {}
+        self._label_plans: dict[tuple, tuple] = {}  # (labels, scoring) -> what classify feeds and reads
         self.num_latents = int(self.cfg.resampler.num_latents)
         self.dim = int(self.cfg.encoder.dim)
         self._prefix_ids: list[int] = []  # the cached prompt prefix (tokens before the first <ts>)
@@ -392,6 +393,19 @@ class OnnxBackend:
         return outs[0][0], _State(outs[1:], state.cross, state.ts_pos, state.length + T)
 
     # ------------------------------------------------------------------ the Backend steps
+    def _label_plan(self, labels: tuple[str, ...]):
+        """-> (answer token ids per label, the trie to feed, branching prefixes, next tokens per prefix, the trie row
+        of each branching prefix, their next tokens sorted): the same for every window, so computed once per label set."""
+        key = (labels, self.label_scoring)
+        plan = self._label_plans.get(key)
+        if plan is None:
+            conts = [self.tokenizer.encode_target(f"{ANSWER_PREFIX} {lab}") for lab in labels]
+            trie = LabelTrie.for_scoring(conts, self.label_scoring)
+            split, nxt = branching(conts), children(conts)
+            toks = sorted({t for p in split for t in nxt[p]})
+            plan = self._label_plans[key] = (conts, trie, split, nxt, [trie.row_of(p) for p in split], toks)
+        return plan
+
     def classify(self, text: str, encoded: Encoded, labels: Sequence[str]) -> dict[str, float]:
         """Score of 'Answer: <label><eos>' per label (plus the artifact's label offsets), in one decoder call:
         "full", its log-likelihood (the torch model's classify); "labels", log p(label | one of the labels), from
@@ -399,17 +413,13 @@ class OnnxBackend:
         if not labels:
             raise ValueError("classify needs at least one allowed label")
         t0 = time.perf_counter()
-        conts = [self.tokenizer.encode_target(f"{ANSWER_PREFIX} {lab}") for lab in labels]
-        trie = LabelTrie.for_scoring(conts, self.label_scoring)
+        conts, trie, split, nxt, rows, toks = self._label_plan(tuple(labels))
         head = "lm_head"
         if self.label_scoring == "full":
             (logits,), _, _, _ = self._prompt_call(text, encoded, trie, outputs=[spec.DEC_LOGITS])  # (1, 1 + n, V)
             lp = log_softmax(logits[0])  # (1 + n, V)
             scores = full_scores(conts, {(): lp[0], **{p: lp[1 + i] for p, i in trie.node_of.items()}})
         else:
-            split, nxt = branching(conts), children(conts)
-            rows = [trie.row_of(p) for p in split]
-            toks = sorted({t for p in split for t in nxt[p]})
             if not split:  # one label (or labels with the same tokens): nothing to choose
                 scores = np.zeros(len(conts))
             elif self.label_head and all(t in self.label_head for t in toks):
