@@ -1,8 +1,8 @@
 """Give a decoder graph a label head: logits over a few vocabulary rows baked into the graph.
 
 A streamed classify call needs logits only for the tokens where the artifact's labels part ways ("labels" scoring,
-edge_tslm.runtime.label_trie): 7 rows for HAR, 4 for ECG. The lm_head over all 49,152 rows cost 12 of the HAR
-decision's 53 decoder milliseconds on the 2-core AVX2 host (benchmarks/results/classify_profile.md). This adds
+edge_tslm.runtime.label_trie): 7 rows for HAR, 4 for ECG. The lm_head over all 49,152 rows cost 12.2 of the HAR
+upper half's 49.3 ms per decision on the 2-core AVX2 host (benchmarks/results/classify_profile.md). This adds
 
     label_logits (B, K2, J) = Gather(h, label_index, axis=1) @ Gather(R^T, label_token_index, axis=1)
 
