@@ -386,3 +386,52 @@ def test_label_head_scores_what_the_lm_head_does(compact):
         assert max(abs(got[0][lab] - got[1][lab]) for lab in ACTIVITIES) < 0.05  # fp32 rows vs int8-activation lm_head
         assert max(abs(got[0][lab] - ref[lab]) for lab in ACTIVITIES) <= MAX_LABEL_LOGPROB_DIFF
     assert head.generate(ts_text(1), head.encode(series_of(rng, 64)), 4, stop=False)  # generation feeds the head empty
+
+
+def _logits_model(w: np.ndarray):
+    """hidden (1, T, D) -> Gather(logit_index, axis=1) -> MatMul(w (D, V)) -> logits: a decoder's last step."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_tslm.export import spec
+
+    D, V = w.shape
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["hidden", spec.DEC_LOGIT_INDEX], ["picked"], name="pick", axis=1),
+         helper.make_node("MatMul", ["picked", "w"], [spec.DEC_LOGITS], name="lm_head")],
+        "head",
+        [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [1, "T", D]),
+         helper.make_tensor_value_info(spec.DEC_LOGIT_INDEX, TensorProto.INT64, ["K"])],
+        [helper.make_tensor_value_info(spec.DEC_LOGITS, TensorProto.FLOAT, [1, "K", V])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def test_label_head_on_an_fp32_lm_head_reads_its_columns():
+    import onnxruntime as ort
+
+    from edge_tslm.export import spec
+    from edge_tslm.export.label_head import add_label_head
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 40)).astype(np.float32)
+    m = _logits_model(w)
+    ids = [3, 17, 39]
+    assert add_label_head(m, ids)["token_ids"] == ids
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    h = rng.standard_normal((1, 5, 8)).astype(np.float32)
+    logits, lab = sess.run([spec.DEC_LOGITS, spec.DEC_LABEL_LOGITS], {
+        "hidden": h, spec.DEC_LOGIT_INDEX: np.array([4], np.int64),
+        spec.DEC_LABEL_INDEX: np.array([1, 4], np.int64), spec.DEC_LABEL_TOKENS: np.array([2, 0], np.int64)})
+    np.testing.assert_allclose(lab[0], h[0, [1, 4]] @ w[:, [39, 3]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lab[0, 1], logits[0, 0, [39, 3]], rtol=1e-5, atol=1e-5)
+
+
+def test_a_label_head_the_decoder_cannot_take_is_an_error(tmp_path):
+    """compact_decoder asked for a label head on a decoder.onnx without the logit_index -> lm_head step says so."""
+    from edge_tslm.export.compact import CompactConfig, compact_decoder
+
+    onnx.save(_matmul_model((np.random.default_rng(1).standard_normal((64, 96)) * 0.02).astype(np.float32)),
+              str(tmp_path / "decoder.onnx"))
+    with pytest.raises(ValueError, match="label head"):
+        compact_decoder(tmp_path, CompactConfig(), label_tokens=[1, 2])

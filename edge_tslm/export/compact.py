@@ -641,6 +641,9 @@ def compact_decoder(out_dir: str | Path, cfg: CompactConfig = CompactConfig(), s
     from edge_tslm.export.label_head import add_label_head
 
     heads = {name: add_label_head(m, label_tokens) for name, m in models.items()}
+    if label_tokens and heads.get(spec.DECODER_GRAPH) is None:  # only decoder_lower.onnx may lack one (it has no lm_head)
+        raise ValueError(f"{spec.DECODER_GRAPH} has no logits = lm_head(Gather(hidden, logit_index)) to add a label head "
+                         "to; re-export it with this edge-tslm, or pass no label tokens")
     written = tuple(models)
     sharing = write_shared(models, out_dir)
     del models
