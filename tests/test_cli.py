@@ -188,6 +188,14 @@ def test_train_places_the_fusion_blocks_where_asked(tmp_path):
     assert tuple(read_config(tmp_path / "run" / "stage1-tsqa" / "best").fusion.layers) == (1, 3)
 
 
+def test_train_with_grouped_targets_records_it(tmp_path):
+    res = invoke("train", "--out", tmp_path / "run", "--task", "tsqa", "--stages", "tsqa", "--backbone", "tiny-llama",
+                 "--steps", "2", "--batch-size", "2", "--group-targets")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "run" / "stage1-tsqa" / "train_config.json").read_text())
+    assert cfg["group_targets"] is True and cfg["max_steps"] == 2
+
+
 @pytest.mark.parametrize("value", ["a,b", "2,2", "-1"])
 def test_train_refuses_bad_fusion_layers(tmp_path, value):
     res = invoke("train", "--out", tmp_path / "run", "--backbone", "tiny-llama", "--fusion-layers", value)

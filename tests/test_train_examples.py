@@ -31,6 +31,7 @@ def test_rationale_example_asks_for_it_and_targets_it():
     ex = make_example(sample(), rationale=True)
     assert RATIONALE_REQUEST.strip() in ex.text
     assert ex.target == "Regular beats. Answer: normal"
+    assert ex.rationale and not make_example(sample()).rationale  # what --group-targets batches by
 
 
 def test_task_registry():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,7 +16,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from edge_tslm.constants import MANIFEST_FILE, WEIGHTS_FILE  # noqa: E402
 from edge_tslm.train.checkpoint import STATE_FILE, TENSORS_FILE  # noqa: E402
-from edge_tslm.train.loop import train  # noqa: E402
+from edge_tslm.train.loop import epoch_batches, train  # noqa: E402
 from edge_tslm.train.optim import param_groups, warmup_cosine  # noqa: E402
 
 STEPS = 6
@@ -103,6 +104,21 @@ def test_best_is_the_lowest_validation_loss(tmp_path):
     manifest = json.loads((tmp_path / "best" / MANIFEST_FILE).read_text())
     assert manifest["metrics"]["step"] == best_step
     assert res["best_val_loss"] == pytest.approx(vals[best_step])
+
+
+def test_grouped_batches_never_mix_answer_and_rationale_targets():
+    kinds = [i % 5 == 0 for i in range(103)]  # 21 rationale, 82 answer-only examples
+    for epoch in range(3):
+        grouped = epoch_batches(kinds, 8, 0, epoch, grouped=True)
+        assert all(len(b) == 8 and len({kinds[j] for j in b}) == 1 for b in grouped)
+        flat = [j for b in grouped for j in b]
+        assert len(flat) == len(set(flat)) and len(grouped) == 82 // 8 + 21 // 8  # each example at most once
+        assert sum(kinds[b[0]] for b in grouped) == 21 // 8  # the rationale share is kept
+    assert epoch_batches(kinds, 8, 0, 0, True) != epoch_batches(kinds, 8, 0, 1, True)  # reshuffled every epoch
+    # ungrouped: the historical order (a permutation by seed + epoch, cut into full batches), so old runs replay
+    order = np.random.default_rng(3).permutation(103)
+    assert epoch_batches(kinds, 8, 3, 0, grouped=False) == [order[k * 8 : (k + 1) * 8].tolist() for k in range(12)]
+    assert epoch_batches(kinds[:3], 8, 0, 0, grouped=True) == [np.random.default_rng(0).permutation(3).tolist()]
 
 
 def test_warmup_cosine_schedule():

@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--rationale-prob", type=float, default=0.2)
+    ap.add_argument("--group-targets", action="store_true",
+                    help="batches of answer-only or of rationale examples, never mixed (the classify path's loss is not drowned by "
+                    "the rationales' tokens, and answer-only batches are not padded to a rationale's length)")
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--activation-checkpointing", action="store_true",
                     help="recompute activations in the backward (LM layers, encoder blocks): less memory, ~1 more forward")
@@ -129,7 +132,8 @@ def main() -> None:
         a.out,
         data_paths=dict(p.split("=", 1) for p in a.data),
         train_cfg=TrainConfig(batch_size=a.batch_size, eval_every=a.eval_every, bf16=a.bf16, seed=a.seed, epochs=a.epochs,
-                              patience=a.patience, activation_checkpointing=a.activation_checkpointing),
+                              patience=a.patience, activation_checkpointing=a.activation_checkpointing,
+                              group_targets=a.group_targets),
         stage_steps={k: int(v) for k, v in kv(a.steps).items()},
         stage_time_s={k: v * 60 for k, v in kv(a.minutes).items()},
         stage_stop={k: int(v) for k, v in kv(a.stop).items()},

@@ -25,6 +25,7 @@ class Example:
     series: tuple[np.ndarray, ...]
     target: str
     label: str
+    rationale: bool = False  # the target is the rationale (ending in the answer), not the answer alone
 
 
 def prepare_signal(signal: np.ndarray, meta: SignalMeta, fs: float = 0.0, max_seconds: float = 0.0):
@@ -61,4 +62,4 @@ def make_example(sample: Sample, *, rationale: bool = False, **layout) -> Exampl
     trains the explanation generated on demand. `layout`: example_from_input's keywords."""
     ex = example_from_input(TSInput(sample.signal, sample.meta, sample.prompt), rationale=rationale, **layout)
     target = sample.rationale if rationale else answer_text(sample.label)
-    return Example(ex.text, ex.series, target, sample.label)
+    return Example(ex.text, ex.series, target, sample.label, rationale)
