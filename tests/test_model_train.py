@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -87,6 +89,49 @@ def test_loss_is_cross_entropy_on_target_tokens_only(variant, rng):
     ]
     assert len(terms) == len("Answer: walking") + 1 + len("Answer: no") + 1  # char tokenizer + EOS each
     assert float(loss) == pytest.approx(float(torch.stack(terms).mean()), abs=1e-5)
+
+@pytest.mark.parametrize("backbone", TINY_BACKBONES)
+def test_shared_prefix_gives_the_same_loss_and_gradients(backbone, rng, monkeypatch):
+    """Flamingo runs the text every row shares (before the first <ts>) once and continues each row from its cache:
+    the step must be the one the full pass gives."""
+    model = build_tiny("flamingo", backbone).train()
+    open_gates(model, 0.5)
+    batch = train_batch(model, rng)
+    ts_pos = model.ts_positions(batch.input_ids, batch.series.shape[1])
+    assert model.shared_prefix(batch, ts_pos) == len("Series. s0: ")  # char tokenizer; no BOS
+
+    def step() -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        loss.backward()
+        return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+    shared_loss, shared = step()
+    monkeypatch.setattr(type(model), "shared_prefix", lambda self, b, t: 0)
+    plain_loss, plain = step()
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert shared.keys() == plain.keys() and len(plain) > 4
+    for n in plain:
+        torch.testing.assert_close(shared[n], plain[n], rtol=1e-4, atol=1e-6, msg=f"gradient of {n} differs")
+
+
+def test_shared_prefix_stops_at_the_first_target_and_where_rows_differ(rng):
+    model = build_tiny("flamingo")
+    batch = train_batch(model, rng)
+    ts_pos = model.ts_positions(batch.input_ids, batch.series.shape[1])
+    one = collate(model.tokenizer, [ts_text(1)], [series_of(rng, 40)], ["Answer: walking"], chat_format=False)
+    assert model.shared_prefix(one, model.ts_positions(one.input_ids, 1)) == 0  # one row: nothing to share
+    other = collate(model.tokenizer, [ts_text(1), "Other. " + ts_text(1)], [series_of(rng, 40), series_of(rng, 40)],
+                    ["Answer: a", "Answer: b"], chat_format=False)
+    assert model.shared_prefix(other, model.ts_positions(other.input_ids, 1)) == 0  # differ at the first token
+    early = dataclasses.replace(batch, labels=batch.labels.clone())
+    early.labels[:, 3] = 0  # a target at position 3 is predicted by position 2, which must be computed per row
+    assert model.shared_prefix(early, ts_pos) == 2
+    model.set_activation_checkpointing(True)
+    assert model.shared_prefix(batch, ts_pos) == 0  # a recomputed layer would extend the cache twice
+    model.set_activation_checkpointing(False)
+    assert model.shared_prefix(batch, ts_pos) > 0
+
 
 @pytest.mark.parametrize("backbone", TINY_BACKBONES)
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -12,10 +12,11 @@ from edge_tslm.constants import SPECIAL_TOKENS, TS_TOKEN
 from edge_tslm.length_groups import length_groups
 from edge_tslm.rhythm_vector import RHYTHM_VECTOR_SCALES, series_rhythm_vectors
 from edge_tslm.model.base import DecodeState, TSLMBase
-from edge_tslm.model.batch import TSBatch
+from edge_tslm.model.batch import IGNORE, TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
 from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
+from edge_tslm.model.prefix_cache import croppable
 from edge_tslm.model.resampler import PerceiverResampler
 from edge_tslm.model.tokens import NewTokenEmbedding, add_ts_tokens
 
@@ -140,10 +141,41 @@ class FlamingoTSLM(TSLMBase):
         return out.last_hidden_state, out.past_key_values
 
     def hidden_states(self, batch: TSBatch):
+        """-> hidden (B, T - P, D) and labels (B, T - P) from position P on, where P is the batch's shared text prefix
+        (`shared_prefix`): its positions carry no loss and see no media, so the frozen LM runs them once, not once per
+        row, and every row continues from that cache. Exact: the same attention, keys and values as the full pass."""
         media = self.encode_media(batch.series, batch.series_mask, batch.series_exclude)
         ts_pos = self.ts_positions(batch.input_ids, batch.series.shape[1])
-        hidden, _ = self._run(batch.input_ids, batch.attention_mask, media, ts_pos, None, 0, False)
-        return hidden, batch.labels
+        ids, mask = batch.input_ids, batch.attention_mask
+        P = self.shared_prefix(batch, ts_pos)
+        cache = DynamicCache(config=self.lm.config) if P else None
+        if not P or not croppable(cache):  # nothing shared, or a sliding-window layer: the plain pass
+            hidden, _ = self._run(ids, mask, media, ts_pos, None, 0, False)
+            return hidden, batch.labels
+        with torch.no_grad():  # nothing trainable reaches these positions
+            _, cache = self._run(ids[:1, :P], mask[:1, :P], media[:1], ts_pos[:1], cache, 0, True)
+        cache.batch_repeat_interleave(ids.shape[0])
+        hidden, _ = self._run(ids[:, P:], mask, media, ts_pos, cache, P, True)  # (B, T - P, D)
+        return hidden, batch.labels[:, P:]
+
+    def shared_prefix(self, batch: TSBatch, ts_pos: torch.Tensor) -> int:
+        """How many leading positions (B > 1) every row shares and the loss need not see: the same tokens, all real, before
+        every row's first <ts> (no media reaches them) and before the first target's predecessor. A Flamingo ECG batch
+        with the number-free text shares ~55 of its ~66 positions (session 15). 0 where that cannot hold: the LM
+        trains (LoRA) or recomputes its layers (activation checkpointing re-runs a layer, which would extend the
+        cache twice), or the batch has one row."""
+        ids, mask = batch.input_ids, batch.attention_mask
+        if ids.shape[0] < 2 or batch.labels is None:
+            return 0
+        if any(p.requires_grad for p in self.lm.parameters()) or any(getattr(m, "gradient_checkpointing", False) for m in self.lm.modules()):
+            return 0
+        same = (ids == ids[:1]).all(0) & mask.bool().all(0)  # (T,)
+        P = int(same.to(torch.int8).cumprod(0).sum())
+        P = min(P, int(ts_pos.min()))
+        targets = (batch.labels != IGNORE).any(0).nonzero()  # position t's label is predicted by position t - 1
+        if len(targets):
+            P = min(P, int(targets[0, 0]) - 1)
+        return max(P, 0)
 
     def prefill(self, batch: TSBatch):
         media = self.encode_media(batch.series, batch.series_mask, batch.series_exclude)
