@@ -1,6 +1,7 @@
 """Wall time of one Flamingo training step in fp32 and under bf16 autocast, on this machine's CPU.
 
-    python benchmarks/train_step_time.py [--steps 3] [--threads 2]   # -> benchmarks/results/train_step_time.json/.md
+    python benchmarks/train_step_time.py [--steps 3] [--threads 2] [--name SUFFIX]
+    # -> benchmarks/results/train_step_time[_SUFFIX].json/.md (a suffix keeps another host's figures beside it)
 
 Why: `TrainConfig(bf16=True)` on a CPU without bf16 instructions (AVX512-BF16 or AMX) trains in fp32 with a warning
 (`edge_tslm.train.loop.bf16_is_fast`), because torch emulates bf16 there. This measures the two on real HAPT
@@ -57,12 +58,13 @@ def main() -> dict:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="", help="results file suffix, e.g. the host's ISA")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rows = {dtype: step_times(dtype == "bf16 autocast", a.steps, a.batch_size) for dtype in ("fp32", "bf16 autocast")}
     res = {"rows": rows, "batch_size": a.batch_size, "threads": a.threads, "machine": machine(),
            "command": "python benchmarks/train_step_time.py " + shlex.join(sys.argv[1:])}
-    print(write_results(RESULTS / "train_step_time.json", res, markdown))
+    print(write_results(RESULTS / f"train_step_time{'_' + a.name if a.name else ''}.json", res, markdown))
     return res
 
 
