@@ -15,6 +15,13 @@ from edge_tslm.model.batch import IGNORE, collate  # noqa: E402
 def is_backbone(name: str) -> bool:
     return name.startswith("lm.") and "lora_" not in name
 
+def loss_and_grads(model, batch) -> tuple[float, dict[str, torch.Tensor]]:
+    """One backward from zeroed gradients: the loss and a copy of every trainable part's gradient."""
+    model.zero_grad(set_to_none=True)
+    loss = model.loss(batch)
+    loss.backward()
+    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
 def train_batch(model, rng):
     return collate(
         model.tokenizer,
@@ -100,15 +107,9 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(backbone, rng, monkeypa
     ts_pos = model.ts_positions(batch.input_ids, batch.series.shape[1])
     assert model.shared_prefix(batch, ts_pos) == len("Series. s0: ")  # char tokenizer; no BOS
 
-    def step() -> tuple[float, dict[str, torch.Tensor]]:
-        model.zero_grad(set_to_none=True)
-        loss = model.loss(batch)
-        loss.backward()
-        return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
-
-    shared_loss, shared = step()
+    shared_loss, shared = loss_and_grads(model, batch)
     monkeypatch.setattr(type(model), "shared_prefix", lambda self, b, t: 0)
-    plain_loss, plain = step()
+    plain_loss, plain = loss_and_grads(model, batch)
     assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
     assert shared.keys() == plain.keys() and len(plain) > 4
     for n in plain:
@@ -157,13 +158,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(variant, bac
         open_gates(model, 0.5)  # non-zero gates, so the cross-attention's gradients are not trivially zero
     batch = train_batch(model, rng)
 
-    def step() -> tuple[float, dict[str, torch.Tensor]]:
-        model.zero_grad(set_to_none=True)
-        loss = model.loss(batch)
-        loss.backward()
-        return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
-
-    plain_loss, plain = step()
+    plain_loss, plain = loss_and_grads(model, batch)
     model.set_activation_checkpointing(True)
     base = model.lm.get_base_model() if hasattr(model.lm, "get_base_model") else model.lm
     is_on = lambda: getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing  # noqa: E731
@@ -172,7 +167,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(variant, bac
 
     blocks = [m for m in model.modules() if isinstance(m, CheckpointableBlock)]
     assert blocks and all(b.recomputes() for b in blocks), "the encoder blocks were not switched to checkpointing"
-    ckpt_loss, ckpt = step()
+    ckpt_loss, ckpt = loss_and_grads(model, batch)
     model.set_activation_checkpointing(False)
     assert not is_on() and not any(b.recomputes() for b in blocks)
     assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
