@@ -331,7 +331,9 @@ def markdown(res: dict) -> str:
     head = ["Commands, notes and copy bandwidth: per run, listed below the tables.", ""] if multi else (
         [f"Command: `{res['command']}`", ""] + ([f"**Note:** {res['note']}", ""] if res.get("note") else []))
     L = ["# Streaming latency and memory", ""] + head + [
-         f"Machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, {res['machine']['ram_gb']} GB RAM; "
+         (f"Machine: {res['machine']['cpu']}, " if len({r.get('machine') for r in res['runs']}) < 2 else
+          f"Machine: per run, listed below the tables (compare wall-clock figures only between runs of one machine); the latest run's: {res['machine']['cpu']}, ")
+         + f"{res['machine']['cores']} cores, {res['machine']['ram_gb']} GB RAM; "
          f"onnxruntime {res['machine']['versions'].get('onnxruntime')}; load average (1/5/15 min) " + (f"at start {res['loadavg_start']}, "
          f"at end {res['loadavg_end']}" if not multi else "per run below") + " (the CPU was shared with other jobs: wall-clock figures are pessimistic where the load is high).", "",
          f"Copy bandwidth (numpy copy of {res['bandwidth']['array_mib']} MiB, best of {res['bandwidth']['repeats']}, read + write bytes, "
@@ -367,7 +369,8 @@ def markdown(res: dict) -> str:
         )
     if len({r.get("command") for r in res["runs"]}) > 1:
         L += ["", "Runs (each with its own command, copy bandwidth and note):", ""] + [
-            f"- {r['task']} `{r['artifact']['path']}`: `{r.get('command')}`; bandwidth {r['bandwidth']['read_plus_write_gb_s']:.2f} GB/s; "
+            f"- {r['task']} `{r['artifact']['path']}`: `{r.get('command')}`; machine {r.get('machine', res['machine']['cpu'])}; "
+            f"bandwidth {r['bandwidth']['read_plus_write_gb_s']:.2f} GB/s; "
             f"load {r.get('loadavg_start')} → {r.get('loadavg_end')}" + (f"; **note:** {r['note']}" if r.get("note") else "") for r in res["runs"]]
     L += ["", "Artifacts:", ""] + [f"- `{r['artifact']['path']}`: manifest {r['artifact'].get('manifest_mtime')} (sha256 {r['artifact'].get('manifest_sha256_16')}…), "
                                   f"parity passed: {r['artifact'].get('parity_passed')}, weight quantization: {r['artifact'].get('weight_quantization')}, "
@@ -470,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
                 wb["ratio_cpu"] = round(cpu_tok / bound_ms, 2) if cpu_tok else None
             r["bandwidth_bound"] = wb
             r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads, memory_arena=not a.no_arena,
-                     label_scoring=a.label_scoring)
+                     label_scoring=a.label_scoring, machine=res["machine"]["cpu"])
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)
@@ -482,6 +485,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in old.get("runs", []):  # runs from before --append existed carry the file-level fields
             for k in ("command", "note", "bandwidth", "threads"):
                 r.setdefault(k, old.get(k))
+            # runs before session 15 did not record their CPU; the file's machine line was the last run's
+            r.setdefault("machine", f"not recorded per run (the file's machine line read '{old['machine']['cpu']}' when it was appended to)")
         res["runs"] = old.get("runs", []) + runs
         res["commands"] = old.get("commands", [old.get("command")]) + [command]
     from edge_tslm.results import write_results
