@@ -161,7 +161,7 @@ class FlamingoTSLM(TSLMBase):
     def shared_prefix(self, batch: TSBatch, ts_pos: torch.Tensor) -> int:
         """How many leading positions (B > 1) every row shares and the loss need not see: the same tokens, all real, before
         every row's first <ts> (no media reaches them) and before the first target's predecessor. A Flamingo ECG batch
-        with the number-free text shares ~55 of its ~66 positions (session 15). 0 where that cannot hold: the LM
+        with the number-free text shares 52 of its 66 positions (benchmarks/train_batch_layout.py). 0 where that cannot hold: the LM
         trains (LoRA) or recomputes its layers (activation checkpointing re-runs a layer, which would extend the
         cache twice), or the batch has one row."""
         ids, mask = batch.input_ids, batch.attention_mask

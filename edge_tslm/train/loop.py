@@ -213,9 +213,8 @@ def epoch_batches(rationale: Sequence[bool], global_batch: int, seed: int, epoch
 
     grouped: every batch is all answer-only or all rationale examples. The loss is a mean over target tokens, so in a
     mixed batch the rationales' ~80 tokens each outweigh the answers' ~3 (the classify path's own loss, the one
-    validation early-stops on, gets about a tenth of the gradient), and the whole batch is padded to a rationale's
-    length: an answer-only ECG batch of 8 trains in ~1.0 s here against ~2.3 s mixed (session 15). The epoch keeps
-    the same share of rationale examples."""
+    validation early-stops on, got 0.139 of an ECG batch's), and the whole batch is padded to a rationale's length
+    (benchmarks/train_batch_layout.py). The epoch keeps the same share of rationale examples."""
     rng = np.random.default_rng(seed + epoch)
     if not grouped or len(rationale) < global_batch:  # fewer examples than a batch: one short batch of them all
         order = rng.permutation(len(rationale))
