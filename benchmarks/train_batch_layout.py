@@ -62,10 +62,13 @@ def classify_share(model, exs) -> float:
     return float(per_row[ans].sum() / per_row.sum())
 
 
-def step_times(model, batches, shared: bool) -> tuple[list[float], int]:
-    """Seconds per optimizer step over batches[1:] (batches[0] warms up) and the batch's padded length."""
+def step_times(model, batches, shared: bool) -> tuple[list[float], int, int]:
+    """Seconds per optimizer step over batches[1:] (batches[0] warms up), the batches' padded length and the fewest
+    positions a batch shared (what `FlamingoTSLM.shared_prefix` runs once)."""
     cls = type(model)
     orig = cls.shared_prefix
+    common = min(orig(model, b, model.ts_positions(b.input_ids, b.series.shape[1]))
+                 for b in (_collate(model, exs) for exs in batches))
     if not shared:
         cls.shared_prefix = lambda self, batch, ts_pos: 0
     try:
@@ -80,7 +83,7 @@ def step_times(model, batches, shared: bool) -> tuple[list[float], int]:
             opt.zero_grad(set_to_none=True)
             if i:
                 out.append(round(time.perf_counter() - t, 3))
-        return out, length
+        return out, length, common
     finally:
         cls.shared_prefix = orig
 
@@ -104,9 +107,9 @@ def main() -> dict:
     for name, batches in layouts(exs, a.batch_size, a.steps).items():
         share = statistics.mean(classify_share(model, b) for b in batches)
         for shared in (True, False):
-            ts, length = step_times(model, batches, shared)
+            ts, length, common = step_times(model, batches, shared)
             rows.append({"batch": name, "shared_prefix": shared, "steps_s": ts, "median_s": statistics.median(ts),
-                         "padded_tokens": length, "classify_share": round(share, 4)})
+                         "padded_tokens": length, "shared_positions": common, "classify_share": round(share, 4)})
     res = {"model": a.model, "task": a.task, "rows": rows, "batch_size": a.batch_size, "threads": a.threads,
            "rationale_prob": RATIONALE_PROB, "machine": machine(),
            "command": "python benchmarks/train_batch_layout.py " + shlex.join(sys.argv[1:])}
@@ -130,11 +133,11 @@ def markdown(res: dict) -> str:
              f"`{res['command'].strip()}`; {m['cpu']}, {res['threads']} threads, batch {res['batch_size']}, "
              f"`{res['model']}` on {res['task']} training examples (its own text layout); seconds per optimizer step "
              "(warm-up step not counted).", "",
-             "| batch | shared prefix | steps (s) | median (s) | padded tokens | classify share of the loss |",
-             "|---|---|---|---:|---:|---:|"]
+             "| batch | shared prefix | steps (s) | median (s) | padded tokens | shared positions | classify share of the loss |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(f"| {r['batch']} | {'on' if r['shared_prefix'] else 'off'} | {', '.join(f'{t:.2f}' for t in r['steps_s'])} "
-                     f"| {r['median_s']:.2f} | {r['padded_tokens']} | {r['classify_share']:.3f} |")
+                     f"| {r['median_s']:.2f} | {r['padded_tokens']} | {r.get('shared_positions', '–')} | {r['classify_share']:.3f} |")
     old, new = epoch_estimate(res, False)["ungrouped"], epoch_estimate(res, True)["grouped"]
     p = res["rationale_prob"]
     lines += ["", f"Mean step over an epoch with {p:.0%} rationale examples (from the medians; an ungrouped batch is all "

@@ -3,6 +3,7 @@ only and load without torch.load; early stopping on validation loss; the schedul
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -119,6 +120,14 @@ def test_grouped_batches_never_mix_answer_and_rationale_targets():
     order = np.random.default_rng(3).permutation(103)
     assert epoch_batches(kinds, 8, 3, 0, grouped=False) == [order[k * 8 : (k + 1) * 8].tolist() for k in range(12)]
     assert epoch_batches(kinds[:3], 8, 0, 0, grouped=True) == [np.random.default_rng(0).permutation(3).tolist()]
+
+
+def test_grouped_targets_warn_when_a_kind_fills_no_batch(tmp_path):
+    examples = ddp_worker.make_examples(ddp_worker.N_TRAIN, 0)
+    examples[0] = dataclasses.replace(examples[0], rationale=True)  # one rationale example: never a full batch of 4
+    cfg = ddp_worker.train_config(str(tmp_path), batch_size=4, steps=1, group_targets=True)
+    with pytest.warns(UserWarning, match="only 1 rationale examples"):
+        train(ddp_worker.build_model(), examples, (), cfg)
 
 
 def test_warmup_cosine_schedule():

@@ -124,6 +124,12 @@ def _train(model, train_examples: Sequence[Example], val_examples: Sequence[Exam
     out = Path(cfg.out_dir)
     device = model.device
     rationale = [bool(getattr(e, "rationale", False)) for e in train_examples]
+    if cfg.group_targets:
+        for kind, n in (("answer-only", rationale.count(False)), ("rationale", rationale.count(True))):
+            if 0 < n < cfg.batch_size * world <= len(rationale):
+                warnings.warn(f"group_targets: only {n} {kind} examples, fewer than one global batch of "
+                              f"{cfg.batch_size * world}: they are never trained on; lower the batch size or change "
+                              "the rationale share", stacklevel=2)
     steps_per_epoch = max(1, len(epoch_batches(rationale, cfg.batch_size * world, cfg.seed, 0, cfg.group_targets)))
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     opt = torch.optim.AdamW(
