@@ -85,11 +85,23 @@ def ecg_stream(seconds: float = 220.0, split: str = "test"):
 # ----------------------------------------------------------------------------- artifact and machine measurements
 
 
+# (op type, domain, input index) of the inputs a step reads one row of: the row its token id or position picks
+ROW_READS = frozenset({
+    ("Gather", "", 0),
+    ("GatherBlockQuantized", "com.microsoft", 0), ("GatherBlockQuantized", "com.microsoft", 2),
+    ("GatherBlockQuantized", "com.microsoft", 3),
+    ("RotaryEmbedding", "", 1), ("RotaryEmbedding", "", 2),  # ONNX opset 23: X, cos_cache, sin_cache, position_ids
+    ("RotaryEmbedding", "com.microsoft", 2), ("RotaryEmbedding", "com.microsoft", 3),  # input, position_ids, cos, sin
+})
+
+
 def decoder_weight_bytes(artifact: Path) -> dict | None:
     """Bytes of weights one decode step reads, from decoder.onnx (None when the artifact has no ONNX decoder).
 
-    Each initializer counts once with its stored size (inline or external data); one read only by Gather
-    nodes (an embedding lookup) counts one row. The KV cache and the cross K/V are activations, not counted.
+    Each initializer counts once with its stored size (inline or external data); one read only as a table that a
+    position or token id indexes (an embedding lookup: Gather, or GatherBlockQuantized over quantized rows; the
+    rotary cos/sin tables of RotaryEmbedding) counts one row. The KV cache and the cross K/V are activations, not
+    counted.
     """
     path = Path(artifact) / "decoder.onnx"
     if not path.is_file():
@@ -104,7 +116,7 @@ def decoder_weight_bytes(artifact: Path) -> dict | None:
     def walk(graph):
         for node in graph.node:
             for i, name in enumerate(node.input):
-                consumers.setdefault(name, []).append((node.op_type, i))
+                consumers.setdefault(name, []).append((node.op_type, node.domain or "", i))
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                     walk(sub)
@@ -124,7 +136,7 @@ def decoder_weight_bytes(artifact: Path) -> dict | None:
         else:
             size = int(np.prod(init.dims)) * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
         uses = consumers.get(init.name, [])
-        if uses and all(op == "Gather" and i == 0 for op, i in uses) and len(init.dims) == 2 and init.dims[0] > 0:
+        if uses and all(u in ROW_READS for u in uses) and len(init.dims) == 2 and init.dims[0] > 0:
             row = size // int(init.dims[0])
             gathered += size
             total += row

@@ -237,6 +237,31 @@ def test_decoder_weight_bytes_counts_gathered_tables_by_row(tmp_path):
     assert lat.decoder_weight_bytes(tmp_path / "nothing") is None
 
 
+def test_decoder_weight_bytes_counts_quantized_rows_and_rotary_tables_by_row(tmp_path):
+    """A tied embedding's own row copy (GatherBlockQuantized) and the rotary cos/sin tables: one row each; the
+    scales that the lm_head's MatMulNBits also reads count in full."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = numpy_helper.from_array(np.zeros((100, 4), np.uint8), "rows")  # only GatherBlockQuantized: 4 bytes
+    scales = numpy_helper.from_array(np.zeros((100, 1), np.float32), "scales")  # also the MatMulNBits': 400 bytes
+    packed = numpy_helper.from_array(np.zeros((100, 1, 4), np.uint8), "packed")  # MatMulNBits weight: 400 bytes
+    cos = numpy_helper.from_array(np.zeros((64, 2), np.float32), "cos")  # RotaryEmbedding tables: 8 bytes each
+    sin = numpy_helper.from_array(np.zeros((64, 2), np.float32), "sin")
+    ms = "com.microsoft"
+    nodes = [
+        helper.make_node("GatherBlockQuantized", ["rows", "ids", "scales"], ["h"], domain=ms, block_size=32),
+        helper.make_node("RotaryEmbedding", ["h", "cos", "sin", "ids"], ["r"], num_heads=1),
+        helper.make_node("MatMulNBits", ["r", "packed", "scales"], ["logits"], domain=ms, K=8, N=100, bits=4, block_size=32),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 100])], [rows, scales, packed, cos, sin])
+    onnx.save(helper.make_model(g), str(tmp_path / "decoder.onnx"))
+    r = lat.decoder_weight_bytes(tmp_path)
+    assert r["bytes_per_token"] == 4 + 400 + 400 + 8 + 8
+    assert r["gather_only_tables_bytes"] == 400 + 512 + 512
+
+
 def test_stage_stats_reads_the_stream_fields():
     def win(i, pre, enc, cls, stages, rationale=None):
         return {"type": "window", "index": i, "answer": "x", "rationale": rationale,

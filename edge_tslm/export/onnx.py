@@ -366,9 +366,10 @@ class DecoderGraph(nn.Module):
     FlamingoTSLM's own decoder call (fusion pre-hooks, DynamicCache rebuilt from flat tensors) is what traces.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, rope: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.rope = rope  # RopeTables when the LM's attention exports as ONNX's fused ops (onnx_attention)
 
     def forward(self, input_ids, position_ids, attention_mask, ts_positions, logit_index, *kv):
         from transformers import DynamicCache
@@ -499,6 +500,7 @@ def export_decoder_onnx(
     opset: int = 18,
     validate: bool = True,
     strict: bool = True,
+    attention: str = "auto",
 ) -> ExportReport:
     """Export the fused decoder (LM + gated cross-attention) as two ONNX graphs.
 
@@ -510,12 +512,24 @@ def export_decoder_onnx(
     logit_index names, present_key/value.{layer} (B, Hkv, P+T, d). One graph serves the prompt, a cached
     prompt prefix, the label trie and each generated token, so a runtime loads the LM weights once.
     Llama-layout backbones only (see DECODER_FAMILIES).
+
+    attention: "fused" writes each LM layer's self-attention as ONNX's RotaryEmbedding + Attention ops (opset 23,
+    edge_tslm.export.onnx_attention: ~3 nodes a layer instead of ~60), "traced" as the decomposed SDPA the exporter
+    traces (the given opset), "auto" fused where the LM allows it.
     """
     import onnx
 
     from edge_tslm.export import spec
+    from edge_tslm.export.onnx_attention import ONNX_ATTENTION_OPSET, RopeTables, onnx_attention, onnx_attention_unsupported
 
     _check_decoder_exportable(model)
+    if attention not in ("auto", "fused", "traced"):
+        raise ValueError(f"attention must be 'auto', 'fused' or 'traced', got {attention!r}")
+    why_not = onnx_attention_unsupported(model.lm)
+    if attention == "fused" and why_not:
+        raise NotImplementedError(f"attention='fused' does not cover this LM: {why_not}; export with attention='traced'")
+    fused_attention = attention != "traced" and why_not is None
+    decoder_opset = max(opset, ONNX_ATTENTION_OPSET) if fused_attention else opset
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = decoder_io_names(model)
@@ -543,41 +557,45 @@ def export_decoder_onnx(
             axis_names={(spec.DEC_MEDIA, 0): spec.BATCH_AXIS, (spec.DEC_MEDIA, 1): spec.MEDIA_AXIS},
         )
         cross = cross_graph(media)
-        graph = DecoderGraph(model)
+        rope = RopeTables(model.lm) if fused_attention else None
+        graph = DecoderGraph(model, rope)
+        attn_ctx = (lambda: onnx_attention(model.lm, rope)) if fused_attention else contextlib.nullcontext
         positions = torch.arange(P + T)[None].expand(B, -1)
         empty = tuple(x for _ in range(n_cache // 2) for x in (torch.zeros(B, *_kv_shape(model, 0)),) * 2)
         mask0 = torch.from_numpy(spec.causal_mask(P, B))
-        kv = graph(ids[:, :P], positions[:, :P], mask0, ts_pos, torch.tensor([P - 1]), *empty, *cross)[1:-1]  # present K/V
+        with attn_ctx():
+            kv = graph(ids[:, :P], positions[:, :P], mask0, ts_pos, torch.tensor([P - 1]), *empty, *cross)[1:-1]  # present K/V
         example = tuple(  # clones: a view's base would be traced as an input of its own
             x.clone() for x in (
                 ids[:, P:], positions[:, P:], torch.from_numpy(spec.causal_mask(T, B)), ts_pos, torch.tensor([T - 1, 0]),
                 *kv, *cross,
             )
         )
-        _to_onnx(
-            graph,
-            example,
-            {
-                "input_ids": {0: batch, 1: tokens},
-                "position_ids": {0: batch, 1: tokens},
-                "attention_mask": {0: batch, 2: tokens, 3: tokens},
-                "ts_positions": {0: batch, 1: series},
-                "logit_index": {0: dyn},
-                "kv": tuple([{0: batch, 2: past}] * n_cache + [{0: batch, 2: slots}] * len(cross)),
-            },
-            decoder_path,
-            opset=opset,
-            input_names=names["decoder_inputs"],
-            output_names=names["decoder_outputs"],
-            axis_names={
-                (spec.DEC_INPUT_IDS, 0): spec.BATCH_AXIS,
-                (spec.DEC_INPUT_IDS, 1): spec.SEQ_AXIS,
-                (spec.DEC_ATTENTION_MASK, 3): spec.SEQ_AXIS,
-                (spec.DEC_TS_POSITIONS, 1): spec.SERIES_AXIS,
-                (spec.DEC_LOGIT_INDEX, 0): spec.LOGITS_AXIS,
-                **{(n, 2): spec.PAST_AXIS for n in names["decoder_inputs"][5 : 5 + n_cache]},
-            },
-        )
+        with attn_ctx():
+            _to_onnx(
+                graph,
+                example,
+                {
+                    "input_ids": {0: batch, 1: tokens},
+                    "position_ids": {0: batch, 1: tokens},
+                    "attention_mask": {0: batch, 2: tokens, 3: tokens},
+                    "ts_positions": {0: batch, 1: series},
+                    "logit_index": {0: dyn},
+                    "kv": tuple([{0: batch, 2: past}] * n_cache + [{0: batch, 2: slots}] * len(cross)),
+                },
+                decoder_path,
+                opset=decoder_opset,
+                input_names=names["decoder_inputs"],
+                output_names=names["decoder_outputs"],
+                axis_names={
+                    (spec.DEC_INPUT_IDS, 0): spec.BATCH_AXIS,
+                    (spec.DEC_INPUT_IDS, 1): spec.SEQ_AXIS,
+                    (spec.DEC_ATTENTION_MASK, 3): spec.SEQ_AXIS,
+                    (spec.DEC_TS_POSITIONS, 1): spec.SERIES_AXIS,
+                    (spec.DEC_LOGIT_INDEX, 0): spec.LOGITS_AXIS,
+                    **{(n, 2): spec.PAST_AXIS for n in names["decoder_inputs"][5 : 5 + n_cache]},
+                },
+            )
     for p in (cross_path, decoder_path):
         onnx.checker.check_model(str(p), full_check=True)
     fused = fuse_rms_norms(decoder_path)  # after the checker: the fused op is onnxruntime's, not standard ONNX
@@ -600,14 +618,17 @@ def export_decoder_onnx(
             "decoder": f"logits float32[B,K,{cfg.vocab_size}], present_key/value.* float32[B,{hkv},P+T,{d}], "
             f"hidden_split float32[B,T,{cfg.hidden_size}] (the input of layer {split_layer(model)}, the first fusion layer)",
         },
-        opset=opset,
+        opset=decoder_opset,
         notes=[
-            f"torch.onnx dynamo exporter (torch {torch.__version__}), opset {opset}; the model's own decoder call "
-            "(fusion pre-hooks, DynamicCache rebuilt from flat tensors) is traced, attention as SDPA under the "
-            "graph's explicit 4-D mask",
+            f"torch.onnx dynamo exporter (torch {torch.__version__}), opset {decoder_opset}; the model's own decoder call "
+            "(fusion pre-hooks, DynamicCache rebuilt from flat tensors) is traced, "
+            + ("the LM's self-attention as ONNX RotaryEmbedding + Attention ops (edge_tslm.export.onnx_attention) "
+               if fused_attention else "attention as SDPA ")
+            + "under the graph's explicit 4-D mask"
+            + ("" if fused_attention or attention == "traced" else f" (fused attention not used: {why_not})"),
             "one decoder graph for prompt, cached prefix, label trie and generation; the LM weights are embedded (fp32)",
-            f"{fused} RMSNorms fused into onnxruntime's SimplifiedLayerNormalization (onnxruntime.transformers "
-            "fusion; the parity check runs the fused graph)",
+            f"{fused} RMSNorms as one node each (RMSNormalization at opset 23, else onnxruntime.transformers' "
+            "SimplifiedLayerNormalization fusion; the parity check runs this graph)",
             f"fusion blocks at layers {list(model.insertion)}; cross K/V per distinct block "
             f"{[i for i, _ in fusion_blocks(model)]} (a shared block has one pair)",
         ],
@@ -670,10 +691,15 @@ def _own_cache_shapes(part: Any, own_past: str) -> None:
             node.input[0] = own_past
 
 
+# An RMSNorm as one node: onnxruntime's fused op, or ONNX's own (opset 23, which the exporter writes itself there)
+ONE_NODE_RMS_NORMS = ("SimplifiedLayerNormalization", "RMSNormalization")
+
+
 def fuse_rms_norms(path: Path) -> int:
     """RMSNorm as exported (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) -> one SimplifiedLayerNormalization
     node, with onnxruntime.transformers' own fusion. A decoded token runs ~3,100 small nodes; this removes ~370 of
-    them (61 norms in SmolLM2-135M). Returns the number of norms fused."""
+    them (61 norms in SmolLM2-135M). Returns the number of one-node norms afterwards (at opset 23 the exporter
+already writes ONNX's RMSNormalization, and there is nothing left to fuse)."""
     import onnx
     from onnxruntime.transformers.fusion_simplified_layernorm import FusionSimplifiedLayerNormalization
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -683,7 +709,7 @@ def fuse_rms_norms(path: Path) -> int:
         FusionSimplifiedLayerNormalization(om).apply()
         om.prune_graph()
         om.topological_sort()
-    fused = sum(n.op_type == "SimplifiedLayerNormalization" for n in om.model.graph.node)
+    fused = sum(n.op_type in ONE_NODE_RMS_NORMS for n in om.model.graph.node)
     onnx.save(om.model, str(path))
     return fused
 
