@@ -142,6 +142,50 @@ def test_decoder_prompt_prefix_trie_and_decode_steps_match_eager(decoder_export)
     assert sorted(report.files) == ["cross.onnx", "decoder.onnx"]
 
 
+def test_traced_attention_keeps_the_decomposed_graph_and_its_parity(tmp_path):
+    """attention='traced' is the graph before the fused ops (opset 18, no Attention/RotaryEmbedding) and still
+    matches eager torch; the fused graph and the traced one give the same logits."""
+    import numpy as np
+
+    from conftest import open_gates
+
+    from edge_tslm.export.onnx import export_decoder_onnx
+    from edge_tslm.export.spec import DECODER_FP32_ATOL
+
+    model = build_tiny("flamingo", "tiny-llama")
+    open_gates(model, 0.7)
+    traced = export_decoder_onnx(model, tmp_path / "traced", attention="traced")
+    assert traced.parity["passed"] and traced.parity["max_abs_diff"] <= DECODER_FP32_ATOL
+    dec = onnx.load(str(tmp_path / "traced" / "decoder.onnx"))
+    ops = {n.op_type for n in dec.graph.node}
+    assert not ops & {"Attention", "RotaryEmbedding"} and {"Softmax", "Neg"} <= ops
+    assert any(o.domain in ("", "ai.onnx") and o.version == 18 for o in dec.opset_import)
+    fused = export_decoder_onnx(model, tmp_path / "fused", attention="fused", validate=False)
+    assert any(o.domain in ("", "ai.onnx") and o.version == 23 for o in onnx.load(str(fused.path / "decoder.onnx")).opset_import)
+    feeds = {}
+    sess = {k: ort.InferenceSession(str(tmp_path / k / "decoder.onnx"), providers=["CPUExecutionProvider"]) for k in ("traced", "fused")}
+    xs = ort.InferenceSession(str(tmp_path / "traced" / "cross.onnx"), providers=["CPUExecutionProvider"])
+    media = np.random.default_rng(0).standard_normal((1, model.cfg.resampler.num_latents, model.cfg.encoder.dim)).astype(np.float32)
+    cross = dict(zip([o.name for o in xs.get_outputs()], xs.run(None, {xs.get_inputs()[0].name: media})))
+    for i in sess["traced"].get_inputs():
+        if i.name in cross:
+            feeds[i.name] = cross[i.name]
+        elif i.name.startswith("past_"):
+            feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+    ids = np.array([[5, 6, model.ts_id, 7, 8, 9]], dtype=np.int64)
+    feeds.update(input_ids=ids, position_ids=np.arange(6)[None], attention_mask=np.tril(np.ones((6, 6), bool))[None, None],
+                 ts_positions=np.array([[2]]), logit_index=np.array([5]))
+    a, b = (sess[k].run(["logits"], feeds)[0] for k in ("traced", "fused"))
+    assert np.abs(a - b).max() <= DECODER_FP32_ATOL
+
+
+def test_decoder_attention_option_is_checked():
+    from edge_tslm.export.onnx import export_decoder_onnx
+
+    with pytest.raises(ValueError, match="attention must be"):
+        export_decoder_onnx(build_tiny("flamingo", "tiny-llama"), "/nonexistent", attention="flash")
+
+
 def test_decoder_graph_io_and_media_matters(decoder_export):
     """KV names and axes as documented, and the media really flow through the exported cross-attention."""
     import numpy as np

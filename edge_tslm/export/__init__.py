@@ -61,6 +61,7 @@ def export_artifact(
     accuracy_level: int | None = None,
     fold_accuracy_level: int | None = None,
     parity_inputs: Any = None,
+    attention: str = "auto",
 ) -> dict[str, Any]:
     """Export ``model`` (a FlamingoTSLM) into an artifact directory; returns the manifest it wrote.
 
@@ -72,6 +73,8 @@ def export_artifact(
     MatMulNBits (``block_size`` wide blocks) and stored once in weights.onnx.data
     (edge_tslm.export.compact: weight_algorithm rtn|minmax, MatMuls under ``keep_scopes`` at ``keep_bits``); the 4-bit parity record compares the artifact's OnnxBackend with the fp32 torch
     model on ``parity_inputs`` ([(text, series)], default: seeded random windows).
+    attention (onnx + decoder): "auto" | "fused" | "traced", how the LM's self-attention is written
+    (edge_tslm.export.onnx.export_decoder_onnx).
     """
     import json
 
@@ -99,7 +102,7 @@ def export_artifact(
 
         reports.append(export_encoder_onnx(model, out / "encoder.onnx", opset=opset, int8=int8))
         if decoder:
-            reports.append(export_decoder_onnx(model, out, opset=opset))
+            reports.append(export_decoder_onnx(model, out, opset=opset, attention=attention))
             model.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
     elif target == "coreml":
         from edge_tslm.export.coreml import export_encoder_coreml
