@@ -145,16 +145,38 @@ def decoder_weight_bytes(artifact: Path) -> dict | None:
     return {"bytes_per_token": int(total), "gather_only_tables_bytes": int(gathered), "external_files": sorted(x for x in external if x)}
 
 
-def copy_bandwidth(mib: int = 256, repeats: int = 5) -> dict:
+def copy_bandwidth(mib: int = 256, repeats: int = 5, threads: int = 1) -> dict:
     """numpy copy of a ``mib`` MiB array, best of ``repeats``: bytes/s counting read + write (STREAM 'Copy').
 
-    Timed twice: wall clock, and this thread's CPU time (which does not count time the scheduler gave to other
-    processes, so it holds on a shared, loaded machine). ``read_plus_write_gb_s`` is the better of the two."""
+    With ``threads`` > 1 the array is cut into that many slices, each copied by its own thread at once (numpy
+    releases the GIL while it copies): the bandwidth that many cores reach together, the bound for a decoder run
+    with as many threads. With one thread it is timed twice: wall clock, and this thread's CPU time (which does
+    not count time the scheduler gave to other processes, so it holds on a shared, loaded machine);
+    ``read_plus_write_gb_s`` is the better of the two."""
+    import threading
+
     a = np.ones(mib * 2**20 // 8, dtype=np.float64)
     b = np.empty_like(a)
     np.copyto(b, a)  # touch every page first
+    cuts = np.linspace(0, a.size, max(threads, 1) + 1).astype(np.int64)
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
+        if threads > 1:
+            start = threading.Barrier(threads + 1)
+
+            def part(i: int) -> None:
+                start.wait()
+                np.copyto(b[cuts[i]:cuts[i + 1]], a[cuts[i]:cuts[i + 1]])
+
+            pool = [threading.Thread(target=part, args=(i,)) for i in range(threads)]
+            for t in pool:
+                t.start()
+            start.wait()
+            t0 = time.perf_counter()
+            for t in pool:
+                t.join()
+            best_wall = min(best_wall, time.perf_counter() - t0)
+            continue
         t, c = time.perf_counter(), time.thread_time()
         np.copyto(b, a)
         best_wall = min(best_wall, time.perf_counter() - t)
@@ -162,9 +184,11 @@ def copy_bandwidth(mib: int = 256, repeats: int = 5) -> dict:
     nbytes = a.nbytes
     del a, b
     best = min(best_wall, best_cpu)
-    return {"array_mib": mib, "repeats": repeats, "best_wall_s": best_wall, "best_cpu_s": best_cpu,
-            "wall_gb_s": 2 * nbytes / best_wall / 1e9, "cpu_time_gb_s": 2 * nbytes / best_cpu / 1e9,
-            "read_plus_write_gb_s": 2 * nbytes / best / 1e9}
+    out = {"array_mib": mib, "repeats": repeats, "threads": threads, "best_wall_s": best_wall,
+           "wall_gb_s": 2 * nbytes / best_wall / 1e9, "read_plus_write_gb_s": 2 * nbytes / best / 1e9}
+    if threads <= 1:
+        out.update(best_cpu_s=best_cpu, cpu_time_gb_s=2 * nbytes / best_cpu / 1e9)
+    return out
 
 
 def stage_stats(events: list[dict]) -> dict:
@@ -349,7 +373,8 @@ def markdown(res: dict) -> str:
          f"onnxruntime {res['machine']['versions'].get('onnxruntime')}; load average (1/5/15 min) " + (f"at start {res['loadavg_start']}, "
          f"at end {res['loadavg_end']}" if not multi else "per run below") + " (the CPU was shared with other jobs: wall-clock figures are pessimistic where the load is high).", "",
          f"Copy bandwidth (numpy copy of {res['bandwidth']['array_mib']} MiB, best of {res['bandwidth']['repeats']}, read + write bytes, "
-         f"timed by wall clock and by thread CPU time, the better taken): "
+         f"{res['bandwidth'].get('threads', 1)} copying thread(s), as many as the decoder runs with; one thread is timed by wall clock "
+         "and by thread CPU time, the better taken): "
          + (f"**{res['bandwidth']['read_plus_write_gb_s']:.2f} GB/s** (again after the runs: "
             f"{res.get('bandwidth_again', res['bandwidth'])['read_plus_write_gb_s']:.2f} GB/s; the bound uses the first)." if not multi else
             "measured in each run's own invocation (below); each run's bound uses its own."), "",
@@ -382,7 +407,7 @@ def markdown(res: dict) -> str:
     if len({r.get("command") for r in res["runs"]}) > 1:
         L += ["", "Runs (each with its own command, copy bandwidth and note):", ""] + [
             f"- {r['task']} `{r['artifact']['path']}`: `{r.get('command')}`; machine {r.get('machine', res['machine']['cpu'])}; "
-            f"bandwidth {r['bandwidth']['read_plus_write_gb_s']:.2f} GB/s; "
+            f"bandwidth {r['bandwidth']['read_plus_write_gb_s']:.2f} GB/s ({r['bandwidth'].get('threads', 1)} copying thread(s)); "
             f"load {r.get('loadavg_start')} → {r.get('loadavg_end')}" + (f"; **note:** {r['note']}" if r.get("note") else "") for r in res["runs"]]
     L += ["", "Artifacts:", ""] + [f"- `{r['artifact']['path']}`: manifest {r['artifact'].get('manifest_mtime')} (sha256 {r['artifact'].get('manifest_sha256_16')}…), "
                                   f"parity passed: {r['artifact'].get('parity_passed')}, weight quantization: {r['artifact'].get('weight_quantization')}, "
@@ -456,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/stream_latency.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     res: dict = {"command": command, "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()], "goals": GOALS,
                  "threads": a.threads, "nice": os.nice(0), "note": a.note}
-    res["bandwidth"] = copy_bandwidth()
+    res["bandwidth"] = copy_bandwidth(threads=a.threads)  # as many copying threads as the decoder runs with
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
@@ -489,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)
-    res["bandwidth_again"] = copy_bandwidth()  # the same measurement after the runs (the machine is shared)
+    res["bandwidth_again"] = copy_bandwidth(threads=a.threads)  # the same measurement after the runs (the machine is shared)
     res["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     res["runs"] = runs
     if a.append and a.out.is_file():

@@ -487,3 +487,10 @@ def test_rationale_numbers_reads_what_the_rationale_template_states():
     f = rhythm_features(s.signal[0], s.meta.fs)
     assert got["beats"] == f.n_beats and abs(got["rate_bpm"] - f.heart_rate_bpm) < 0.1
     assert rn.stated("The recording lasts 30 s. The mean heart rate is 7") == {}
+
+
+def test_copy_bandwidth_copies_with_as_many_threads_as_asked():
+    one, two = lat.copy_bandwidth(mib=8, repeats=1), lat.copy_bandwidth(mib=8, repeats=1, threads=2)
+    assert one["threads"] == 1 and two["threads"] == 2
+    assert one["read_plus_write_gb_s"] > 0 and two["read_plus_write_gb_s"] > 0
+    assert "cpu_time_gb_s" in one and "cpu_time_gb_s" not in two  # thread CPU time means nothing across threads

@@ -38,6 +38,7 @@ def export(
     accuracy_level: Annotated[Optional[int], typer.Option(help="with --weight-bits: MatMulNBits accuracy_level of the integer-zero-point nodes (rtn; the --keep-bits 8 scopes): 4 = int8 activations, onnxruntime's fast CPU kernels (benchmarks/results/matmulnbits_micro.md)")] = None,
     fold_accuracy_level: Annotated[Optional[int], typer.Option(help="with --weight-bits and minmax: accuracy_level of the folded min/max nodes (default: fp32 activations, exact)")] = None,
     attention: Annotated[str, typer.Option(help="onnx --decoder: how the LM's self-attention is written: fused (ONNX RotaryEmbedding + Attention ops, opset 23: ~3 nodes a layer), traced (decomposed SDPA at --opset, the graph before 2026-12-06), auto (fused where the LM allows it)")] = "auto",
+    pack_projections: Annotated[bool, typer.Option(help="with --weight-bits and minmax: q/k/v and gate/up as one MatMulNBits each over stacked weights (fewer nodes per decoded token)")] = False,
     parity_windows: Annotated[int, typer.Option(help="with --weight-bits: real test windows per label for the 4-bit parity record (0: seeded random windows)")] = 1,
 ) -> None:
     """Export encoder + resampler (and optionally the fused decoder), parity-checked against PyTorch."""
@@ -67,6 +68,7 @@ def export(
         keep_bits=keep_bits,
         accuracy_level=accuracy_level,
         fold_accuracy_level=fold_accuracy_level,
+        pack_projections=pack_projections,
         parity_inputs=inputs,
         attention=attention,
     )

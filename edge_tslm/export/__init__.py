@@ -60,6 +60,7 @@ def export_artifact(
     keep_bits: int = 8,
     accuracy_level: int | None = None,
     fold_accuracy_level: int | None = None,
+    pack_projections: bool = False,
     parity_inputs: Any = None,
     attention: str = "auto",
 ) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def export_artifact(
 
         ccfg = CompactConfig(
             bits=weight_bits, block_size=block_size, algorithm=weight_algorithm, keep_scopes=tuple(keep_scopes), keep_bits=keep_bits,
-            accuracy_level=accuracy_level, fold_accuracy_level=fold_accuracy_level
+            accuracy_level=accuracy_level, fold_accuracy_level=fold_accuracy_level, pack_projections=pack_projections,
         )
         compact = compact_export(model, out, reports[-1], ccfg, inputs=parity_inputs)
     files = {
