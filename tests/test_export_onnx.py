@@ -179,6 +179,13 @@ def test_traced_attention_keeps_the_decomposed_graph_and_its_parity(tmp_path):
     assert np.abs(a - b).max() <= DECODER_FP32_ATOL
 
 
+def test_fused_attention_covers_llama_only():
+    from edge_tslm.export.onnx_attention import onnx_attention_unsupported
+
+    assert onnx_attention_unsupported(build_tiny("flamingo", "tiny-llama").lm) is None
+    assert "gemma3" in onnx_attention_unsupported(build_tiny("flamingo", "tiny-gemma3").lm)
+
+
 def test_decoder_attention_option_is_checked():
     from edge_tslm.export.onnx import export_decoder_onnx
 

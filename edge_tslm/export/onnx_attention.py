@@ -24,6 +24,9 @@ __all__ = ["ONNX_ATTENTION_OPSET", "RopeTables", "onnx_attention", "onnx_attenti
 
 ONNX_ATTENTION_OPSET = 23  # Attention and RotaryEmbedding entered the standard ONNX opset here
 _FAMILIES = frozenset({"llama"})
+# rows of the rotary tables (2 x rows x head_dim/2 floats in the graph): the model's context length up to this; a
+# stream's prompt plus rationale is a few hundred positions, and onnxruntime refuses a position past the table
+MAX_ROPE_POSITIONS = 32768
 _STATIC_ROPE = frozenset({"default", "linear", "llama3"})  # inv_freq fixed at load: a table holds every position
 
 
@@ -61,7 +64,7 @@ class RopeTables(nn.Module):
     def __init__(self, lm: nn.Module):
         super().__init__()
         rot = _rotary(lm)
-        n = int(lm.config.max_position_embeddings)
+        n = min(int(lm.config.max_position_embeddings), MAX_ROPE_POSITIONS)
         ang = torch.arange(n, dtype=torch.float64)[:, None] * rot.inv_freq.double()[None]  # (n, d/2)
         scale = float(getattr(rot, "attention_scaling", 1.0))
         self.register_buffer("cos", (ang.cos() * scale).float(), persistent=False)
