@@ -30,25 +30,56 @@ def posture_features(signal: np.ndarray) -> np.ndarray:
     return np.concatenate([m / max(np.linalg.norm(m), 1e-9), x.std(1)])
 
 
-def split_arrays(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rotation_onto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation taking unit vector a onto unit vector b (Rodrigues; a and b not opposite)."""
+    v, c = np.cross(a, b), float(a @ b)
+    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + vx + vx @ vx / (1.0 + c)
+
+
+def split_arrays(split: str, calibrate: int = 0, reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, is-sitting flags and subjects of a split's sitting/standing windows. calibrate > 0: each subject's
+    first `calibrate` standing windows are its calibration (left out of the rows) and every window of the subject is
+    rotated so that their mean gravity direction becomes `reference`: what a wearer standing still for a few
+    seconds at the start of a stream would allow."""
     from edge_tslm.data.hapt import hapt_windows
 
-    s = [w for w in hapt_windows(split) if w.label in PAIR]
-    return (np.stack([posture_features(w.signal) for w in s]), np.array([w.label == PAIR[0] for w in s]),
-            np.array([w.group for w in s]))
+    rows: list[tuple[str, str, np.ndarray]] = []
+    by_subject: dict[str, list] = {}
+    for w in hapt_windows(split):
+        by_subject.setdefault(w.group, []).append(w)
+    for subject, ws in by_subject.items():
+        R, skip = np.eye(3), set()
+        if calibrate:
+            cal = [w for w in ws if w.label == PAIR[1]][:calibrate]
+            m = np.mean([w.signal.astype(np.float64).mean(1) for w in cal], 0)
+            R, skip = rotation_onto(m / np.linalg.norm(m), reference), {id(w) for w in cal}
+        rows += [(subject, w.label, R @ w.signal.astype(np.float64)) for w in ws if w.label in PAIR and id(w) not in skip]
+    return (np.stack([posture_features(x) for _, _, x in rows]), np.array([lab == PAIR[0] for _, lab, _ in rows]),
+            np.array([s for s, _, _ in rows]))
 
 
-def probe() -> dict:
+def standing_reference() -> np.ndarray:
+    """The training subjects' mean standing gravity direction (unit)."""
+    from edge_tslm.data.hapt import hapt_windows
+
+    d = [w.signal.astype(np.float64).mean(1) for w in hapt_windows("train") if w.label == PAIR[1]]
+    r = np.mean([v / np.linalg.norm(v) for v in d], 0)
+    return r / np.linalg.norm(r)
+
+
+def probe(calibrate: int = 0) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from edge_tslm.machine import machine
 
-    Xtr, ytr, _ = split_arrays("train")
+    ref = standing_reference() if calibrate else None
+    Xtr, ytr, _ = split_arrays("train", calibrate, ref)
     clf = LogisticRegression(C=10.0, max_iter=2000).fit(Xtr, ytr)
     out: dict = {"features": "unit mean vector (x, y, z) + per-axis std", "classifier": "LogisticRegression(C=10)",
-                 "train_windows": int(len(ytr)), "splits": {}}
+                 "calibrate": calibrate, "train_windows": int(len(ytr)), "splits": {}}
     for split in ("val", "test"):
-        X, y, g = split_arrays(split)
+        X, y, g = split_arrays(split, calibrate, ref)
         pred = clf.predict(X)
         subjects = {}
         for sub in sorted(set(g), key=lambda s: int(s.split("-")[-1])):
@@ -64,7 +95,9 @@ def probe() -> dict:
 def markdown(res: dict) -> str:
     L = ["# Sitting vs standing from the posture cue alone, per held-out subject", "",
          f"`{res['command'].strip()}` — {res['classifier']} on {res['features']}, fitted on {res['train_windows']} "
-         f"training-subject windows; machine {res['machine']['cpu']}.", ""]
+         f"training-subject windows; machine {res['machine']['cpu']}."
+         + (f" Each subject rotated so that its first {res['calibrate']} standing windows (left out of the scores) point "
+            "along the training subjects' mean standing direction: a per-wearer calibration." if res.get("calibrate") else ""), ""]
     for split, r in res["splits"].items():
         L += [f"## {split}: accuracy {r['accuracy']:.4f} on {r['windows']} windows", "",
               "| subject | windows | accuracy | mean x direction, sitting | standing |", "|---|---:|---:|---:|---:|"]
@@ -76,9 +109,10 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calibrate", type=int, default=0, help="standing windows per subject that calibrate its gravity direction (0: none)")
     ap.add_argument("--out", type=Path, default=RESULTS / "har_posture_probe.json")
     a = ap.parse_args(argv)
-    res = probe()
+    res = probe(a.calibrate)
     a.out.write_text(json.dumps(res, indent=1))
     a.out.with_suffix(".md").write_text(markdown(res))
     print(a.out.with_suffix(".md").read_text())
