@@ -27,7 +27,7 @@ def export(
     out: Annotated[Path, typer.Option(help="output directory (created)")] = Path("export"),
     int8: Annotated[bool, typer.Option(help="onnx: dynamic int8 quantization of the encoder")] = False,
     decoder: Annotated[bool, typer.Option(help="onnx: also export the fused decoder (cross.onnx + one decoder.onnx with a KV cache)")] = False,
-    opset: Annotated[int, typer.Option(help="onnx opset")] = 18,
+    opset: Annotated[int, typer.Option(help="onnx opset (a decoder with fused attention takes at least 23)")] = 18,
     precision: Annotated[str, typer.Option(help="coreml compute precision: fp16 or fp32")] = "fp16",
     compress: Annotated[Optional[Compression], typer.Option(help="coreml weight compression")] = None,
     weight_bits: Annotated[int, typer.Option(help="onnx --decoder: 4 (or 8) = block-quantized decoder weights (MatMulNBits) in one shared weights.onnx.data; 0 = fp32")] = 0,

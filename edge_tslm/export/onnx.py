@@ -559,19 +559,18 @@ def export_decoder_onnx(
         cross = cross_graph(media)
         rope = RopeTables(model.lm) if fused_attention else None
         graph = DecoderGraph(model, rope)
-        attn_ctx = (lambda: onnx_attention(model.lm, rope)) if fused_attention else contextlib.nullcontext
         positions = torch.arange(P + T)[None].expand(B, -1)
         empty = tuple(x for _ in range(n_cache // 2) for x in (torch.zeros(B, *_kv_shape(model, 0)),) * 2)
         mask0 = torch.from_numpy(spec.causal_mask(P, B))
-        with attn_ctx():
+        # the LM's attention layers run the fused ops within it, for the eager example pass and the trace alike
+        with onnx_attention(model.lm, rope) if fused_attention else contextlib.nullcontext():
             kv = graph(ids[:, :P], positions[:, :P], mask0, ts_pos, torch.tensor([P - 1]), *empty, *cross)[1:-1]  # present K/V
-        example = tuple(  # clones: a view's base would be traced as an input of its own
-            x.clone() for x in (
-                ids[:, P:], positions[:, P:], torch.from_numpy(spec.causal_mask(T, B)), ts_pos, torch.tensor([T - 1, 0]),
-                *kv, *cross,
+            example = tuple(  # clones: a view's base would be traced as an input of its own
+                x.clone() for x in (
+                    ids[:, P:], positions[:, P:], torch.from_numpy(spec.causal_mask(T, B)), ts_pos, torch.tensor([T - 1, 0]),
+                    *kv, *cross,
+                )
             )
-        )
-        with attn_ctx():
             _to_onnx(
                 graph,
                 example,
