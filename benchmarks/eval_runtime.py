@@ -14,6 +14,7 @@ never imported: the RSS is that of a device process (numpy + onnxruntime + token
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -50,7 +51,26 @@ def artifact_size(path: Path, manifest: dict) -> dict:
     return {"files": files, "total_bytes": total, "total_mib": round(total / 2**20, 2)}
 
 
-def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, label_scoring: str = "full") -> dict:
+def standing_calibration(samples, n: int, reference: np.ndarray | None = None) -> tuple[dict[int, np.ndarray], set[int]]:
+    """Per HAR subject, the rotation that turns the mean gravity direction of its first ``n`` standing windows onto
+    the training subjects' mean standing direction (benchmarks/har_posture_probe.py), and the indices of those
+    calibration windows, which are not scored: a wearer who stands still at the start of a stream."""
+    from har_posture_probe import rotation_onto, standing_reference
+
+    ref = standing_reference() if reference is None else reference
+    first: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.label == "standing" and len(first.setdefault(s.group, [])) < n:
+            first[s.group].append(i)
+    rot: dict[str, np.ndarray] = {}
+    for group, idx in first.items():
+        m = np.mean([samples[i].signal.astype(np.float64).mean(1) for i in idx], 0)
+        rot[group] = rotation_onto(m / np.linalg.norm(m), ref)
+    return {i: rot[s.group] for i, s in enumerate(samples) if s.group in rot}, {i for v in first.values() for i in v}
+
+
+def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, label_scoring: str = "full",
+        calibrate_standing: int = 0, rotate: bool = True) -> dict:
     manifest = json.loads((artifact / "manifest.json").read_text())
     cfg = TSLMConfig.from_dict(json.loads((artifact / "config.json").read_text()))
     rss_start = peak_rss_mib()
@@ -63,12 +83,21 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, la
     samples = task.load(split, None)
     subset = stratified_subset(getattr(samples, "records", samples), per_class) if per_class else None
     idx = subset if subset is not None else list(range(len(samples)))
+    rotations: dict[int, np.ndarray] = {}
+    if calibrate_standing:
+        if cfg.task != "har":
+            raise SystemExit(f"--calibrate-standing rotates accelerometer windows; {artifact} is a {cfg.task!r} model")
+        rotations, held = standing_calibration(samples, calibrate_standing)
+        idx = [i for i in idx if i not in held]
+        rotations = rotations if rotate else {}  # rotate=False: the same windows scored as recorded (the control)
     if limit:
         idx = idx[:limit]
     y_true, y_pred, stage = [], [], {"encode_ms": [], "prefill_ms": [], "decode_ms": []}
     t0 = time.perf_counter()
     for j, i in enumerate(idx):
         s = samples[i]
+        if i in rotations:  # (3, 3) @ (3, L): the wearer's gravity direction as the training subjects' standing one
+            s = dataclasses.replace(s, signal=(rotations[i] @ s.signal.astype(np.float64)).astype(np.float32))
         ex = make_example(s, pre_prompt="", **layout_kwargs(cfg))
         enc = be.encode(ex.series)
         enc_ms = be.last_timings["encode_ms"]
@@ -105,6 +134,7 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, la
         "metrics": rep,
         "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
         "limit": limit or None,
+        "calibrate_standing": ({"windows_per_subject": calibrate_standing, "rotated": rotate} if calibrate_standing else None),
         "artifact_size": artifact_size(artifact, manifest),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "rss_mib_before_load": round(rss_start, 1),
@@ -130,10 +160,13 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="score only the first N windows (smoke runs)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0: its default)")
     ap.add_argument("--name", default="", help="results file suffix (default: the artifact directory name)")
+    ap.add_argument("--calibrate-standing", type=int, default=0,
+                    help="HAR: rotate each subject by its first N standing windows (not scored) onto the training subjects' standing direction")
+    ap.add_argument("--no-rotate", action="store_true", help="with --calibrate-standing: leave out the same windows, rotate nothing (the control)")
     ap.add_argument("--label-scoring", default="full", choices=("full", "labels"),
                     help="full: answer log-likelihood; labels: p(label | one of the labels) (edge_tslm.runtime.label_trie)")
     a = ap.parse_args()
-    res = run(a.artifact, a.split, a.per_class, a.limit, a.threads, a.label_scoring)
+    res = run(a.artifact, a.split, a.per_class, a.limit, a.threads, a.label_scoring, a.calibrate_standing, not a.no_rotate)
     name = a.name or a.artifact.name
     out = RESULTS / f"runtime_{name}.json"
     out.write_text(json.dumps(res, indent=1))
