@@ -166,6 +166,10 @@ def main() -> None:
     ap.add_argument("--label-scoring", default="full", choices=("full", "labels"),
                     help="full: answer log-likelihood; labels: p(label | one of the labels) (edge_tslm.runtime.label_trie)")
     a = ap.parse_args()
+    if a.calibrate_standing < 0:
+        ap.error(f"--calibrate-standing takes a number of standing windows >= 0, got {a.calibrate_standing}")
+    if a.no_rotate and not a.calibrate_standing:
+        ap.error("--no-rotate is the control of --calibrate-standing N: pass both")
     res = run(a.artifact, a.split, a.per_class, a.limit, a.threads, a.label_scoring, a.calibrate_standing, not a.no_rotate)
     name = a.name or a.artifact.name
     out = RESULTS / f"runtime_{name}.json"
