@@ -155,10 +155,12 @@ def copy_bandwidth(mib: int = 256, repeats: int = 5, threads: int = 1) -> dict:
     ``read_plus_write_gb_s`` is the better of the two."""
     import threading
 
+    if threads < 1:
+        raise ValueError(f"copy_bandwidth needs at least one copying thread, got threads={threads}")
     a = np.ones(mib * 2**20 // 8, dtype=np.float64)
     b = np.empty_like(a)
     np.copyto(b, a)  # touch every page first
-    cuts = np.linspace(0, a.size, max(threads, 1) + 1).astype(np.int64)
+    cuts = np.linspace(0, a.size, threads + 1).astype(np.int64)
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
         if threads > 1:
@@ -481,7 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/stream_latency.py " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     res: dict = {"command": command, "machine": machine(), "loadavg_start": [round(v, 2) for v in os.getloadavg()], "goals": GOALS,
                  "threads": a.threads, "nice": os.nice(0), "note": a.note}
-    res["bandwidth"] = copy_bandwidth(threads=a.threads)  # as many copying threads as the decoder runs with
+    copiers = a.threads or os.cpu_count() or 1  # as many copying threads as the decoder runs with (0: onnxruntime uses every core)
+    res["bandwidth"] = copy_bandwidth(threads=copiers)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
@@ -514,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)
-    res["bandwidth_again"] = copy_bandwidth(threads=a.threads)  # the same measurement after the runs (the machine is shared)
+    res["bandwidth_again"] = copy_bandwidth(threads=copiers)  # the same measurement after the runs (the machine is shared)
     res["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     res["runs"] = runs
     if a.append and a.out.is_file():

@@ -494,3 +494,5 @@ def test_copy_bandwidth_copies_with_as_many_threads_as_asked():
     assert one["threads"] == 1 and two["threads"] == 2
     assert one["read_plus_write_gb_s"] > 0 and two["read_plus_write_gb_s"] > 0
     assert "cpu_time_gb_s" in one and "cpu_time_gb_s" not in two  # thread CPU time means nothing across threads
+    with pytest.raises(ValueError, match="at least one copying thread"):
+        lat.copy_bandwidth(mib=1, repeats=1, threads=0)

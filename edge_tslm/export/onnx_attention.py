@@ -2,7 +2,7 @@
 
 Why: traced as written, one decoder layer's attention is ~60 small nodes (rotate_half slices and concats, the
 GQA repeat, transposes, the mask's Where, Softmax and two MatMuls), and a decoded token pays a kernel launch for
-each: SmolLM2's compact decoder ran 2,557 nodes a token, 1,113 with these ops, and a rationale token took 9–19 % less
+each: SmolLM2's compact decoder ran 2,557 nodes a token, 1,113 with these ops, and a rationale token took 8–19 % less
 time (benchmarks/results/decode_profile*.md, stream_latency.md). `torch.onnx.ops` gives the
 two ops with a reference implementation in torch and an exact ONNX translation, so each layer's attention
 becomes 3 nodes (two RotaryEmbedding, one Attention with the past and present K/V) that onnxruntime runs as
