@@ -24,6 +24,10 @@ class EncoderConfig:
     # Each series is an ECG lead whose measured rhythm and beat shape (edge_tslm.rhythm_vector: 30 RR statistics, 6
     # beat-shape numbers) reach its patches as one more embedding (model.encoder.VectorEmbedding), beside the text.
     rhythm_vector: bool = False
+    # A small CNN over the whole ECG, trained before the TSLM as a rhythm classifier (model.ecg_stem.EcgStem; its head
+    # reads the rhythm vector too): its hidden features and label logits reach the patches through a zero-initialised
+    # projection. Frozen while the TSLM trains (training/pretrain_ecg_stem.py trains it). Needs rhythm_vector.
+    ecg_stem: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,11 @@ class TSLMConfig:
                     f"with series_features {self.series_features!r}: use it for an ECG task whose series are all leads "
                     "(ecg_rhythm without rr_series), or build the model without it"
                 )
+        if self.encoder.ecg_stem and not self.encoder.rhythm_vector:
+            raise ValueError(
+                "encoder.ecg_stem's head reads the rhythm vector, so it needs encoder.rhythm_vector=True "
+                "(pass --rhythm-vector with --ecg-stem)"
+            )
         if self.series_text == "none" and not self.encoder.scale_token:
             raise ValueError(
                 'series_text "none" leaves each series\' mean and std out of the text, so only a model whose encoder reads '

@@ -83,6 +83,9 @@ def main() -> None:
                     "(none needs --scale-token)")
     ap.add_argument("--scale-token", action="store_true",
                     help="Flamingo: the encoder reads each series' mean and std as a vector (an embedding added to its patches) instead of the text")
+    ap.add_argument("--ecg-stem", default="",
+                    help="a pretrained ECG stem (training/pretrain_ecg_stem.py's stem.safetensors): the encoder reads its "
+                    "features through a zero-initialised projection; the stem itself stays frozen. Needs --rhythm-vector")
     ap.add_argument("--rhythm-vector", action="store_true",
                     help="Flamingo, ECG stages only: the encoder also reads each lead's measured rhythm and beat shape as a "
                     "vector (edge_tslm/rhythm_vector.py: 36 numbers), beside the text")
@@ -99,6 +102,8 @@ def main() -> None:
     torch.manual_seed(a.seed)
     if a.scale_token and a.variant != "flamingo":
         ap.error("--scale-token is a Flamingo encoder option")
+    if a.ecg_stem and not a.rhythm_vector:
+        ap.error("--ecg-stem's head reads the rhythm vector: pass --rhythm-vector too")
     if a.rhythm_vector and a.variant != "flamingo":
         ap.error("--rhythm-vector is a Flamingo encoder option")
     if a.rhythm_vector and any(s == "har" or s.startswith("tsqa") for s in a.stages.split(",")):
@@ -113,7 +118,7 @@ def main() -> None:
     if fusion_layers and a.variant != "flamingo":
         ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
-                     encoder=EncoderConfig(scale_token=a.scale_token, rhythm_vector=a.rhythm_vector))
+                     encoder=EncoderConfig(scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem)))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
     model = build_model(cfg)
@@ -125,6 +130,10 @@ def main() -> None:
         from edge_tslm.train.recipe import load_adapter
 
         load_adapter(model, Path(a.init))
+    if a.ecg_stem:
+        from edge_tslm.train.recipe import load_ecg_stem
+
+        load_ecg_stem(model, Path(a.ecg_stem))
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
     res = run_curriculum(
         model,

@@ -116,6 +116,9 @@ def _quiet_exporter() -> Iterator[None]:
 def _example_encoder_inputs(enc: nn.Module) -> tuple[torch.Tensor, ...]:
     p = enc.encoder.cfg.patch_len
     K, L = 2, 16 * p  # the graph pads any L; the parity check runs lengths that are not whole patches
+    stem = getattr(enc, "stem", None)
+    if stem is not None:  # long enough that the stem's last (stride-2**n) layer is not one sample: a size-1 dim
+        L = max(L, 4 << len(stem.convs))  # would be specialised by the trace
     dev = next(enc.parameters()).device
     series = torch.randn(K, L, device=dev)
     mask = torch.ones(K, L, dtype=torch.bool, device=dev)

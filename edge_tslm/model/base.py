@@ -69,8 +69,12 @@ class TSLMBase(nn.Module):
         self.requires_grad_(False)
         assert not any(p.requires_grad for p in self.parameters())
         for name, p in self.named_parameters():
-            p.requires_grad_(self.is_adapter_param(name) and (self.cfg.train_token_rows or not name.startswith("new_tokens")))
+            p.requires_grad_(self.is_adapter_param(name) and not name.startswith(self.PRETRAINED_PARTS)
+                             and (self.cfg.train_token_rows or not name.startswith("new_tokens")))
         assert not any(p.requires_grad for n, p in self.named_parameters() if n.startswith("lm.") and "lora_" not in n)
+
+    # Adapter parts trained before the TSLM and kept frozen with the LM (saved in the adapter all the same)
+    PRETRAINED_PARTS: tuple[str, ...] = ("series_encoder.stem.",)
 
     @staticmethod
     def is_adapter_param(name: str) -> bool:

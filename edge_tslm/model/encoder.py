@@ -146,7 +146,11 @@ class VectorEmbedding(nn.Module):
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         """vectors: (K, F), nan where undefined -> (K, 1, D), to add to the (K, P, D) patch embeddings."""
-        missing = torch.isnan(vectors)  # (K, F)
-        v = torch.asinh(torch.where(missing, torch.zeros_like(vectors), vectors) / self.scales)  # (K, F)
-        feats = torch.cat([v, missing.to(v.dtype)], dim=-1)  # (K, 2F)
-        return self.GAIN * self.proj(feats)[:, None, :]  # (K, 1, D)
+        return self.GAIN * self.proj(vector_features(vectors, self.scales))[:, None, :]  # (K, 1, D)
+
+
+def vector_features(vectors: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """(K, F) measured numbers, nan where undefined -> (K, 2F): asinh(value / typical size), then a missing flag each."""
+    missing = torch.isnan(vectors)  # (K, F)
+    v = torch.asinh(torch.where(missing, torch.zeros_like(vectors), vectors) / scales)  # (K, F)
+    return torch.cat([v, missing.to(v.dtype)], dim=-1)  # (K, 2F)

@@ -14,6 +14,7 @@ from edge_tslm.rhythm_vector import RHYTHM_VECTOR_SCALES, series_rhythm_vectors
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import IGNORE, TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
+from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig, StemEmbedding
 from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.prefix_cache import croppable
@@ -27,7 +28,8 @@ class SeriesEncoder(CheckpointableBlock):
     """Encoder + resampler: one series of any length -> num_latents vectors. This is the exported graph.
     Checkpointed as one block, one series per call (encode_media), when activation checkpointing is on.
     With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding.
-    With enc.rhythm_vector each series' measured rhythm (K, F) comes beside it and is added to its patches too."""
+    With enc.rhythm_vector each series' measured rhythm (K, F) comes beside it and is added to its patches too.
+    With enc.ecg_stem a pretrained CNN reads each whole series (and its rhythm vector); its features are added too."""
 
     def __init__(self, enc: EncoderConfig, res: ResamplerConfig):
         super().__init__()
@@ -35,11 +37,14 @@ class SeriesEncoder(CheckpointableBlock):
         self.resampler = PerceiverResampler(enc.dim, res)
         self.scale = ScaleEmbedding(enc.dim) if enc.scale_token else None
         self.rhythm = VectorEmbedding(RHYTHM_VECTOR_SCALES, enc.dim) if enc.rhythm_vector else None
+        self.stem = EcgStem(EcgStemConfig(dropout=0.0)) if enc.ecg_stem else None  # frozen: FlamingoTSLM.freeze_backbone
+        self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if enc.ecg_stem else None
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor,
                 vectors: torch.Tensor | None = None) -> torch.Tensor:
         """series, mask: (K, L); series_index: (K,); vectors: (K, F) with enc.rhythm_vector -> latents (K, N, D)."""
         if self.scale is None:
+            normed = series  # (K, L): the caller z-normalised it
             h, patch_mask = self.encoder(series, mask, series_index)  # (K, P, D), (K, P)
         else:
             normed, mean, std = masked_znormalize(series, mask)  # (K, L), (K,), (K,)
@@ -49,6 +54,9 @@ class SeriesEncoder(CheckpointableBlock):
             if vectors is None:
                 raise ValueError("this encoder reads each series' rhythm vector (encoder.rhythm_vector): pass vectors (K, F)")
             h = h + self.rhythm(vectors.to(torch.float32)).to(h.dtype)  # (K, P, D)
+        if self.stem is not None:
+            feats = self.stem(normed.float(), mask, vectors.to(torch.float32))  # (K, hidden + labels)
+            h = h + self.stem_embed(feats).to(h.dtype)  # (K, P, D)
         return self.resampler(h, patch_mask)
 
 

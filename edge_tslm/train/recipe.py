@@ -142,6 +142,21 @@ def load_adapter(model, best: Path):
     return model
 
 
+def load_ecg_stem(model, path: Path):
+    """Load a pretrained ECG stem (training/pretrain_ecg_stem.py) into a model built with encoder.ecg_stem. Load it
+    after any --init adapter: an adapter trained with a stem would otherwise put its own copy back."""
+    from safetensors.torch import load_file
+
+    stem = getattr(model.series_encoder, "stem", None) if hasattr(model, "series_encoder") else None
+    if stem is None:
+        raise ValueError(f"{path}: this model has no ECG stem; build it with encoder.ecg_stem=True (--ecg-stem)")
+    state = load_file(str(path))
+    missing, unexpected = stem.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this stem (EcgStemConfig defaults): missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
 def fusion_layers_of(state: dict) -> list[int]:
     """The decoder layers an adapter's cross-attention blocks (``xattn.<layer>.*``) sit at."""
     return sorted({int(k.split(".")[1]) for k in state if k.startswith("xattn.")})

@@ -1,0 +1,131 @@
+"""The ECG stem (encoder.ecg_stem): a record's features do not depend on the padding it is batched with, the TSLM starts
+out unchanged and keeps the stem frozen while its projection trains, the stem travels in the adapter, and the exported
+encoder graph runs it as torch does."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig  # noqa: E402
+from edge_tslm.rhythm_vector import RHYTHM_VECTOR_NAMES, rhythm_vector  # noqa: E402
+from test_heartbeats import _synthetic_ecg  # noqa: E402
+
+FS = 150.0
+LABELS = ("normal", "atrial fibrillation")
+
+
+def _ecg(lo: float, beats: int = 25, seed: int = 7) -> np.ndarray:
+    return _synthetic_ecg(np.random.default_rng(seed).uniform(lo, lo + 0.4, beats), FS)[0].astype(np.float32)
+
+
+def test_stem_features_do_not_depend_on_padding():
+    torch.manual_seed(0)
+    stem = EcgStem(EcgStemConfig(dropout=0.0)).eval()
+    short, long = _ecg(0.5, 20), _ecg(0.8, 30, seed=3)
+    vec = torch.from_numpy(np.stack([rhythm_vector(short, FS), rhythm_vector(long, FS)]))
+    alone = stem(torch.from_numpy(short)[None], torch.ones(1, short.size, dtype=torch.bool), vec[:1])
+    x = torch.zeros(2, long.size)
+    m = torch.zeros(2, long.size, dtype=torch.bool)
+    x[0, : short.size], m[0, : short.size] = torch.from_numpy(short), True
+    x[1], m[1] = torch.from_numpy(long), True
+    x[0, short.size :] = 5.0  # whatever sits in the padding is not read
+    batched = stem(x, m, vec)
+    assert batched.shape == (2, stem.cfg.feature_dim)
+    torch.testing.assert_close(batched[0], alone[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pass vectors"):
+        stem(x, m)
+
+
+def test_config_needs_the_rhythm_vector():
+    from edge_tslm.config import EncoderConfig, TSLMConfig
+
+    with pytest.raises(ValueError, match="rhythm_vector"):
+        TSLMConfig(task="ecg_rhythm", encoder=EncoderConfig(ecg_stem=True))
+    assert TSLMConfig(task="ecg_rhythm", encoder=EncoderConfig(ecg_stem=True, rhythm_vector=True)).encoder.ecg_stem
+    with pytest.raises(ValueError, match="kernels must be odd"):
+        EcgStemConfig(kernels=(4, 7, 5, 5, 5, 3))
+
+
+def _tiny(stem: bool):
+    from conftest import build_tiny
+    from edge_tslm.config import EncoderConfig
+
+    return build_tiny("flamingo", "tiny-llama", fs=FS, task="ecg_rhythm", labels=LABELS,
+                      encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True, ecg_stem=stem))
+
+
+def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
+    from conftest import open_gates
+    from safetensors.torch import save_file
+
+    from edge_tslm.model.artifact import from_pretrained, save_pretrained
+    from edge_tslm.model.batch import collate
+    from edge_tslm.train.recipe import load_ecg_stem
+
+    torch.manual_seed(0)
+    plain = _tiny(False)
+    torch.manual_seed(0)
+    model = _tiny(True)
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".stem" in k for k in missing)
+    open_gates(plain, 0.5)
+    open_gates(model, 0.5)
+    # a pretrained stem, loaded as training/curriculum.py --ecg-stem does
+    trained = EcgStem()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_(0, 0.3)
+    save_file(trained.state_dict(), str(tmp_path / "stem.safetensors"))
+    load_ecg_stem(model, tmp_path / "stem.safetensors")
+    torch.testing.assert_close(model.series_encoder.stem.head.weight, trained.head.weight)
+    with pytest.raises(ValueError, match="no ECG stem"):
+        load_ecg_stem(plain, tmp_path / "stem.safetensors")
+
+    text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
+    ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]
+    for ecg in ecgs:  # zero-initialised projection: the stem changes nothing until it trains
+        assert model.classify(text, [ecg], LABELS) == pytest.approx(plain.classify(text, [ecg], LABELS), abs=1e-5)
+    assert not any(p.requires_grad for p in model.series_encoder.stem.parameters())
+    model.train()
+    batch = collate(model.tokenizer, [text, text], [[ecgs[0]], [ecgs[1]]], ["Answer: normal", "Answer: normal"])
+    model.loss(batch).backward()
+    assert model.series_encoder.stem_embed.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.series_encoder.stem.parameters())
+
+    with torch.no_grad():
+        model.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)  # trained-like: the stem moves the latents
+    model.eval()
+    want = model.classify(text, [ecgs[0]], LABELS)
+    assert want != pytest.approx(plain.classify(text, [ecgs[0]], LABELS), abs=1e-4)
+    save_pretrained(model, tmp_path / "art")
+    again = from_pretrained(tmp_path / "art")
+    torch.testing.assert_close(again.series_encoder.stem.head.weight, trained.head.weight)
+    assert again.classify(text, [ecgs[0]], LABELS) == pytest.approx(want, abs=1e-5)
+
+
+def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import open_gates
+    from edge_tslm.export import export_artifact
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    torch.manual_seed(1)
+    model = _tiny(True)
+    open_gates(model, 0.5)
+    with torch.no_grad():
+        for p in model.series_encoder.stem.parameters():
+            p.normal_(0, 0.3)
+        model.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)
+    manifest = export_artifact(model, "onnx", tmp_path, decoder=True)
+    assert manifest["parity_passed"]
+    be = OnnxBackend.from_pretrained(tmp_path, threads=1)
+    text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
+    for lo, n in ((0.4, 25), (0.8, 40)):  # two lengths: the graph takes any
+        ecg = _ecg(lo, n)
+        want = model.classify(text, [ecg], LABELS)
+        got = be.classify(text, be.encode([ecg]), LABELS)
+        for lab in LABELS:
+            assert got[lab] == pytest.approx(want[lab], abs=1e-3)
+    assert len(RHYTHM_VECTOR_NAMES) == 36

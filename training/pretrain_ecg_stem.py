@@ -1,0 +1,170 @@
+"""Train the ECG stem (`edge_tslm.model.ecg_stem.EcgStem`) as a four-label rhythm classifier on PhysioNet 2017.
+
+    python training/pretrain_ecg_stem.py --out runs/ecg-stem            # ~10-20 min on 2 CPU cores
+
+The records are read as the ecg_rhythm task reads them (resampled to 150 Hz, cropped to 60 s) and z-normalised over
+their real samples as the encoder does. Training sees random crops of up to `--crop-s` seconds; validation and test
+see whole records. The head reads each record's rhythm vector, measured once over the whole record (cached in
+`--out`/vectors.npz), as the encoder measures it over the series it is given. The best epoch by the validation challenge score is kept (`stem.safetensors`), and its test-split
+scores are written beside it (`metrics.json`): a floor for what the stem alone knows, before a TSLM reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge_tslm.data import physionet2017 as p17  # noqa: E402
+from edge_tslm.machine import machine  # noqa: E402
+from edge_tslm.metrics import challenge_score, per_class_f1  # noqa: E402
+from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig  # noqa: E402
+from edge_tslm.model.encoder import masked_znormalize  # noqa: E402
+from edge_tslm.rhythm_vector import rhythm_vector  # noqa: E402
+from edge_tslm.signals import resample  # noqa: E402
+from edge_tslm.train.tasks import get_task  # noqa: E402
+
+LABELS = ("normal", "atrial fibrillation", "other rhythm", "noisy")
+
+
+def load_split(split: str, fs: float, max_seconds: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each record of a split at the task's rate and length (float32), and its label index."""
+    xs, ys = [], []
+    for r in p17.split_records(split):
+        xs.append(resample(r.load(), p17.FS, fs)[0][: int(max_seconds * fs)].astype(np.float32))
+        ys.append(LABELS.index(r.label))
+    return xs, np.asarray(ys, np.int64)
+
+
+def _vector(args: tuple[np.ndarray, float]) -> np.ndarray:
+    return rhythm_vector(*args)
+
+
+def split_vectors(xs: list[np.ndarray], fs: float, cache: Path, workers: int) -> np.ndarray:
+    """(N, F) rhythm vectors of the records, read from `cache` when it holds the same records."""
+    if cache.is_file():
+        v = np.load(cache)["vectors"]
+        if v.shape[0] == len(xs):
+            return v
+    with ProcessPoolExecutor(workers) as pool:
+        v = np.stack(list(pool.map(_vector, [(x, fs) for x in xs], chunksize=32)))
+    np.savez(cache, vectors=v)
+    return v
+
+
+def batch(xs: list[np.ndarray], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad (or take as given) records to (B, length) + mask, z-normalised over the real samples."""
+    x = np.zeros((len(xs), length), np.float32)
+    m = np.zeros((len(xs), length), bool)
+    for i, s in enumerate(xs):
+        x[i, : s.size], m[i, : s.size] = s[:length], True
+    xt, mt = torch.from_numpy(x), torch.from_numpy(m)
+    normed, _, _ = masked_znormalize(xt, mt)
+    return normed, mt
+
+
+@torch.no_grad()
+def predict(model: EcgStem, xs: list[np.ndarray], vs: np.ndarray, bs: int = 64) -> np.ndarray:
+    """Label logits (N, 4) over whole records, batched by length."""
+    model.eval()
+    order = np.argsort([s.size for s in xs])
+    out = np.zeros((len(xs), model.cfg.num_labels), np.float32)
+    for a in range(0, len(xs), bs):
+        idx = order[a : a + bs]
+        group = [xs[i] for i in idx]
+        x, m = batch(group, max(s.size for s in group))
+        out[idx] = model(x, m, torch.from_numpy(vs[idx]))[:, -model.cfg.num_labels :].numpy()
+    return out
+
+
+def scores(logits: np.ndarray, y: np.ndarray) -> dict:
+    true = [LABELS[i] for i in y]
+    pred = [LABELS[i] for i in logits.argmax(1)]
+    f1 = per_class_f1(true, pred, LABELS)
+    return {"challenge_score": round(challenge_score(true, pred), 4), "macro_f1": round(float(np.mean(list(f1.values()))), 4),
+            "accuracy": round(float(np.mean(logits.argmax(1) == y)), 4), "per_class_f1": {k: round(v, 4) for k, v in f1.items()}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/ecg-stem"))
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--weight-decay", type=float, default=1e-2)
+    ap.add_argument("--crop-s", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dropout", type=float, default=0.2)
+    ap.add_argument("--no-rhythm-vector", action="store_true", help="ablation: the head reads the CNN's features only "
+                    "(such a stem does not fit encoder.ecg_stem, whose stem reads the vector)")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    rng = np.random.default_rng(a.seed)
+    task = get_task("ecg_rhythm")
+    t0 = time.time()
+    data = {s: load_split(s, task.fs, task.max_seconds) for s in ("train", "val", "test")}
+    a.out.mkdir(parents=True, exist_ok=True)
+    vecs = {s: split_vectors(data[s][0], task.fs, a.out / f"vectors_{s}.npz", a.threads) for s in data}
+    print(f"loaded {', '.join(f'{s} {len(v[0])}' for s, v in data.items())} records in {time.time() - t0:.0f} s", flush=True)
+    xs, ys = data["train"]
+    crop = int(a.crop_s * task.fs)
+    cfg = EcgStemConfig(dropout=a.dropout, rhythm_vector=not a.no_rhythm_vector)
+    model = EcgStem(cfg)
+    counts = np.bincount(ys, minlength=len(LABELS))
+    weight = torch.tensor(len(ys) / (len(LABELS) * counts), dtype=torch.float32)  # balanced: AF counts as much as normal
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    steps_per_epoch = len(xs) // a.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps_per_epoch, pct_start=0.1)
+    log = (a.out / "log.jsonl").open("w")
+    best, best_state = -1.0, None
+    for epoch in range(a.epochs):
+        model.train()
+        t1, total = time.time(), 0.0
+        for idx in rng.permutation(len(xs))[: steps_per_epoch * a.batch_size].reshape(steps_per_epoch, a.batch_size):
+            group = []
+            for i in idx:
+                s = xs[i]
+                start = int(rng.integers(0, max(1, s.size - crop + 1)))
+                group.append(s[start : start + crop])
+            x, m = batch(group, max(g.size for g in group))
+            x = x + 0.02 * torch.randn_like(x) * m  # a little noise on the real samples
+            loss = torch.nn.functional.cross_entropy(model(x, m, torch.from_numpy(vecs["train"][idx]))[:, -cfg.num_labels :], torch.from_numpy(ys[idx]), weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        val = scores(predict(model, data["val"][0], vecs["val"]), data["val"][1])
+        rec = {"epoch": epoch + 1, "train_loss": round(total / steps_per_epoch, 4), "val": val, "s": round(time.time() - t1, 1)}
+        print(json.dumps(rec), flush=True)
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if val["challenge_score"] > best:
+            best, best_state = val["challenge_score"], {k: v.detach().clone() for k, v in model.state_dict().items()}
+            save_file(best_state, str(a.out / "stem.safetensors"))
+    model.load_state_dict(best_state)
+    test = scores(predict(model, data["test"][0], vecs["test"]), data["test"][1])
+    val = scores(predict(model, data["val"][0], vecs["val"]), data["val"][1])
+    n_params = sum(p.numel() for p in model.parameters())
+    res = {"command": "python training/pretrain_ecg_stem.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "stem_config": asdict(cfg), "parameters": n_params, "best_val": val, "test": test, "args": {k: str(v) for k, v in vars(a).items()},
+           "minutes": round((time.time() - t0) / 60, 1), "machine": machine()}
+    (a.out / "metrics.json").write_text(json.dumps(res, indent=2))
+    print(json.dumps({"test": test, "val": val, "parameters": n_params}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
