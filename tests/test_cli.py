@@ -231,6 +231,34 @@ def test_train_and_eval_with_the_rhythm_vector(tmp_path):
     assert res.exit_code != 0 and "--rhythm-vector" in res.output and "--stages ecg_rhythm" in res.output
 
 
+def test_train_with_a_pretrained_ecg_stem(tmp_path):
+    """--ecg-stem loads the pretrained stem into the encoder, keeps it frozen through training and saves it in the
+    adapter; without --rhythm-vector, or with a missing file, it is refused with the fix."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from edge_tslm.constants import WEIGHTS_FILE
+    from edge_tslm.model.ecg_stem import EcgStem
+
+    torch.manual_seed(0)
+    stem = EcgStem()
+    save_file(stem.state_dict(), str(tmp_path / "stem.safetensors"))
+    args = ("train", "--out", tmp_path / "run", "--task", "synthetic_ecg", "--stages", "synthetic_ecg",
+            "--backbone", "tiny-llama", "--steps", "2", "--batch-size", "2", "--ecg-stem", tmp_path / "stem.safetensors")
+    res = invoke(*args)
+    assert res.exit_code != 0 and "--rhythm-vector" in res.output
+    res = invoke(*args, "--rhythm-vector")
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "run" / "stage1-synthetic_ecg" / "best"
+    assert read_config(best).encoder.ecg_stem
+    saved = load_file(str(best / WEIGHTS_FILE))
+    for k, v in stem.state_dict().items():  # frozen: the adapter holds the pretrained stem unchanged
+        torch.testing.assert_close(saved[f"series_encoder.stem.{k}"], v)
+    res = invoke("train", "--out", tmp_path / "x", "--stages", "synthetic_ecg", "--rhythm-vector",
+                 "--ecg-stem", tmp_path / "missing.safetensors")
+    assert res.exit_code != 0 and "pretrain_ecg_stem.py" in res.output
+
+
 @pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")
 def test_calibrate_fits_offsets_on_val_and_eval_uses_them(ecg_artifact, tmp_path):
     out = tmp_path / "calibrated"

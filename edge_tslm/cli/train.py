@@ -35,6 +35,9 @@ def train(
     rhythm_vector: Annotated[bool, typer.Option(
         help="Flamingo, ECG task only: the encoder also reads each lead's measured rhythm and beat shape as a vector "
              "(edge_tslm/rhythm_vector.py), beside the text")] = False,
+    ecg_stem: Annotated[Optional[Path], typer.Option(
+        help="Flamingo, ECG task only, with --rhythm-vector: a pretrained ECG stem (training/pretrain_ecg_stem.py's "
+             "stem.safetensors) whose features the encoder reads; the stem stays frozen")] = None,
     fusion_layers: Annotated[str, typer.Option(
         help="Flamingo: decoder layers that get a cross-attention block, e.g. 25,27,29 (default: every 5th from the "
              "middle); a stream pays per window for every layer from the first one on")] = "",
@@ -75,6 +78,11 @@ def train(
                                  f"stages {','.join(names)!r}): pass --stages ecg_rhythm, or continue another stage's adapter with "
                                  "training/curriculum.py --init ... --rhythm-vector",
                                  param_hint="--rhythm-vector")
+    if ecg_stem is not None and not rhythm_vector:
+        raise typer.BadParameter("the ECG stem's head reads the rhythm vector: add --rhythm-vector", param_hint="--ecg-stem")
+    if ecg_stem is not None and not ecg_stem.is_file():
+        raise typer.BadParameter(f"{ecg_stem} is not a file; train one with python training/pretrain_ecg_stem.py --out DIR "
+                                 "and pass DIR/stem.safetensors", param_hint="--ecg-stem")
     try:
         layers = parse_fusion_layers(fusion_layers)
     except ValueError as e:
@@ -84,10 +92,15 @@ def train(
     layout = {k: v for k, v in (("series_features", series_features), ("series_text", series_text)) if v is not None}
     if question_first:
         layout["question_first"] = True
-    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token, rhythm_vector=rhythm_vector))
+    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token, rhythm_vector=rhythm_vector,
+                                                                                ecg_stem=ecg_stem is not None))
     if layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))
     model = build_model(cfg)
+    if ecg_stem is not None:
+        from edge_tslm.train.recipe import load_ecg_stem
+
+        load_ecg_stem(model, ecg_stem)
     res = run_curriculum(
         model,
         names,
