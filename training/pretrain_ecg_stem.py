@@ -1,12 +1,13 @@
 """Train the ECG stem (`edge_tslm.model.ecg_stem.EcgStem`) as a four-label rhythm classifier on PhysioNet 2017.
 
-    python training/pretrain_ecg_stem.py --out runs/ecg-stem            # ~10-20 min on 2 CPU cores
+    python training/pretrain_ecg_stem.py --out runs/ecg-stem4 --epochs 80 --crop-s 20 --seed 1 --threads 1   # ~4 min
 
 The records are read as the ecg_rhythm task reads them (resampled to 150 Hz, cropped to 60 s) and z-normalised over
 their real samples as the encoder does. Training sees random crops of up to `--crop-s` seconds; validation and test
 see whole records. The head reads each record's rhythm vector, measured once over the whole record (cached in
-`--out`/vectors.npz), as the encoder measures it over the series it is given. The best epoch by the validation challenge score is kept (`stem.safetensors`), and its test-split
-scores are written beside it (`metrics.json`): a floor for what the stem alone knows, before a TSLM reads it.
+`--out`/vectors_<split>.npz), as the encoder measures it over the series it is given. The best epoch by the
+validation challenge score is kept (`stem.safetensors`, what `--ecg-stem` loads), and its test-split scores are
+written beside it (`metrics.json`, the epochs in `log.jsonl`): what the stem alone knows, before a TSLM reads it.
 """
 
 from __future__ import annotations
