@@ -386,6 +386,37 @@ def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):
     assert is_complete(q) and len(calls) == 2 and not marker[0].exists()
 
 
+def test_ensure_compact_falls_back_to_the_fp32_encoder(tmp_path):
+    """An adapter whose int8 encoder misses parity (the ECG-stem models) still gets its compact artifact, with the
+    fp32 encoder; any other parity failure is not retried."""
+    from edge_tslm.cli.demo import ensure_compact, is_complete
+    from edge_tslm.export.onnx import ParityError
+
+    calls = []
+
+    def export(model, target, out, *, int8=False, decoder=False, weight_bits=None, source=None, fail="encoder"):
+        calls.append(int8)
+        if int8:
+            raise ParityError(f"{out}/encoder.onnx: {fail} parity failed: {{'max_abs_diff': 0.65}}")
+        out = Path(out)
+        (out / "tokenizer").mkdir(parents=True)
+        for f in ("encoder.onnx", "cross.onnx", "decoder.onnx", "config.json", "tokenizer/tokenizer.json"):
+            (out / f).write_text("x")
+        m = {"parity_passed": True}
+        (out / "manifest.json").write_text(json.dumps(m))
+        return m
+
+    said = []
+    p = ensure_compact(_adapter(tmp_path), say=said.append, root=tmp_path / "cache", export_fn=export, load_fn=lambda path: "m")
+    assert is_complete(p) and calls == [True, False]
+    assert any("fp32 encoder" in s for s in said)
+    calls.clear()
+    with pytest.raises(ParityError, match="decoder parity"):
+        ensure_compact(_adapter(tmp_path / "b", payload=b"w2"), say=said.append, root=tmp_path / "cache",
+                       export_fn=lambda *a, **k: export(*a, **k, fail="decoder"), load_fn=lambda path: "m")
+    assert calls == [True]
+
+
 def test_demo_window_truth():
     from edge_tslm.cli.demo import window_truth
 

@@ -8,8 +8,9 @@ Two streams, both real signals that ship with the installed packages (no ../shar
   30 s windows every 10 s, AF episodes and burden.
 
 Each goes through ``edge_tslm.runtime.Streamer`` (the code behind ``edge-tslm stream``) on the compact ONNX
-artifact of its model (4-bit decoder weights + int8 encoder where the export supports it). A fresh machine
-has no compact artifact yet: it is built once from the trained adapter (models/flamingo-har, -ecg) into
+artifact of its model (4-bit decoder weights + int8 encoder where the export supports it and passes parity, else
+the fp32 encoder). A fresh machine has no compact artifact yet: it is built once from the trained adapter
+(models/flamingo-har, models/flamingo-ecg-st2) into
 ``~/.cache/edge_tslm/compact/<name>-<key>`` with the library export call (several minutes each, printed);
 if that is impossible, the stream runs on the torch backend instead, and says so.
 """
@@ -29,7 +30,9 @@ import typer
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HAR = REPO / "models" / "flamingo-har"
-DEFAULT_ECG = REPO / "models" / "flamingo-ecg-rr"  # trained with the measured RR text (training/README.md)
+# the best ECG model (challenge 0.7856): the rhythm vector + the pretrained ECG stem, no numbers in the text
+# (training/README.md); its int8 encoder misses parity, so its compact artifact keeps the fp32 one
+DEFAULT_ECG = REPO / "models" / "flamingo-ecg-st2"
 CACHE_ENV = "EDGE_TSLM_CACHE"
 KEY_FILES = ("config.json", "adapter.safetensors", "manifest.json")  # what the compact artifact is built from
 
@@ -119,8 +122,19 @@ def ensure_compact(model_dir: Path, say=print, root: Path | None = None, export_
         if load_fn is None:
             from edge_tslm.model.artifact import from_pretrained as load_fn
 
+        from edge_tslm.export.onnx import ParityError
+
         model = load_fn(model_dir)
-        manifest = export_fn(model, "onnx", tmp, source=model_dir, **opts)
+        try:
+            manifest = export_fn(model, "onnx", tmp, source=model_dir, **opts)
+        except ParityError as e:
+            # some encoders (the deep HAR model, the ECG-stem models) miss parity as int8: the fp32 encoder is a few
+            # MB more and still the compact decoder; stored under this cache key, its manifest says fp32
+            if not opts.get("int8") or "encoder parity" not in str(e):
+                raise
+            say("the int8 encoder missed its export parity check; building with the fp32 encoder instead")
+            shutil.rmtree(tmp, ignore_errors=True)
+            manifest = export_fn(model, "onnx", tmp, source=model_dir, **{**opts, "int8": False})
         del model
         if not manifest.get("parity_passed", False):
             raise RuntimeError(f"the export's parity check failed (see {tmp / 'manifest.json'})")
