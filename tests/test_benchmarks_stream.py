@@ -343,6 +343,17 @@ def test_compact_options_follow_the_export_signature():
                                                 "keep_scopes": ("xattn", "lm_head"), "accuracy_level": 4}
 
 
+def _fake_compact(out) -> dict:
+    """What a passed export leaves: the three graphs, config, tokenizer and a manifest (contents irrelevant here)."""
+    out = Path(out)
+    (out / "tokenizer").mkdir(parents=True)
+    for f in ("encoder.onnx", "cross.onnx", "decoder.onnx", "config.json", "tokenizer/tokenizer.json"):
+        (out / f).write_text("x")
+    m = {"parity_passed": True}
+    (out / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
 def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):
     from edge_tslm.cli.demo import ensure_compact, is_complete
 
@@ -351,13 +362,7 @@ def test_ensure_compact_builds_once_and_cleans_up_failures(tmp_path):
 
     def export(model, target, out, *, int8=False, decoder=False, weight_bits=None, source=None):
         calls.append((model, target, int8, decoder, weight_bits, Path(source)))
-        out = Path(out)
-        (out / "tokenizer").mkdir(parents=True)
-        for f in ("encoder.onnx", "cross.onnx", "decoder.onnx", "config.json", "tokenizer/tokenizer.json"):
-            (out / f).write_text("x")
-        m = {"parity_passed": True}
-        (out / "manifest.json").write_text(json.dumps(m))
-        return m
+        return _fake_compact(out)
 
     said = []
     root = tmp_path / "cache"
@@ -398,13 +403,7 @@ def test_ensure_compact_falls_back_to_the_fp32_encoder(tmp_path):
         calls.append(int8)
         if int8:
             raise ParityError(f"{out}/encoder.onnx: {fail} parity failed: {{'max_abs_diff': 0.65}}")
-        out = Path(out)
-        (out / "tokenizer").mkdir(parents=True)
-        for f in ("encoder.onnx", "cross.onnx", "decoder.onnx", "config.json", "tokenizer/tokenizer.json"):
-            (out / f).write_text("x")
-        m = {"parity_passed": True}
-        (out / "manifest.json").write_text(json.dumps(m))
-        return m
+        return _fake_compact(out)
 
     said = []
     p = ensure_compact(_adapter(tmp_path), say=said.append, root=tmp_path / "cache", export_fn=export, load_fn=lambda path: "m")
