@@ -2,8 +2,8 @@
 
 Why: the Flamingo encoder learns the waveform only through the LM's answer loss, a weak signal on a CPU budget; its
 "other rhythm" and noisy F1 stay far below a feature baseline. A CNN trained directly on the four labels
-(`training/pretrain_ecg_stem.py`) learns beat shape and noise quickly, and its pooled features and label logits reach
-the encoder's patches through a zero-initialised projection (`StemEmbedding`), so an adapter trained without it
+(`training/pretrain_ecg_stem.py`) learns beat shape and noise quickly, and its head's hidden layer and label logits
+reach the encoder's patches through a zero-initialised projection (`StemEmbedding`), so an adapter trained without it
 starts out unchanged. The stem is frozen while the TSLM trains, and is part of the exported encoder graph.
 
 Its head also reads the record's rhythm vector (`edge_tslm.rhythm_vector`, which the encoder measures anyway), so the
