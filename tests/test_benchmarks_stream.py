@@ -402,7 +402,7 @@ def test_ensure_compact_falls_back_to_the_fp32_encoder(tmp_path):
     def export(model, target, out, *, int8=False, decoder=False, weight_bits=None, source=None, fail="encoder"):
         calls.append(int8)
         if int8:
-            raise ParityError(f"{out}/encoder.onnx: {fail} parity failed: {{'max_abs_diff': 0.65}}")
+            raise ParityError(f"{out}/encoder.onnx: {fail} parity failed: {{'max_abs_diff': 0.65}}", component=fail)
         return _fake_compact(out)
 
     said = []

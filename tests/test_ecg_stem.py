@@ -81,6 +81,9 @@ def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
     torch.testing.assert_close(model.series_encoder.stem.head.weight, trained.head.weight)
     with pytest.raises(ValueError, match="no ECG stem"):
         load_ecg_stem(plain, tmp_path / "stem.safetensors")
+    save_file(EcgStem(EcgStemConfig(rhythm_vector=False)).state_dict(), str(tmp_path / "ablation.safetensors"))
+    with pytest.raises(ValueError, match="does not fit"):  # the --no-rhythm-vector ablation: other head shapes
+        load_ecg_stem(model, tmp_path / "ablation.safetensors")
 
     text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
     ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]

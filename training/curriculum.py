@@ -104,6 +104,9 @@ def main() -> None:
         ap.error("--scale-token is a Flamingo encoder option")
     if a.ecg_stem and not a.rhythm_vector:
         ap.error("--ecg-stem's head reads the rhythm vector: pass --rhythm-vector too")
+    if a.ecg_stem and not Path(a.ecg_stem).is_file():
+        ap.error(f"--ecg-stem {a.ecg_stem} is not a file; train one with python training/pretrain_ecg_stem.py --out DIR "
+                 "and pass DIR/stem.safetensors")
     if a.rhythm_vector and a.variant != "flamingo":
         ap.error("--rhythm-vector is a Flamingo encoder option")
     if a.rhythm_vector and any(s == "har" or s.startswith("tsqa") for s in a.stages.split(",")):

@@ -28,38 +28,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_tslm.data import physionet2017 as p17  # noqa: E402
 from edge_tslm.machine import machine  # noqa: E402
-from edge_tslm.metrics import challenge_score, per_class_f1  # noqa: E402
+from edge_tslm.metrics import challenge_score, classification_report  # noqa: E402
 from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig  # noqa: E402
 from edge_tslm.model.encoder import masked_znormalize  # noqa: E402
 from edge_tslm.rhythm_vector import rhythm_vector  # noqa: E402
 from edge_tslm.signals import resample  # noqa: E402
 from edge_tslm.train.tasks import get_task  # noqa: E402
 
-LABELS = ("normal", "atrial fibrillation", "other rhythm", "noisy")
+LABELS = tuple(p17.LABEL_NAMES.values())  # the ecg_rhythm task's order: normal, atrial fibrillation, other rhythm, noisy
 
 
-def load_split(split: str, fs: float, max_seconds: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each record of a split at the task's rate and length (float32), and its label index."""
-    xs, ys = [], []
+def load_split(split: str, fs: float, max_seconds: float) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Each record of a split at the task's rate and length (float32), its label index, and its name."""
+    xs, ys, names = [], [], []
     for r in p17.split_records(split):
         xs.append(resample(r.load(), p17.FS, fs)[0][: int(max_seconds * fs)].astype(np.float32))
         ys.append(LABELS.index(r.label))
-    return xs, np.asarray(ys, np.int64)
+        names.append(r.name)
+    return xs, np.asarray(ys, np.int64), names
 
 
 def _vector(args: tuple[np.ndarray, float]) -> np.ndarray:
     return rhythm_vector(*args)
 
 
-def split_vectors(xs: list[np.ndarray], fs: float, cache: Path, workers: int) -> np.ndarray:
-    """(N, F) rhythm vectors of the records, read from `cache` when it holds the same records."""
+def split_vectors(xs: list[np.ndarray], names: list[str], fs: float, cache: Path, workers: int) -> np.ndarray:
+    """(N, F) rhythm vectors of the records, read from `cache` when it holds the same records at the same rate."""
     if cache.is_file():
-        v = np.load(cache)["vectors"]
-        if v.shape[0] == len(xs):
-            return v
+        with np.load(cache) as c:
+            if "names" in c and c["names"].tolist() == names and float(c["fs"]) == fs:
+                return c["vectors"]
     with ProcessPoolExecutor(workers) as pool:
         v = np.stack(list(pool.map(_vector, [(x, fs) for x in xs], chunksize=32)))
-    np.savez(cache, vectors=v)
+    np.savez(cache, vectors=v, names=np.asarray(names), fs=fs)
     return v
 
 
@@ -89,11 +90,10 @@ def predict(model: EcgStem, xs: list[np.ndarray], vs: np.ndarray, bs: int = 64) 
 
 
 def scores(logits: np.ndarray, y: np.ndarray) -> dict:
+    """The benchmarks' report (edge_tslm.metrics) of the argmax labels, plus the challenge score."""
     true = [LABELS[i] for i in y]
     pred = [LABELS[i] for i in logits.argmax(1)]
-    f1 = per_class_f1(true, pred, LABELS)
-    return {"challenge_score": round(challenge_score(true, pred), 4), "macro_f1": round(float(np.mean(list(f1.values()))), 4),
-            "accuracy": round(float(np.mean(logits.argmax(1) == y)), 4), "per_class_f1": {k: round(v, 4) for k, v in f1.items()}}
+    return {"challenge_score": challenge_score(true, pred), **classification_report(true, pred, LABELS)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> None:
                     "(such a stem does not fit encoder.ecg_stem, whose stem reads the vector)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    for name, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--threads", a.threads)):
+        if value < 1:
+            ap.error(f"{name} must be at least 1, got {value}")
+    if not a.crop_s > 0 or not a.lr > 0 or not 0 <= a.dropout < 1:
+        ap.error(f"--crop-s and --lr must be positive and --dropout in [0, 1); got {a.crop_s}, {a.lr}, {a.dropout}")
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(a.seed)
@@ -117,9 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     data = {s: load_split(s, task.fs, task.max_seconds) for s in ("train", "val", "test")}
     a.out.mkdir(parents=True, exist_ok=True)
-    vecs = {s: split_vectors(data[s][0], task.fs, a.out / f"vectors_{s}.npz", a.threads) for s in data}
+    vecs = {s: split_vectors(data[s][0], data[s][2], task.fs, a.out / f"vectors_{s}.npz", a.threads) for s in data}
     print(f"loaded {', '.join(f'{s} {len(v[0])}' for s, v in data.items())} records in {time.time() - t0:.0f} s", flush=True)
-    xs, ys = data["train"]
+    xs, ys, _ = data["train"]
+    if len(xs) < a.batch_size:
+        ap.error(f"--batch-size {a.batch_size} is larger than the {len(xs)} training records")
     crop = int(a.crop_s * task.fs)
     cfg = EcgStemConfig(dropout=a.dropout, rhythm_vector=not a.no_rhythm_vector)
     model = EcgStem(cfg)
@@ -128,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     steps_per_epoch = len(xs) // a.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps_per_epoch, pct_start=0.1)
-    log = (a.out / "log.jsonl").open("w")
     best, best_state = -1.0, None
+    log = (a.out / "log.jsonl").open("w")
     for epoch in range(a.epochs):
         model.train()
         t1, total = time.time(), 0.0
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         if val["challenge_score"] > best:
             best, best_state = val["challenge_score"], {k: v.detach().clone() for k, v in model.state_dict().items()}
             save_file(best_state, str(a.out / "stem.safetensors"))
+    log.close()
     model.load_state_dict(best_state)
     test = scores(predict(model, data["test"][0], vecs["test"]), data["test"][1])
     val = scores(predict(model, data["val"][0], vecs["val"]), data["val"][1])

@@ -35,7 +35,12 @@ from edge_tslm.export.spec import (
 
 
 class ParityError(AssertionError):
-    """An exported graph disagrees with eager PyTorch beyond the stated tolerance."""
+    """An exported graph disagrees with eager PyTorch beyond the stated tolerance. ``component``: which graph
+    ("encoder" or "decoder"), so a caller can react to one (the demo retries an int8 encoder in fp32)."""
+
+    def __init__(self, message: str, component: str | None = None):
+        super().__init__(message)
+        self.component = component
 
 
 def series_encoder_of(model: nn.Module) -> nn.Module:
@@ -288,7 +293,7 @@ def export_encoder_onnx(
 
         report.parity = validate_encoder_onnx(enc, out_path, int8=int8, lengths=lengths)
         if strict and not report.parity["passed"]:
-            raise ParityError(f"{out_path}: encoder parity failed: {report.parity}")
+            raise ParityError(f"{out_path}: encoder parity failed: {report.parity}", component="encoder")
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
 
@@ -641,7 +646,7 @@ def export_decoder_onnx(
 
         report.parity = validate_decoder_onnx(model, cross_path, decoder_path)
         if strict and not report.parity["passed"]:
-            raise ParityError(f"{out_dir}: decoder parity failed: {report.parity}")
+            raise ParityError(f"{out_dir}: decoder parity failed: {report.parity}", component="decoder")
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
 

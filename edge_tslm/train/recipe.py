@@ -151,9 +151,14 @@ def load_ecg_stem(model, path: Path):
     if stem is None:
         raise ValueError(f"{path}: this model has no ECG stem; build it with encoder.ecg_stem=True (--ecg-stem)")
     state = load_file(str(path))
-    missing, unexpected = stem.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit this stem (EcgStemConfig defaults): missing {missing[:5]}, unexpected {unexpected[:5]}")
+    want = {k: tuple(v.shape) for k, v in stem.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != want:  # checked before loading: a partial load_state_dict would leave a mixed stem behind
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        raise ValueError(f"{path} does not fit this model's stem (EcgStemConfig defaults, head reading the rhythm "
+                         f"vector): {diff[:5]} differ; pretrain it with training/pretrain_ecg_stem.py without "
+                         "--no-rhythm-vector")
+    stem.load_state_dict(state)
     return model
 
 
