@@ -28,6 +28,11 @@ class EncoderConfig:
     # reads the rhythm vector too): its hidden features and label logits reach the patches through a zero-initialised
     # projection. Frozen while the TSLM trains (training/pretrain_ecg_stem.py trains it). Needs rhythm_vector.
     ecg_stem: bool = False
+    # MiniRocket over all axes of a window with a ridge head, fitted before the TSLM (model.minirocket_stem): its score
+    # per label reaches every patch of every axis through a zero-initialised projection. Frozen while the TSLM trains
+    # (training/pretrain_minirocket_stem.py fits it). Reads the window as recorded, so it needs scale_token; a sample's
+    # series must be the stem's axes, in order, of one length.
+    minirocket_stem: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,16 @@ class TSLMConfig:
                 "encoder.ecg_stem's head reads the rhythm vector, so it needs encoder.rhythm_vector=True "
                 "(pass --rhythm-vector with --ecg-stem)"
             )
+        if self.encoder.minirocket_stem:
+            if self.encoder.ecg_stem:
+                raise ValueError("encoder.ecg_stem and encoder.minirocket_stem are two stems for the one slot; pick one")
+            if not self.encoder.scale_token:
+                raise ValueError(
+                    "encoder.minirocket_stem reads each window as recorded (its biases and ridge head were fitted in the "
+                    "data's units), so it needs encoder.scale_token=True (pass --scale-token with --minirocket-stem)"
+                )
+            if self.variant != "flamingo":
+                raise ValueError("encoder.minirocket_stem is a Flamingo encoder option; a SoftPrompt model has no series encoder")
         if self.series_text == "none" and not self.encoder.scale_token:
             raise ValueError(
                 'series_text "none" leaves each series\' mean and std out of the text, so only a model whose encoder reads '

@@ -61,7 +61,7 @@ def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
 
     from edge_tslm.model.artifact import from_pretrained, save_pretrained
     from edge_tslm.model.batch import collate
-    from edge_tslm.train.recipe import load_ecg_stem
+    from edge_tslm.train.recipe import load_stem
 
     torch.manual_seed(0)
     plain = _tiny(False)
@@ -77,13 +77,13 @@ def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
         for p in trained.parameters():
             p.normal_(0, 0.3)
     save_file(trained.state_dict(), str(tmp_path / "stem.safetensors"))
-    load_ecg_stem(model, tmp_path / "stem.safetensors")
+    load_stem(model, tmp_path / "stem.safetensors")
     torch.testing.assert_close(model.series_encoder.stem.head.weight, trained.head.weight)
-    with pytest.raises(ValueError, match="no ECG stem"):
-        load_ecg_stem(plain, tmp_path / "stem.safetensors")
+    with pytest.raises(ValueError, match="has no stem"):
+        load_stem(plain, tmp_path / "stem.safetensors")
     save_file(EcgStem(EcgStemConfig(rhythm_vector=False)).state_dict(), str(tmp_path / "ablation.safetensors"))
     with pytest.raises(ValueError, match="does not fit"):  # the --no-rhythm-vector ablation: other head shapes
-        load_ecg_stem(model, tmp_path / "ablation.safetensors")
+        load_stem(model, tmp_path / "ablation.safetensors")
 
     text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
     ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]

@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--ecg-stem", default="",
                     help="a pretrained ECG stem (training/pretrain_ecg_stem.py's stem.safetensors): the encoder reads its "
                     "features through a zero-initialised projection; the stem itself stays frozen. Needs --rhythm-vector")
+    ap.add_argument("--minirocket-stem", default="",
+                    help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
+                    "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
     ap.add_argument("--rhythm-vector", action="store_true",
                     help="Flamingo, ECG stages only: the encoder also reads each lead's measured rhythm and beat shape as a "
                     "vector (edge_tslm/rhythm_vector.py: 36 numbers), beside the text")
@@ -107,6 +110,11 @@ def main() -> None:
     if a.ecg_stem and not Path(a.ecg_stem).is_file():
         ap.error(f"--ecg-stem {a.ecg_stem} is not a file; train one with python training/pretrain_ecg_stem.py --out DIR "
                  "and pass DIR/stem.safetensors")
+    if a.minirocket_stem and not (a.scale_token and a.variant == "flamingo"):
+        ap.error("--minirocket-stem reads each window as recorded: a Flamingo model with --scale-token")
+    if a.minirocket_stem and not Path(a.minirocket_stem).is_file():
+        ap.error(f"--minirocket-stem {a.minirocket_stem} is not a file; fit one with python training/pretrain_minirocket_stem.py "
+                 "--out DIR and pass DIR/stem.safetensors")
     if a.rhythm_vector and a.variant != "flamingo":
         ap.error("--rhythm-vector is a Flamingo encoder option")
     if a.rhythm_vector and any(s == "har" or s.startswith("tsqa") for s in a.stages.split(",")):
@@ -121,7 +129,8 @@ def main() -> None:
     if fusion_layers and a.variant != "flamingo":
         ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
-                     encoder=EncoderConfig(scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem)))
+                     encoder=EncoderConfig(scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
+                                             minirocket_stem=bool(a.minirocket_stem)))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
     model = build_model(cfg)
@@ -133,10 +142,10 @@ def main() -> None:
         from edge_tslm.train.recipe import load_adapter
 
         load_adapter(model, Path(a.init))
-    if a.ecg_stem:
-        from edge_tslm.train.recipe import load_ecg_stem
+    if a.ecg_stem or a.minirocket_stem:
+        from edge_tslm.train.recipe import load_stem
 
-        load_ecg_stem(model, Path(a.ecg_stem))
+        load_stem(model, Path(a.ecg_stem or a.minirocket_stem))
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
     res = run_curriculum(
         model,

@@ -38,6 +38,9 @@ def train(
     ecg_stem: Annotated[Optional[Path], typer.Option(
         help="Flamingo, ECG task only, with --rhythm-vector: a pretrained ECG stem (training/pretrain_ecg_stem.py's "
              "stem.safetensors) whose features the encoder reads; the stem stays frozen")] = None,
+    minirocket_stem: Annotated[Optional[Path], typer.Option(
+        help="Flamingo, HAR, with --scale-token: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's "
+             "stem.safetensors) over each window's three axes, whose scores the encoder reads; the stem stays frozen")] = None,
     fusion_layers: Annotated[str, typer.Option(
         help="Flamingo: decoder layers that get a cross-attention block, e.g. 25,27,29 (default: every 5th from the "
              "middle); a stream pays per window for every layer from the first one on")] = "",
@@ -83,6 +86,12 @@ def train(
     if ecg_stem is not None and not ecg_stem.is_file():
         raise typer.BadParameter(f"{ecg_stem} is not a file; train one with python training/pretrain_ecg_stem.py --out DIR "
                                  "and pass DIR/stem.safetensors", param_hint="--ecg-stem")
+    if minirocket_stem is not None and not (scale_token and variant == "flamingo"):
+        raise typer.BadParameter("the MiniRocket stem reads each window as recorded: a Flamingo model with --scale-token",
+                                 param_hint="--minirocket-stem")
+    if minirocket_stem is not None and not minirocket_stem.is_file():
+        raise typer.BadParameter(f"{minirocket_stem} is not a file; fit one with python training/pretrain_minirocket_stem.py "
+                                 "--out DIR and pass DIR/stem.safetensors", param_hint="--minirocket-stem")
     try:
         layers = parse_fusion_layers(fusion_layers)
     except ValueError as e:
@@ -93,14 +102,15 @@ def train(
     if question_first:
         layout["question_first"] = True
     cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token, rhythm_vector=rhythm_vector,
-                                                                                ecg_stem=ecg_stem is not None))
+                                                                                ecg_stem=ecg_stem is not None,
+                                                                                minirocket_stem=minirocket_stem is not None))
     if layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))
     model = build_model(cfg)
-    if ecg_stem is not None:
-        from edge_tslm.train.recipe import load_ecg_stem
+    if ecg_stem is not None or minirocket_stem is not None:
+        from edge_tslm.train.recipe import load_stem
 
-        load_ecg_stem(model, ecg_stem)
+        load_stem(model, ecg_stem or minirocket_stem)
     res = run_curriculum(
         model,
         names,

@@ -105,7 +105,7 @@ def validate_decoder_onnx(
     decoder_path: str | Path,
     *,
     steps: int = 3,
-    series_lengths: tuple[int, ...] = (40, 60),
+    series_lengths: tuple[int, ...] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """cross.onnx + decoder.onnx in onnxruntime vs FlamingoTSLM.prefill/decode, every way the runtime calls them.
@@ -124,6 +124,9 @@ def validate_decoder_onnx(
     from edge_tslm.export.onnx import decoder_io_names
 
     names = decoder_io_names(model)
+    if series_lengths is None:  # two series of two lengths; a MiniRocket stem reads its C axes, of one length
+        stem = getattr(model.series_encoder, "stem", None)
+        series_lengths = (40, 60) if stem is None or hasattr(stem, "convs") else (stem.cfg.window,) * stem.cfg.channels
     rng = np.random.default_rng(seed)
     text = "Series. " + " ".join(f"s{i}: {TS_TOKEN}{END_CHUNK_TOKEN}" for i in range(len(series_lengths))) + " Which?\n"
     series = [rng.standard_normal(n).astype(np.float32) for n in series_lengths]

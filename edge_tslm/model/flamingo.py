@@ -15,6 +15,7 @@ from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import IGNORE, TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
 from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig, StemEmbedding
+from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem
 from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.prefix_cache import croppable
@@ -29,7 +30,9 @@ class SeriesEncoder(CheckpointableBlock):
     Checkpointed as one block, one series per call (encode_media), when activation checkpointing is on.
     With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding.
     With enc.rhythm_vector each series' measured rhythm (K, F) comes beside it and is added to its patches too.
-    With enc.ecg_stem a pretrained CNN reads each whole series (and its rhythm vector); its features are added too."""
+    With enc.ecg_stem a pretrained CNN reads each whole series (and its rhythm vector); its features are added too.
+    With enc.minirocket_stem MiniRocket + ridge reads each sample's C series together (as recorded): the K rows then
+    come as whole samples, C rows each in axis order, and every row of a sample gets the sample's scores."""
 
     def __init__(self, enc: EncoderConfig, res: ResamplerConfig):
         super().__init__()
@@ -37,8 +40,10 @@ class SeriesEncoder(CheckpointableBlock):
         self.resampler = PerceiverResampler(enc.dim, res)
         self.scale = ScaleEmbedding(enc.dim) if enc.scale_token else None
         self.rhythm = VectorEmbedding(RHYTHM_VECTOR_SCALES, enc.dim) if enc.rhythm_vector else None
-        self.stem = EcgStem(EcgStemConfig(dropout=0.0)) if enc.ecg_stem else None  # frozen: FlamingoTSLM.freeze_backbone
-        self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if enc.ecg_stem else None
+        # frozen: FlamingoTSLM.freeze_backbone
+        self.stem = (EcgStem(EcgStemConfig(dropout=0.0)) if enc.ecg_stem
+                     else MiniRocketStem(MiniRocketConfig()) if enc.minirocket_stem else None)
+        self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if self.stem is not None else None
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor,
                 vectors: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,10 +59,24 @@ class SeriesEncoder(CheckpointableBlock):
             if vectors is None:
                 raise ValueError("this encoder reads each series' rhythm vector (encoder.rhythm_vector): pass vectors (K, F)")
             h = h + self.rhythm(vectors.to(torch.float32)).to(h.dtype)  # (K, P, D)
-        if self.stem is not None:
+        if isinstance(self.stem, EcgStem):
             feats = self.stem(normed.float(), mask, vectors.to(torch.float32))  # (K, hidden + labels)
             h = h + self.stem_embed(feats).to(h.dtype)  # (K, P, D)
+        elif self.stem is not None:
+            h = h + self.stem_embed(self.sample_stem(series, mask)).to(h.dtype)  # (K, P, D)
         return self.resampler(h, patch_mask)
+
+    def sample_stem(self, series: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """series, mask: (K, L), K = B * C rows, each sample's C axes in order -> (K, labels) the sample's scores per row."""
+        C = self.stem.cfg.channels
+        K, L = series.shape
+        if not torch.jit.is_tracing() and K % C:
+            raise ValueError(f"this encoder's MiniRocket stem reads {C} series per sample together; got {K} rows, "
+                             f"not a multiple of {C}: pass each sample's {C} axes, in order")
+        x = series.float().reshape(-1, C, L)  # (B, C, L) as recorded
+        m = mask.reshape(-1, C, L).all(1)  # (B, L): samples every axis has
+        scores = self.stem(x, m)  # (B, labels)
+        return scores[:, None, :].expand(-1, C, -1).reshape(-1, scores.shape[-1])  # (K, labels)
 
 
 class FlamingoTSLM(TSLMBase):
@@ -92,6 +111,7 @@ class FlamingoTSLM(TSLMBase):
             # (K,) one past each series' last real sample (collate's masks are prefixes; any mask is trimmed safely)
             lengths = (L - series_mask[b_idx, s_idx].flip(-1).int().argmax(-1)).tolist()
             enc = self.series_encoder
+            step = self._check_sample_stem(present, lengths)  # rows per encoder call when checkpointing
             for group in length_groups(lengths):  # an ECG and its RR tachogram are not padded to one length
                 g = torch.as_tensor(group, device=series.device)
                 gb, gs = b_idx[g], s_idx[g]  # (G,), (G,)
@@ -102,12 +122,31 @@ class FlamingoTSLM(TSLMBase):
                 if enc.recomputes():
                     # one checkpoint per series: only its input and its N latents are kept, and the backward
                     # recomputes one series at a time, so the step's memory does not grow with the number of series
-                    lat = torch.cat([enc(x[k : k + 1], m[k : k + 1], gs[k : k + 1], None if v is None else v[k : k + 1])
-                                     for k in range(len(group))])
+                    lat = torch.cat([enc(x[k : k + step], m[k : k + step], gs[k : k + step], None if v is None else v[k : k + step])
+                                     for k in range(0, len(group), step)])
                 else:
                     lat = enc(x, m, gs, v)  # (G, N, D)
                 media = media.index_put((gb, gs), lat.to(media.dtype))
         return media.view(B, S * n_lat, -1)  # (B, S * N, D)
+
+    def _check_sample_stem(self, present: torch.Tensor, lengths: list[int]) -> int:
+        """present (B, S); lengths per present series -> rows the encoder must see together (1, or C with a
+        MiniRocket stem, which reads a sample's C axes at once and so needs each sample to be its C axes of one length)."""
+        stem = self.series_encoder.stem
+        if not isinstance(stem, MiniRocketStem):
+            return 1
+        C = stem.cfg.channels
+        counts = present.sum(-1)  # (B,)
+        bad = ((counts != C) & (counts != 0)) | (present[:, :C].sum(-1) != counts)
+        if bool(bad.any()):
+            b = int(bad.nonzero()[0, 0])
+            raise ValueError(f"sample {b} has {int(counts[b])} series; this model's MiniRocket stem reads a window's "
+                             f"{C} axes together, so every sample needs exactly {C} series (x, y, z)")
+        for i in range(0, len(lengths), C):
+            if len(set(lengths[i : i + C])) != 1:
+                raise ValueError(f"a sample's axes have lengths {lengths[i : i + C]}; this model's MiniRocket stem reads "
+                                 "them together, so they must be the same length")
+        return C
 
     def rhythm_vectors(self, x: torch.Tensor, m: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """x, m: (G, L) series and masks at the model's rate -> (G, F) rhythm vectors, measured in numpy on the real

@@ -142,22 +142,28 @@ def load_adapter(model, best: Path):
     return model
 
 
-def load_ecg_stem(model, path: Path):
-    """Load a pretrained ECG stem (training/pretrain_ecg_stem.py) into a model built with encoder.ecg_stem. Load it
-    after any --init adapter: an adapter trained with a stem would otherwise put its own copy back."""
+def load_stem(model, path: Path):
+    """Load a pretrained stem (training/pretrain_ecg_stem.py or training/pretrain_minirocket_stem.py) into a model built
+    with encoder.ecg_stem or encoder.minirocket_stem. Load it after any --init adapter: an adapter trained with a stem
+    would otherwise put its own copy back."""
     from safetensors.torch import load_file
+
+    from edge_tslm.model.ecg_stem import EcgStem
 
     stem = getattr(model.series_encoder, "stem", None) if hasattr(model, "series_encoder") else None
     if stem is None:
-        raise ValueError(f"{path}: this model has no ECG stem; build it with encoder.ecg_stem=True (--ecg-stem)")
+        raise ValueError(f"{path}: this model has no stem; build it with encoder.ecg_stem=True (--ecg-stem) or "
+                         "encoder.minirocket_stem=True (--minirocket-stem)")
     state = load_file(str(path))
     want = {k: tuple(v.shape) for k, v in stem.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != want:  # checked before loading: a partial load_state_dict would leave a mixed stem behind
         diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
-        raise ValueError(f"{path} does not fit this model's stem (EcgStemConfig defaults, head reading the rhythm "
-                         f"vector): {diff[:5]} differ; pretrain it with training/pretrain_ecg_stem.py without "
-                         "--no-rhythm-vector")
+        fix = ("pretrain it with training/pretrain_ecg_stem.py without --no-rhythm-vector (EcgStemConfig defaults, head "
+               "reading the rhythm vector)" if isinstance(stem, EcgStem)
+               else "fit it with training/pretrain_minirocket_stem.py (MiniRocketConfig defaults: 3 axes, 128-sample "
+                    "windows, 6 labels)")
+        raise ValueError(f"{path} does not fit this model's {type(stem).__name__}: {diff[:5]} differ; {fix}")
     stem.load_state_dict(state)
     return model
 

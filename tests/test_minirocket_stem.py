@@ -1,0 +1,217 @@
+"""The MiniRocket stem (encoder.minirocket_stem): its features are MiniRocket's (PPV against quantile biases, padding
+not read), the folded ridge head scores as scikit-learn does, the TSLM starts out unchanged with the stem frozen and
+saved in the adapter, bad sample layouts are refused, and the exported encoder graph runs it as torch does."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_tslm.model.minirocket_stem import (  # noqa: E402
+    NUM_KERNELS,
+    MiniRocketConfig,
+    MiniRocketStem,
+    kernel_weights,
+    minirocket_dilations,
+)
+
+LABELS = ("walking", "walking upstairs", "walking downstairs", "sitting", "standing", "lying")
+SMALL = MiniRocketConfig(channels=3, window=64, num_features=840, num_labels=2)
+
+
+def _windows(n: int, L: int = 64, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Two classes a ridge can tell apart: a 2 Hz swing on x vs a still window tilted onto z."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(L) / 50.0
+    xs, ys = [], []
+    for i in range(n):
+        y = i % 2
+        w = 0.05 * rng.standard_normal((3, L))
+        if y == 0:
+            w[0] += 0.5 * np.sin(2 * np.pi * 2.0 * t + rng.uniform(0, 6.3)) + 1.0
+        else:
+            w[2] += 1.0 + 0.1 * rng.standard_normal()
+        xs.append(w)
+        ys.append(y)
+    return torch.tensor(np.stack(xs), dtype=torch.float32), np.asarray(ys)
+
+
+def _fitted(seed: int = 0) -> tuple[MiniRocketStem, torch.Tensor]:
+    stem = MiniRocketStem(SMALL)
+    stem.init_kernels(seed)
+    x, _ = _windows(40, seed=seed)
+    stem.fit_biases(x, seed)
+    return stem, x
+
+
+def test_kernels_and_dilations_are_minirockets():
+    w = kernel_weights()
+    assert w.shape == (NUM_KERNELS, 9) and np.all(w.sum(1) == 0)  # three taps of 2, six of -1
+    dil, per = minirocket_dilations(MiniRocketConfig())  # 128-sample windows, 10,000 features asked for
+    assert dil[0] == 1 and dil[-1] <= (128 - 1) // 8 and dil == sorted(set(dil))
+    assert sum(per) == 10_000 // NUM_KERNELS
+    stem, _ = _fitted()
+    for i in range(len(stem.dilations)):
+        wi = getattr(stem, f"weight{i}")  # (84, C, 9): each kernel reads at least one axis, its taps where it reads
+        used = wi.abs().sum(-1) > 0  # (84, C)
+        assert used.any(1).all()
+        torch.testing.assert_close(wi[used], torch.from_numpy(w)[:, None, :].expand(-1, 3, -1)[used])
+
+
+def test_features_are_ppv_against_the_fitted_quantiles_and_ignore_padding():
+    stem, x = _fitted()
+    m = torch.ones(len(x), x.shape[-1], dtype=torch.bool)
+    f = stem.features(x, m)
+    assert f.shape == (len(x), stem.num_features) and f.min() >= 0 and f.max() <= 1
+    # a padded (kernel, dilation) sees every sample: its PPV is the share of its conv output above the bias
+    conv = stem._conv(x, 0)  # (N, 84, L)
+    k = 0
+    assert bool(stem.pads0[0, k, 0])
+    want = (conv[:, k, :, None] > stem.bias0[k]).float().mean(1)  # (N, q)
+    torch.testing.assert_close(f[:, : stem.per_dilation[0]], want)
+    # an unpadded one reads only positions whose nine taps are all real samples
+    k = 1
+    assert not bool(stem.pads0[0, k, 0])
+    want = (conv[:, k, 4:-4, None] > stem.bias0[k]).float().mean(1)
+    torch.testing.assert_close(f[:, stem.per_dilation[0] : 2 * stem.per_dilation[0]], want)
+    # trailing padding, whatever it holds, is not read
+    padded = torch.cat([x[:2], torch.full((2, 3, 20), 7.0)], dim=-1)
+    pm = torch.zeros(2, padded.shape[-1], dtype=torch.bool)
+    pm[:, : x.shape[-1]] = True
+    torch.testing.assert_close(stem.features(padded, pm), f[:2])
+
+
+def test_set_ridge_scores_as_sklearn():
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.preprocessing import StandardScaler
+
+    stem, x = _fitted()
+    _, y = _windows(40)
+    f = stem.features(x, torch.ones(len(x), x.shape[-1], dtype=torch.bool)).numpy()
+    sc = StandardScaler().fit(f)
+    ridge = RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)).fit(sc.transform(f), y)
+    c, b = ridge.coef_.reshape(-1), ridge.intercept_.reshape(-1)  # binary: sklearn keeps the positive class's row
+    stem.set_ridge(sc.mean_, sc.scale_, np.stack([-c, c]), np.concatenate([-b, b]))
+    xt, yt = _windows(20, seed=5)
+    scores = stem(xt, torch.ones(len(xt), xt.shape[-1], dtype=torch.bool))  # (N, 2)
+    want = ridge.decision_function(sc.transform(stem.features(xt, torch.ones(len(xt), xt.shape[-1], dtype=torch.bool)).numpy()))
+    torch.testing.assert_close(scores[:, 1].double(), torch.from_numpy(want).double(), atol=1e-3, rtol=1e-4)
+    assert (scores.argmax(1).numpy() == yt).mean() == 1.0
+
+
+def test_config_refuses_bad_combinations():
+    from edge_tslm.config import EncoderConfig, TSLMConfig
+
+    with pytest.raises(ValueError, match="scale_token"):
+        TSLMConfig(task="har", encoder=EncoderConfig(minirocket_stem=True))
+    with pytest.raises(ValueError, match="pick one"):
+        TSLMConfig(task="ecg_rhythm", encoder=EncoderConfig(minirocket_stem=True, ecg_stem=True, rhythm_vector=True,
+                                                            scale_token=True))
+    with pytest.raises(ValueError, match="window"):
+        MiniRocketConfig(window=4)
+
+
+def _tiny(stem: bool):
+    from conftest import build_tiny
+    from edge_tslm.config import EncoderConfig
+
+    return build_tiny("flamingo", "tiny-llama", fs=50.0, task="har", labels=LABELS,
+                      encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True, minirocket_stem=stem))
+
+
+def _axes(seed: int) -> list[np.ndarray]:
+    x, _ = _windows(1, L=128, seed=seed)
+    return [a.numpy() for a in x[0]]
+
+
+TEXT = "x: <ts><endofchunk>y: <ts><endofchunk>z: <ts><endofchunk>\nWhich activity?\n"
+
+
+def _trained_like_stem() -> MiniRocketStem:
+    stem = MiniRocketStem(MiniRocketConfig())
+    stem.init_kernels(0)
+    x = torch.cat([_windows(8, L=128, seed=s)[0] for s in range(2)])
+    stem.fit_biases(x, 0)
+    with torch.no_grad():
+        stem.head.weight.normal_(0, 0.05)
+    return stem
+
+
+def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
+    from conftest import open_gates
+    from safetensors.torch import save_file
+
+    from edge_tslm.model.artifact import from_pretrained, save_pretrained
+    from edge_tslm.model.batch import collate
+    from edge_tslm.train.recipe import load_stem
+
+    plain, model = _tiny(False), _tiny(True)
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".stem" in k for k in missing)
+    open_gates(plain, 0.5)
+    open_gates(model, 0.5)
+    trained = _trained_like_stem()
+    save_file(trained.state_dict(), str(tmp_path / "stem.safetensors"))
+    load_stem(model, tmp_path / "stem.safetensors")
+    torch.testing.assert_close(model.series_encoder.stem.bias3, trained.bias3)
+    save_file(MiniRocketStem(SMALL).state_dict(), str(tmp_path / "small.safetensors"))
+    with pytest.raises(ValueError, match="does not fit this model's MiniRocketStem"):
+        load_stem(model, tmp_path / "small.safetensors")
+
+    windows = [_axes(1), _axes(2)]
+    for w in windows:  # zero-initialised projection: the stem changes nothing until it trains
+        assert model.classify(TEXT, w, LABELS) == pytest.approx(plain.classify(TEXT, w, LABELS), abs=1e-5)
+    assert not any(p.requires_grad for p in model.series_encoder.stem.parameters())
+    model.train()
+    batch = collate(model.tokenizer, [TEXT, TEXT], windows, ["Answer: sitting", "Answer: lying"])
+    model.loss(batch).backward()
+    assert model.series_encoder.stem_embed.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.series_encoder.stem.parameters())
+    with pytest.raises(ValueError, match="exactly 3 series"):
+        model.loss(collate(model.tokenizer, ["x: <ts><endofchunk>y: <ts><endofchunk>\n"], [windows[0][:2]], ["Answer: lying"]))
+
+    with torch.no_grad():
+        model.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)  # trained-like: the stem moves the latents
+    model.eval()
+    want = model.classify(TEXT, windows[0], LABELS)
+    assert want != pytest.approx(plain.classify(TEXT, windows[0], LABELS), abs=1e-4)
+    # batched with another sample, and with activation checkpointing (C rows per call), the same answer
+    model.set_activation_checkpointing(True)
+    model.train()
+    with torch.no_grad():
+        a = model.loss(collate(model.tokenizer, [TEXT, TEXT], windows, ["Answer: sitting", "Answer: lying"]))
+    model.set_activation_checkpointing(False)
+    with torch.no_grad():
+        b = model.loss(collate(model.tokenizer, [TEXT, TEXT], windows, ["Answer: sitting", "Answer: lying"]))
+    assert float(a) == pytest.approx(float(b), rel=1e-5)
+    model.eval()
+    save_pretrained(model, tmp_path / "art")
+    again = from_pretrained(tmp_path / "art")
+    torch.testing.assert_close(again.series_encoder.stem.head.weight, trained.head.weight)
+    assert again.classify(TEXT, windows[0], LABELS) == pytest.approx(want, abs=1e-5)
+
+
+def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import open_gates
+    from edge_tslm.export import export_artifact
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+    from edge_tslm.train.recipe import load_stem
+    from safetensors.torch import save_file
+
+    model = _tiny(True)
+    save_file(_trained_like_stem().state_dict(), str(tmp_path / "stem.safetensors"))
+    load_stem(model, tmp_path / "stem.safetensors")
+    open_gates(model, 0.5)
+    with torch.no_grad():
+        model.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)
+    manifest = export_artifact(model, "onnx", tmp_path / "onnx", decoder=True)
+    assert manifest["parity_passed"]
+    be = OnnxBackend.from_pretrained(tmp_path / "onnx", threads=1)
+    for seed in (3, 4):
+        w = _axes(seed)
+        want = model.classify(TEXT, w, LABELS)
+        got = be.classify(TEXT, be.encode(w), LABELS)
+        for lab in LABELS:
+            assert got[lab] == pytest.approx(want[lab], abs=1e-3)
