@@ -107,9 +107,14 @@ def write_markdown() -> None:
              "ms/sample is wall time of the whole evaluation on a shared machine, not a latency benchmark.", "",
              "| task | model | precision | backbone | mode | n | accuracy | macro-F1 | challenge | AF F1 | ms/sample | machine |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    others = []  # rows on another split (checkpoint selection on validation): their own table below
     for f in sorted(RESULTS.glob("tslm_*.json")):
         r = json.loads(f.read_text())
         m = r["metrics"]
+        if r.get("split", "test") != "test":
+            others.append(f"| {r['split']} | {r['task']} | {Path(r['model']).name} | {m['n']} | {m['accuracy']:.4f} | "
+                          f"{m['macro_f1']:.4f} | {m.get('challenge_score', float('nan')):.4f} |")
+            continue
         af = m["per_class_f1"].get("atrial fibrillation")
         lines.append(
             f"| {r['task']}{'' if not r.get('subset') else ' (' + str(r['subset']['per_class']) + '/class subset)'} | {r.get('label') or Path(r['model']).name} ({r['variant']}) | {r['precision']} | {r['backbone']} | {m['mode']} | {m['n']} | "
@@ -132,6 +137,9 @@ def write_markdown() -> None:
                 f"{bm['macro_f1']:.4f} | {bm.get('challenge_score', float('nan')):.4f} | {'' if baf is None else f'{baf:.4f}'} | – | – |"
             )
     lines += ["", "Per-class F1 and confusion matrices are in the JSON files beside this one."]
+    if others:
+        lines += ["", "## Other splits (choosing between checkpoints; `--split val`)", "",
+                  "| split | task | model | n | accuracy | macro-F1 | challenge |", "|---|---|---|---:|---:|---:|---:|", *others]
     (RESULTS / "tslm.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -154,8 +162,8 @@ def main() -> None:
     a = ap.parse_args()
     if not a.markdown_only:
         res = run(a.model, a.split, a.mode, a.limit, a.threads, a.per_class, a.device, a.without_vector, a.without_offsets)
-        # a subset or another device gets its own file, so it never overwrites the whole split's CPU figure
-        suffix = ("" if a.mode == "classify" else f"_{a.mode}") + (f"_pc{a.per_class}" if a.per_class else "") + (
+        # another split, a subset or another device gets its own file, so it never overwrites the whole split's CPU figure
+        suffix = ("" if a.split == "test" else f"_{a.split}") + ("" if a.mode == "classify" else f"_{a.mode}") + (f"_pc{a.per_class}" if a.per_class else "") + (
             "" if a.device == "cpu" else f"_{a.device}") + ("_novector" if a.without_vector else "") + (
             "_nooffsets" if a.without_offsets else "")
         (RESULTS / f"tslm_{a.model.name}{suffix}.json").write_text(json.dumps(res, indent=1))

