@@ -89,6 +89,9 @@ def main() -> None:
     ap.add_argument("--minirocket-stem", default="",
                     help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
                     "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
+    ap.add_argument("--train-only", default="",
+                    help="train only the adapter weights under these name prefixes, e.g. series_encoder.stem_embed. (the "
+                    "stem's projection: the rest of a loaded adapter stays as it is)")
     ap.add_argument("--rhythm-vector", action="store_true",
                     help="Flamingo, ECG stages only: the encoder also reads each lead's measured rhythm and beat shape as a "
                     "vector (edge_tslm/rhythm_vector.py: 36 numbers), beside the text")
@@ -146,6 +149,14 @@ def main() -> None:
         from edge_tslm.train.recipe import load_stem
 
         load_stem(model, Path(a.ecg_stem or a.minirocket_stem))
+    if a.train_only:
+        keep = tuple(p for p in a.train_only.split(",") if p)
+        names = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith(keep)]
+        if not names:
+            ap.error(f"--train-only {a.train_only}: no trainable weight starts with these prefixes")
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        print(f"training only {len(names)} tensors ({sum(p.numel() for n, p in model.named_parameters() if p.requires_grad):,} weights)")
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
     res = run_curriculum(
         model,
