@@ -215,3 +215,23 @@ def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
         got = be.classify(TEXT, be.encode(w), LABELS)
         for lab in LABELS:
             assert got[lab] == pytest.approx(want[lab], abs=1e-3)
+
+
+def test_train_only_leaves_the_rest_of_the_adapter_frozen():
+    from edge_tslm.train.recipe import train_only
+
+    model = _tiny(True)
+    n = train_only(model, ["series_encoder.stem_embed."])
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(k.startswith("series_encoder.stem_embed.") for k in trainable)
+    assert n == sum(p.numel() for p in model.series_encoder.stem_embed.parameters())
+    with pytest.raises(ValueError, match="no trainable weight starts with"):
+        train_only(model, ["xattn.nothing"])
+
+
+def test_coreml_export_refuses_the_stem_with_the_fix(tmp_path):
+    pytest.importorskip("coremltools")
+    from edge_tslm.export.coreml import export_encoder_coreml
+
+    with pytest.raises(NotImplementedError, match="--target onnx"):
+        export_encoder_coreml(_tiny(True), tmp_path / "enc.mlpackage")

@@ -150,13 +150,13 @@ def main() -> None:
 
         load_stem(model, Path(a.ecg_stem or a.minirocket_stem))
     if a.train_only:
-        keep = tuple(p for p in a.train_only.split(",") if p)
-        names = [n for n, p in model.named_parameters() if p.requires_grad and n.startswith(keep)]
-        if not names:
-            ap.error(f"--train-only {a.train_only}: no trainable weight starts with these prefixes")
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in names)
-        print(f"training only {len(names)} tensors ({sum(p.numel() for n, p in model.named_parameters() if p.requires_grad):,} weights)")
+        from edge_tslm.train.recipe import train_only
+
+        try:
+            n = train_only(model, [p for p in a.train_only.split(",") if p])
+        except ValueError as e:
+            ap.error(f"--train-only: {e}")
+        print(f"training only {n:,} weights ({a.train_only})")
     kv = lambda s: {k: float(v) for k, v in (p.split("=") for p in s.split(",") if p)}  # noqa: E731
     res = run_curriculum(
         model,

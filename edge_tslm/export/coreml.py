@@ -214,6 +214,13 @@ def export_encoder_coreml(
             "this encoder reads a rhythm vector (encoder.rhythm_vector), which the Core ML package does not take yet; "
             "export it with --target onnx (its encoder graph has the series_vectors input) or use the torch backend"
         )
+    stem = getattr(enc, "stem", None)
+    if stem is not None and not hasattr(stem, "convs"):
+        raise NotImplementedError(
+            "this encoder runs a MiniRocket stem over each window's axes together (encoder.minirocket_stem), which the "
+            "Core ML package does not take yet (its batch axis would have to be 3 x windows); export it with "
+            "--target onnx or use the torch backend"
+        )
     out_path = Path(out_path)
     if out_path.suffix != ".mlpackage":
         raise ValueError(f"Core ML output must end in .mlpackage, got {out_path.name}")

@@ -168,6 +168,19 @@ def load_stem(model, path: Path):
     return model
 
 
+def train_only(model, prefixes: Sequence[str]) -> int:
+    """Freeze every trainable weight whose name does not start with one of `prefixes` (e.g. only a new stem's
+    projection trains, and the rest of a loaded adapter stays as it is) -> the number of weights left trainable."""
+    keep = tuple(prefixes)
+    names = {n for n, p in model.named_parameters() if p.requires_grad and keep and n.startswith(keep)}
+    if not names:
+        trainable = sorted({n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and "." in n})
+        raise ValueError(f"no trainable weight starts with {list(prefixes)}; trainable parts start with {trainable[:8]}")
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def fusion_layers_of(state: dict) -> list[int]:
     """The decoder layers an adapter's cross-attention blocks (``xattn.<layer>.*``) sit at."""
     return sorted({int(k.split(".")[1]) for k in state if k.startswith("xattn.")})
