@@ -70,7 +70,7 @@ class SeriesEncoder(CheckpointableBlock):
         """series, mask: (K, L), K = B * C rows, each sample's C axes in order -> (K, labels) the sample's scores per row."""
         C = self.stem.cfg.channels
         K, L = series.shape
-        if not torch.jit.is_tracing() and K % C:
+        if K % C:  # (exported with K = C x samples, so this holds in the graph)
             raise ValueError(f"this encoder's MiniRocket stem reads {C} series per sample together; got {K} rows, "
                              f"not a multiple of {C}: pass each sample's {C} axes, in order")
         x = series.float().reshape(-1, C, L)  # (B, C, L) as recorded
