@@ -235,3 +235,27 @@ def test_coreml_export_refuses_the_stem_with_the_fix(tmp_path):
 
     with pytest.raises(NotImplementedError, match="--target onnx"):
         export_encoder_coreml(_tiny(True), tmp_path / "enc.mlpackage")
+
+
+def test_fit_biases_needs_the_kernels_first():
+    x, _ = _windows(4)
+    with pytest.raises(RuntimeError, match="init_kernels"):
+        MiniRocketStem(SMALL).fit_biases(x)
+
+
+def test_a_checkpoint_becomes_an_artifact_of_its_own_run_only(tmp_path):
+    from edge_tslm.model.artifact import from_pretrained, save_pretrained
+    from edge_tslm.train.checkpoint import checkpoint_to_artifact, save_checkpoint
+
+    model = _tiny(True)
+    save_pretrained(model, tmp_path / "best")
+    with torch.no_grad():
+        model.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)  # the checkpoint moved on from best/
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    save_checkpoint(model, opt, tmp_path / "last", {"step": 7, "seed": 0})
+    checkpoint_to_artifact(tmp_path / "last", tmp_path / "best", tmp_path / "out")
+    again = from_pretrained(tmp_path / "out")
+    torch.testing.assert_close(again.series_encoder.stem_embed.proj.weight, model.series_encoder.stem_embed.proj.weight)
+    save_pretrained(_tiny(False), tmp_path / "other")  # another run's model: no stem
+    with pytest.raises(ValueError, match="it does not have"):
+        checkpoint_to_artifact(tmp_path / "last", tmp_path / "other", tmp_path / "bad")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from edge_tslm.constants import ONNX_LATENTS, ONNX_SERIES, ONNX_SERIES_INDEX, ONNX_SERIES_MASK
+from edge_tslm.model.minirocket_stem import sample_channels
 from edge_tslm.export.spec import (
     BATCH_AXIS,
     COREML_FP16_ATOL,
@@ -214,8 +215,7 @@ def export_encoder_coreml(
             "this encoder reads a rhythm vector (encoder.rhythm_vector), which the Core ML package does not take yet; "
             "export it with --target onnx (its encoder graph has the series_vectors input) or use the torch backend"
         )
-    stem = getattr(enc, "stem", None)
-    if stem is not None and not hasattr(stem, "convs"):
+    if sample_channels(enc) > 1:
         raise NotImplementedError(
             "this encoder runs a MiniRocket stem over each window's axes together (encoder.minirocket_stem), which the "
             "Core ML package does not take yet (its batch axis would have to be 3 x windows); export it with "

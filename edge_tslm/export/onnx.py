@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from edge_tslm.model.ecg_stem import EcgStem
+from edge_tslm.model.minirocket_stem import sample_channels
 from edge_tslm.export.spec import (
     BATCH_AXIS,
     ENCODER_INPUTS,
@@ -122,10 +124,10 @@ def _example_encoder_inputs(enc: nn.Module) -> tuple[torch.Tensor, ...]:
     p = enc.encoder.cfg.patch_len
     K, L = 2, 16 * p  # the graph pads any L; the parity check runs lengths that are not whole patches
     stem = getattr(enc, "stem", None)
-    if hasattr(stem, "convs"):  # long enough that the ECG stem's last (stride-2**n) layer is not one sample: a size-1
+    if isinstance(stem, EcgStem):  # long enough that the last (stride-2**n) layer is not one sample: a size-1
         L = max(L, 4 << len(stem.convs))  # dim would be specialised by the trace
-    elif stem is not None:  # the MiniRocket stem reads whole samples of C rows: two of them, at the fitted length
-        K, L = 2 * stem.cfg.channels, max(L, stem.cfg.window)
+    elif sample_channels(enc) > 1:  # the MiniRocket stem reads whole samples of C rows: two of them, at the fitted length
+        K, L = 2 * sample_channels(enc), max(L, stem.cfg.window)
     dev = next(enc.parameters()).device
     series = torch.randn(K, L, device=dev)
     mask = torch.ones(K, L, dtype=torch.bool, device=dev)
@@ -223,9 +225,8 @@ def export_encoder_onnx(
     patch_len = enc.encoder.cfg.patch_len
     t0 = time.perf_counter()
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=MAX_BATCH)
-    stem = getattr(enc, "stem", None)
-    if stem is not None and not hasattr(stem, "convs"):  # the MiniRocket stem reads whole samples: K = C * samples
-        C = stem.cfg.channels
+    C = sample_channels(enc)
+    if C > 1:  # the MiniRocket stem reads whole samples: K = C * samples
         batch = C * torch.export.Dim("samples", min=1, max=MAX_BATCH // C)
     # Dim.DYNAMIC, not a named Dim: tracing records 0/1-specialisation guards (e.g. patches != 1) that hold
     # for the traced example only; the ONNX ops themselves are shape-generic, and the parity check runs a

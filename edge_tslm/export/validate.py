@@ -22,6 +22,7 @@ from edge_tslm.export.spec import (
     ENCODER_INT8_ATOL,
     ENCODER_INT8_MIN_COSINE,
 )
+from edge_tslm.model.minirocket_stem import sample_channels
 
 
 def compare(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
@@ -125,8 +126,8 @@ def validate_decoder_onnx(
 
     names = decoder_io_names(model)
     if series_lengths is None:  # two series of two lengths; a MiniRocket stem reads its C axes, of one length
-        stem = getattr(model.series_encoder, "stem", None)
-        series_lengths = (40, 60) if stem is None or hasattr(stem, "convs") else (stem.cfg.window,) * stem.cfg.channels
+        C = sample_channels(model.series_encoder)
+        series_lengths = (40, 60) if C == 1 else (model.series_encoder.stem.cfg.window,) * C
     rng = np.random.default_rng(seed)
     text = "Series. " + " ".join(f"s{i}: {TS_TOKEN}{END_CHUNK_TOKEN}" for i in range(len(series_lengths))) + " Which?\n"
     series = [rng.standard_normal(n).astype(np.float32) for n in series_lengths]

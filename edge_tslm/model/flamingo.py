@@ -15,7 +15,7 @@ from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import IGNORE, TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
 from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig, StemEmbedding
-from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem
+from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem, sample_channels
 from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.prefix_cache import croppable
@@ -132,10 +132,9 @@ class FlamingoTSLM(TSLMBase):
     def _check_sample_stem(self, present: torch.Tensor, lengths: list[int]) -> int:
         """present (B, S); lengths per present series -> rows the encoder must see together (1, or C with a
         MiniRocket stem, which reads a sample's C axes at once and so needs each sample to be its C axes of one length)."""
-        stem = self.series_encoder.stem
-        if not isinstance(stem, MiniRocketStem):
+        C = sample_channels(self.series_encoder)
+        if C == 1:
             return 1
-        C = stem.cfg.channels
         counts = present.sum(-1)  # (B,)
         bad = ((counts != C) & (counts != 0)) | (present[:, :C].sum(-1) != counts)
         if bool(bad.any()):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MiniRocketConfig", "MiniRocketStem", "minirocket_dilations"]
+__all__ = ["MiniRocketConfig", "MiniRocketStem", "minirocket_dilations", "sample_channels"]
 
 KERNEL_LEN = 9
 NUM_KERNELS = 84  # every choice of 3 of the 9 taps to weigh 2 (the other six weigh -1)
@@ -75,6 +75,12 @@ def kernel_weights() -> np.ndarray:
     return w
 
 
+def sample_channels(series_encoder: nn.Module) -> int:
+    """Rows the encoder must see together per sample: C with a MiniRocket stem (a window's axes), else 1."""
+    stem = getattr(series_encoder, "stem", None)
+    return stem.cfg.channels if isinstance(stem, MiniRocketStem) else 1
+
+
 class MiniRocketStem(nn.Module):
     """(B, C, L) windows + (B, L) real-sample mask -> (B, num_labels) ridge scores.
 
@@ -120,6 +126,8 @@ class MiniRocketStem(nn.Module):
     def fit_biases(self, windows: torch.Tensor, seed: int = 0) -> None:
         """windows (N, C, L) training windows: each (kernel, dilation) takes its biases from quantiles of its output on
         one random window (MiniRocket's low-discrepancy quantiles)."""
+        if all(not getattr(self, f"weight{i}").any() for i in range(len(self.dilations))):
+            raise RuntimeError("the kernels are all zero: call init_kernels(seed) before fit_biases")
         rng = np.random.default_rng(seed)
         phi = (math.sqrt(5) + 1) / 2
         start = 0

@@ -55,10 +55,12 @@ def checkpoint_to_artifact(ckpt: Path, like: Path, out: Path) -> Path:
     tensors = load_file(str(Path(ckpt) / TENSORS_FILE))
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model = from_pretrained(like)
-    missing = set(adapter_state(model)) - set(state)
-    if missing:
+    want = set(adapter_state(model))
+    missing, extra = want - set(state), set(state) - want
+    if missing or extra:
         raise ValueError(f"{ckpt} does not hold this model's adapter ({len(missing)} weights missing, e.g. "
-                         f"{sorted(missing)[:3]}); pass the best/ artifact of the same run as `like`")
+                         f"{sorted(missing)[:3]}; {len(extra)} it does not have, e.g. {sorted(extra)[:3]}); pass the "
+                         "best/ artifact of the same run as `like`")
     model.load_state_dict(state, strict=False)
     meta = json.loads((Path(ckpt) / STATE_FILE).read_text())
     return save_pretrained(model, out, extra={"from_checkpoint": {"path": str(ckpt), "step": meta.get("step")}})
