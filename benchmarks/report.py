@@ -125,7 +125,7 @@ def section_bench(r: dict | None, where: str = "", title: str = "`edge-tslm benc
         return out + ["Not run yet: `edge-tslm bench --quick`.", ""]
     c = r["config"]
     d = f"benchmarks/results/{where}"
-    task = "HAR" if c.get("task", "har") == "har" else "ECG rhythm"
+    task = "HAR" if c.get("task", "har").startswith("har") else "ECG rhythm"
     gpu = f", {r['machine']['gpu']}" if r["machine"].get("gpu") else ""
     out += [f"`{r['command']}` — {'--quick, ' if r['quick'] else ''}F1 on {r['n']} {task} test windows ({c['per_class']}/class), "
             f"{c['threads']} thread(s), {_machine(r['machine'])}{gpu}, load average {r['machine'].get('load_avg_1min_at_start')} "

@@ -153,7 +153,8 @@ def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_secon
         out["recordings"].append({"subject": rec.subject, "experiment": rec.experiment, "start_s": a0 / 50, "seconds": round(n / 50, 1), "windows": len(wins),
                                   "usable": s.get("usable"), "segments": s.get("segments"), "events": dict(Counter(e["type"] for e in events)),
                                   "wall_s": round(wall, 1), "latency_ms": s.get("latency_ms"), "peak_rss_mb": s.get("peak_rss_mb"),
-                                  "flags": s.get("flags"), "command": cmd.replace(str(tmp), "<tmp>")})
+                                  "flags": s.get("flags"), **({"gait_frame": s["gait_frame"]} if "gait_frame" in s else {}),
+                                  "command": cmd.replace(str(tmp), "<tmp>")})
     res = {"pure_windows": score(out["pure"], ACTIVITIES), "majority_windows": score(out["majority"], ACTIVITIES),
            "recordings": out["recordings"], "schema_errors": out["schema_errors"][:50], "n_schema_errors": len(out["schema_errors"]),
            "windows": sum(r["windows"] for r in out["recordings"]),
@@ -252,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiments", default="", help="comma-separated HAPT experiment ids to keep (default: all of the subjects')")
     ap.add_argument("--har-benchmark", type=Path, default=RESULTS / "tslm_flamingo-har.json",
                     help="results JSON whose macro-F1 the HAR agreement is set beside (that of the model streamed)")
+    ap.add_argument("--gait-reference", default="", help="passed to edge-tslm stream for a har_gait model: 'scan' takes each "
+                    "recording's gait frame from its own first ~30 s of walking before streaming it (HAPT records the "
+                    "still postures first); default: the stream sets it live, and reads the windows before the walk as worn")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_agreement.json")
     a = ap.parse_args(argv)
     if not (a.har or a.ecg):
@@ -265,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
         STREAM_ARGS.extend(["--label-scoring", a.label_scoring])
     if a.hop_s:
         HAR_EXTRA[:] = ["--hop-s", str(a.hop_s)]
+    if a.gait_reference:
+        HAR_EXTRA.extend(["--gait-reference", a.gait_reference])
     from edge_tslm.machine import machine
 
     res: dict = {"command": "python benchmarks/stream_agreement.py " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:])),

@@ -158,7 +158,7 @@ class TSLMConfig:
 
         if self.series_features not in SERIES_FEATURES:
             raise ValueError(f"series_features {self.series_features!r} is unknown; use one of {SERIES_FEATURES}")
-        if self.series_features == "rr_series" and (self.task == "har" or self.task.startswith("tsqa")):
+        if self.series_features == "rr_series" and (self.task.startswith("har") or self.task.startswith("tsqa")):
             raise ValueError(
                 f"series_features \"rr_series\" adds the RR intervals of an ECG, but this model's task is {self.task!r}: "
                 "use it for an ECG task (ecg_rhythm), or leave series_features empty"
@@ -175,7 +175,7 @@ class TSLMConfig:
         if self.encoder.rhythm_vector:
             if self.variant != "flamingo":
                 raise ValueError("encoder.rhythm_vector is a Flamingo encoder option; a SoftPrompt model has no series encoder to add it to")
-            if self.task == "har" or self.task.startswith("tsqa") or self.series_features == "rr_series":
+            if self.task.startswith("har") or self.task.startswith("tsqa") or self.series_features == "rr_series":
                 raise ValueError(
                     f"encoder.rhythm_vector measures every series as an ECG lead, but this model's task is {self.task!r} "
                     f"with series_features {self.series_features!r}: use it for an ECG task whose series are all leads "

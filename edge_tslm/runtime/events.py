@@ -1,7 +1,7 @@
 """Streaming events as JSON lines: their schema, a small validator, and latency/memory summaries.
 
 One ``window`` event per window (classified or not), ``segment``/``episode``/``burden`` events
-from smoothing across windows, ``warning``/``source_issue`` events for what went wrong on the
+from smoothing across windows, ``calibration`` when the stream sets a wearer's gait frame, ``warning``/``source_issue`` events for what went wrong on the
 way in, an optional fatal ``error``, and one closing ``summary``. ``SCHEMA`` lists, per event
 type, the keys every event has and the JSON types each may take; extra keys are allowed.
 """
@@ -59,6 +59,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "episode": {"required": {**SPAN, "duration_s": NUM}},
     "burden": {"required": {"label": STR, "burden": NUM_OR_NULL, "time_s": NUM, "monitored_s": NUM, "episodes": INT}},
     "warning": {"required": {"kind": STR, "message": STR}},
+    # the stream set something it learned from the signal (the wearer's gait frame), and how to reuse it
+    "calibration": {"required": {"kind": STR, "message": STR, "reference": ("array",), "source": STR}},
     "source_issue": {"required": {"kind": STR, "message": STR, "line": ("integer", "null")}},
     "error": {"required": {"kind": STR, "message": STR}},
     "summary": {

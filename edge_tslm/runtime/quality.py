@@ -26,6 +26,7 @@ FLAGS = (
     "invalid_input",  # the window was refused by signals.validate
     "backend_error",  # the backend raised on this window
     "rationale_numbers_differ",  # an ECG rationale states a number the window's measurement does not bear out
+    "gait_frame_pending",  # a har_gait model's window read as worn: the wearer has not walked ~30 s yet
 )
 
 

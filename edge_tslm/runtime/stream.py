@@ -24,6 +24,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from edge_tslm.gait_frame import GaitCalibrator, GaitFrameConfig
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
 from edge_tslm.runtime.backend import Backend
@@ -33,7 +34,7 @@ from edge_tslm.runtime.ring import Window, Windower
 from edge_tslm.runtime.sources import Chunk, SourceError, SourceIssue
 from edge_tslm.signals import InputError, SignalMeta, resample, validate
 
-__all__ = ["TaskPreset", "TASKS", "StreamConfig", "Streamer", "RATIONALE_REQUEST", "task_question"]
+__all__ = ["TaskPreset", "TASKS", "StreamConfig", "Streamer", "RATIONALE_REQUEST", "task_question", "scan_gait_reference"]
 
 # Appended to the question to ask for an explanation (the wording the rationale target was trained with).
 RATIONALE_REQUEST = " Explain briefly, then answer."
@@ -61,7 +62,7 @@ TASKS: dict[str, TaskPreset] = {
 
 def task_question(task: str) -> str:
     """The question a task's models were trained with (read from the task specs, numpy-only modules)."""
-    if task == "har":
+    if task in ("har", "har_gait"):
         from edge_tslm.data.hapt import HAR_TASK
 
         return HAR_TASK.question
@@ -74,6 +75,47 @@ def task_question(task: str) -> str:
 
         return SYNTH_ECG_TASK.question
     raise KeyError(task)
+
+
+def scan_gait_reference(items: Iterable[Chunk | SourceIssue], fs: float | None, fs_model: float) -> np.ndarray:
+    """A whole file's gait reference (its first ~30 s of walking), read before streaming it: what a recording made
+    before the wearer walked needs (``edge-tslm stream --gait-reference scan``). Timestamps are not needed: samples
+    are taken in order at `fs` (or the file's own rate)."""
+    from edge_tslm.gait_frame import gait_reference
+
+    parts, times, rate = [], [], fs
+    for item in items:
+        if isinstance(item, Chunk) and item.data.ndim == 2 and item.data.shape[1]:
+            parts.append(np.asarray(item.data, dtype=np.float32))
+            rate = rate or item.fs
+            if item.times is not None:
+                times.append(np.asarray(item.times, dtype=np.float64))
+    if not rate and times:  # the rate the stream will measure: the median step of the timestamps
+        d = np.diff(np.concatenate(times))
+        d = d[d > 0]
+        rate = float(f"{1.0 / float(np.median(d)):.6g}") if d.size else None
+    if not parts:
+        raise ValueError("--gait-reference scan: the input has no samples")
+    acc = np.concatenate(parts, axis=1)  # (C, N)
+    if acc.shape[0] != 3:
+        raise ValueError(f"--gait-reference scan needs a 3-axis accelerometer, the input has {acc.shape[0]} channel(s)")
+    if not rate:
+        raise ValueError("--gait-reference scan: the input's sampling rate is unknown; pass --fs (Hz)")
+    if fs_model and abs(fs_model - rate) > 1e-9 * fs_model:
+        hole = ~np.isfinite(acc).all(0)  # (N,)
+        if hole.any():  # bridge the holes to resample, then put them back: a window with a hole is never gait
+            idx = np.flatnonzero(~hole)
+            if not idx.size:
+                raise ValueError("--gait-reference scan: the input has no finite samples")
+            acc = np.stack([np.interp(np.arange(acc.shape[1]), idx, ch[idx]) for ch in acc]).astype(np.float32)
+        out = resample(acc, rate, fs_model)
+        back = _at_model_rate(hole[None, :], out.shape[1], rate, fs_model)  # (1, N_model)
+        acc = np.where(back, np.nan, out).astype(np.float32)
+    ref = gait_reference(acc)
+    if ref is None:
+        raise ValueError("--gait-reference scan: the input has under ~30 s of walking, so the wearer's gait frame is "
+                         "unknown; stream without it (the stream sets it once the wearer walks) or pass --gait-reference x,y,z")
+    return ref
 
 
 @dataclass(frozen=True)
@@ -98,6 +140,9 @@ class StreamConfig:
     # whole window, as before; benchmarks/fault_text.py compares the two)
     exclude_untrusted: bool = True
     check_events: bool = False  # validate every event against the schema (tests, debugging)
+    # turn each window into the wearer's gait frame (edge_tslm.gait_frame); None: when the model's task is har_gait
+    gait_frame: bool | None = None
+    gait_reference: tuple[float, float, float] | None = None  # a known reference (x, y, z); None: walk to set it
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -110,6 +155,10 @@ class StreamConfig:
                 raise ValueError(f"{name} must be > 0 seconds, got {v}")
         if self.smoothing < 1 or self.min_af_windows < 1:
             raise ValueError("smoothing and min_af_windows must be >= 1")
+        if self.gait_reference is not None:
+            from edge_tslm.gait_frame import parse_reference
+
+            parse_reference(",".join(str(v) for v in self.gait_reference))  # three finite numbers, not all zero
 
     @property
     def preset(self) -> TaskPreset:
@@ -149,6 +198,11 @@ class Streamer:
             "question_first": bool(getattr(self.backend, "question_first", False)),
             "series_text": str(getattr(self.backend, "series_text", "full") or "full"),
         }
+        # A har_gait model reads windows in the wearer's gait frame: the stream sets it from ~30 s of walking.
+        gait_on = self.cfg.gait_frame if self.cfg.gait_frame is not None else str(getattr(backend, "task", "") or "") == "har_gait"
+        ref = None if self.cfg.gait_reference is None else np.asarray(self.cfg.gait_reference, dtype=np.float64)
+        self.gait: GaitCalibrator | None = GaitCalibrator(GaitFrameConfig(), ref) if gait_on else None
+        self._gait_news: list[dict] = []
         # Stream state (set when the first samples arrive).
         self.fs: float | None = None
         self.channels: tuple[str, ...] | None = None
@@ -327,6 +381,15 @@ class Streamer:
         self._rate_usable, self._rate_msg = check_rate(self.fs, fs_model, self.cfg.quality)
         if self._rate_msg:
             events.append(self._warn("fs_out_of_range", self._rate_msg))
+        if self.gait is None and self.cfg.gait_reference is not None:
+            events.append(self._warn("gait_reference_unused", "a gait reference was given, but this model reads windows as "
+                                     "recorded (its task is not har_gait); it is ignored"))
+        if self.gait is not None:
+            events[0]["gait_frame"] = self._gait_state()
+            if C != 3:
+                events.append(self._warn("gait_frame_off", f"the gait frame turns 3-axis accelerometers; this stream has {C} "
+                                         "channel(s), so windows are read as recorded"))
+                self.gait = None
         min_len = int(getattr(self.backend, "min_length", 1) or 1)
         if fs_model and length * fs_model / self.fs < min_len:
             events.append(self._warn("window_too_short", f"a {self.window_s:g} s window is shorter than the model's {min_len}-sample patch"))
@@ -410,6 +473,8 @@ class Streamer:
         if q.usable:
             try:
                 signal, meta = self._prepare(clean)
+                if self.gait is not None:
+                    signal = self._gait_frame(signal, q)
                 untrusted = _at_model_rate(q.untrusted, signal.shape[1], self.fs, meta.fs) if self.cfg.exclude_untrusted else None
                 inp = validate(signal, meta, self.question, min_length=int(getattr(self.backend, "min_length", 1) or 1))
                 mi = build_model_input(inp, untrusted=untrusted, **self._layout)
@@ -482,8 +547,30 @@ class Streamer:
             ev["smoothed"] = smoothed
             events.extend(self._track(smoothed, start_s, end_s))
         events.insert(0, self._emit(ev))
+        if self._gait_news:
+            events[1:1], self._gait_news = [self._emit(e) for e in self._gait_news], []
         self.index += 1
         return events
+
+    def _gait_frame(self, signal: np.ndarray, q) -> np.ndarray:
+        """Count a clean window towards the gait reference; turn it once the reference is set."""
+        assert self.gait is not None
+        was = self.gait.ready
+        if not q.flags:  # a window with holes or a noise burst would not tell the wearer's gait direction
+            self.gait.observe(signal)
+        if not self.gait.ready:
+            q.flag("gait_frame_pending", f"gait frame not set: {self.gait.seen} of {self.gait.cfg.calibration_windows} "
+                   "gait windows walked; this window is read as worn")
+        elif not was:
+            self._gait_news.append({"type": "calibration", "kind": "gait_frame", **self._gait_state(),
+                                    "message": f"gait frame set from {self.gait.cfg.calibration_windows} walking windows; "
+                                    "reuse it with --gait-reference " + ",".join(f"{v:.5f}" for v in self.gait.reference)})
+        return self.gait.apply(signal)
+
+    def _gait_state(self) -> dict:
+        g = self.gait
+        assert g is not None
+        return {"reference": None if g.reference is None else [round(float(v), 6) for v in g.reference], "source": g.source}
 
     def _prepare(self, clean: np.ndarray) -> tuple[np.ndarray, SignalMeta]:
         """Resample to the model's rate and crop to its longest span."""
@@ -611,6 +698,8 @@ class Streamer:
             "segments": self._n_segments,
             "samples": self._n_in,
         }
+        if self.gait is not None:
+            ev["gait_frame"] = self._gait_state()
         if self.do_episodes:
             ev["af_episodes"] = self._episodes
             ev["af_burden"] = self._burden_event()["burden"]

@@ -27,6 +27,17 @@ def _har(split: str, path: str | None) -> Sequence[Sample]:
     return hapt_windows(split, path)
 
 
+def _har_gait(split: str, path: str | None) -> Sequence[Sample]:
+    from edge_tslm.data.hapt import hapt_gait_windows
+
+    if path and _is_uci_har(path):
+        raise ValueError(
+            f"{path} is a UCI HAR folder of pre-cut windows; a har_gait model needs whole recordings to find each "
+            "wearer's gait frame: pass a HAPT source (the HAPT folder with RawData/, or the HAPT pickle)"
+        )
+    return hapt_gait_windows(split, path)
+
+
 def _is_uci_har(path: str) -> bool:
     from pathlib import Path
 
@@ -57,12 +68,14 @@ def _synthetic_ecg(split: str, path: str | None) -> Sequence[Sample]:
 
 
 def get_task(name: str) -> Task:
-    from edge_tslm.data.hapt import HAR_TASK
+    from edge_tslm.data.hapt import HAR_GAIT_TASK, HAR_TASK
     from edge_tslm.data.physionet2017 import ECG_TASK
     from edge_tslm.data.synthetic import SYNTH_ECG_TASK, TSQA_TASKS
 
     tasks = {
         "har": Task(HAR_TASK, _har),
+        # the same windows in each wearer's gait frame (edge_tslm.gait_frame): a stream calibrates it by walking
+        "har_gait": Task(HAR_GAIT_TASK, _har_gait),
         # 150 Hz keeps R peaks sharp and halves the encoder's work; 60 s covers every challenge record
         # the measured heart rate and RR irregularity go into the description (the feature baseline's strongest
         # inputs; "beats" adds the beat shape, which helped SoftPrompt but not Flamingo, training/README.md); the
