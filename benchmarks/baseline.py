@@ -35,9 +35,10 @@ def machine() -> dict:
     return _machine(("numpy", "scipy", "scikit-learn", "wfdb", "sleepecg"))
 
 
-def run_har(config: B.BaselineConfig) -> dict:
+def run_har(config: B.BaselineConfig, gait: bool = False) -> dict:
+    """gait: the same windows turned into each recording's gait frame (edge_tslm.gait_frame), the har_gait task's."""
     t0 = time.perf_counter()
-    data = {s: hapt.hapt_windows(s) for s in hapt.SPLITS}
+    data = {s: (hapt.hapt_gait_windows if gait else hapt.hapt_windows)(s) for s in hapt.SPLITS}
     xy = {s: B.har_xy(v) for s, v in data.items()}
     t_feat = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -45,8 +46,9 @@ def run_har(config: B.BaselineConfig) -> dict:
     t_fit = time.perf_counter() - t0
     labels = list(hapt.ACTIVITIES)
     out = {
-        "task": "har",
-        "dataset": "UCI HAPT (KCC2020 sdist pickle), 2.56 s windows at 50 Hz, 3-axis total acceleration (g), 50% overlap",
+        "task": "har_gait" if gait else "har",
+        "dataset": "UCI HAPT (KCC2020 sdist pickle), 2.56 s windows at 50 Hz, 3-axis total acceleration (g), 50% overlap"
+        + (", each recording turned into its gait frame (edge_tslm.gait_frame)" if gait else ""),
         "splits": {
             s: {"subjects": sorted({int(x.group.split("-")[1]) for x in v}), "n": len(v), "counts": hapt.split_counts(v)}
             for s, v in data.items()
@@ -108,7 +110,8 @@ def _md_table(res: dict, split: str) -> list[str]:
     return lines
 
 
-def write_markdown(results: dict[str, dict], info: dict, command: str) -> None:
+def write_markdown(results: dict[str, dict], info: dict, command: str, commands: dict[str, tuple[str, str]] | None = None) -> None:
+    """`commands`: (command, machine) that produced each task's section, where the command differs from `command`."""
     lines = [
         "# Baseline: hand-crafted features + gradient boosting",
         "",
@@ -129,6 +132,8 @@ def write_markdown(results: dict[str, dict], info: dict, command: str) -> None:
     ]
     for name, res in results.items():
         lines += [f"## {name.upper()}: {res['dataset']}", ""]
+        if name in (commands or {}) and commands[name][0] != command:
+            lines += [f"Command: `{commands[name][0]}` (machine: {commands[name][1]})", ""]
         lines.append(f"{res['n_features']} features, {res['model']} {res['config']}; timings {res['seconds']} s")
         lines.append("")
         lines.append("Split counts: " + "; ".join(f"{s}: {v['n']} {v['counts']}" for s, v in res["splits"].items()))
@@ -146,38 +151,44 @@ def write_markdown(results: dict[str, dict], info: dict, command: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", choices=["har", "ecg", "all"], default="all")
+    ap.add_argument("--task", choices=["har", "har_gait", "ecg", "all"], default="all",
+                    help="all: har and ecg; har_gait (the gait-frame windows) runs only when named")
     ap.add_argument("--ecg-path", default=None, help="PhysioNet 2017 folder (default: $EDGE_TSLM_PHYSIONET2017 or ../shared)")
     ap.add_argument("--workers", type=int, default=None, help="processes for ECG feature extraction")
     ap.add_argument("--markdown-only", action="store_true", help="rebuild baseline.md from the saved JSON files")
     args = ap.parse_args()
     if args.markdown_only:
-        saved = {n: json.loads((RESULTS / f"baseline_{n}.json").read_text()) for n in ("har", "ecg")
+        saved = {n: json.loads((RESULTS / f"baseline_{n}.json").read_text()) for n in ("har", "har_gait", "ecg")
                  if (RESULTS / f"baseline_{n}.json").exists()}
-        first = next(iter(saved.values()))
-        write_markdown({n: v["result"] for n, v in saved.items()}, first["machine"], first["command"])
+        first = saved.get("har") or next(iter(saved.values()))
+        write_markdown({n: v["result"] for n, v in saved.items()}, first["machine"], first["command"],
+                       {n: (v["command"], v["machine"]["cpu"]) for n, v in saved.items()})
         return
     command = "python benchmarks/baseline.py " + " ".join(sys.argv[1:])
     info = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+    commands: dict[str, str] = {}
     # Read back results of the task not run, so baseline.md always shows both.
-    for name in ("har", "ecg"):
+    for name in ("har", "har_gait", "ecg"):
         f = RESULTS / f"baseline_{name}.json"
         if args.task not in (name, "all") and f.exists():
-            results[name] = json.loads(f.read_text())["result"]
+            saved = json.loads(f.read_text())
+            results[name], commands[name] = saved["result"], (saved["command"], saved["machine"]["cpu"])
     if args.task in ("har", "all"):
         results["har"] = run_har(HAR_CONFIG)
+    if args.task == "har_gait":
+        results["har_gait"] = run_har(HAR_CONFIG, gait=True)
     if args.task in ("ecg", "all"):
         results["ecg"] = run_ecg(ECG_CONFIG, args.ecg_path, args.workers)
-    for name in ("har", "ecg"):
-        if args.task in (name, "all"):
+    for name in ("har", "har_gait", "ecg"):
+        if args.task == name or (args.task == "all" and name != "har_gait"):
             payload = {"command": command, "machine": info, "result": results[name]}
             (RESULTS / f"baseline_{name}.json").write_text(json.dumps(payload, indent=2))
             t = results[name]["test"]
             extra = f" challenge={t['challenge_score']:.4f}" if "challenge_score" in t else ""
             print(f"{name}: test macro-F1={t['macro_f1']:.4f} acc={t['accuracy']:.4f}{extra}  (val macro-F1={results[name]['val']['macro_f1']:.4f})")
-    write_markdown({k: results[k] for k in ("har", "ecg") if k in results}, info, command)
+    write_markdown({k: results[k] for k in ("har", "har_gait", "ecg") if k in results}, info, command, commands)
 
 
 if __name__ == "__main__":

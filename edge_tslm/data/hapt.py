@@ -242,21 +242,37 @@ def window_recording(rec: Recording, window: int = WINDOW, stride: int = STRIDE)
 
 
 @functools.lru_cache(maxsize=16)
-def _windows(split: str, path: str | None, window: int, stride: int) -> tuple[Sample, ...]:
+def _windows(split: str, path: str | None, window: int, stride: int, gait: bool = False) -> tuple[Sample, ...]:
+    from edge_tslm.gait_frame import to_gait_frame
+
     out = []
     for rec in load_hapt_recordings(path):
         if split != "all" and subject_split(rec.subject) != split:
             continue
+        ref = recording_reference(rec) if gait else None
+        if gait and ref is None:  # no calibration walk in this recording: it cannot be turned, so it is left out (and said)
+            warnings.warn(f"HAPT subject {rec.subject} experiment {rec.experiment} has under 30 s of gait; left out of har_gait")
+            continue
         for _, w, act in window_recording(rec, window, stride):
-            out.append(_make_sample(w, ACTIVITIES[act], rec.subject))
+            if ref is None:
+                out.append(_make_sample(w, ACTIVITIES[act], rec.subject))
+            else:
+                out.append(_make_sample(to_gait_frame(w, ref), ACTIVITIES[act], rec.subject, HAR_GAIT_TASK))
     return tuple(out)
 
 
-def hapt_windows(split: str = "train", path: str | Path | None = None, window: int = WINDOW, stride: int = STRIDE) -> tuple[Sample, ...]:
-    """HAR samples of one split ('train', 'val', 'test' or 'all'), cached per process."""
+def hapt_windows(split: str = "train", path: str | Path | None = None, window: int = WINDOW, stride: int = STRIDE,
+                 gait: bool = False) -> tuple[Sample, ...]:
+    """HAR samples of one split ('train', 'val', 'test' or 'all'), cached per process. gait: each recording turned
+    into its gait frame (edge_tslm.gait_frame; reference from its first ~30 s of gait), the har_gait task's."""
     if split not in (*SPLITS, "all"):
         raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
-    return _windows(split, None if path is None else str(path), window, stride)
+    return _windows(split, None if path is None else str(path), window, stride, gait)
+
+
+def hapt_gait_windows(split: str = "train", path: str | Path | None = None) -> tuple[Sample, ...]:
+    """`hapt_windows(split, path, gait=True)`: the har_gait task's windows."""
+    return hapt_windows(split, path, gait=True)
 
 
 def recording_reference(rec: Recording) -> np.ndarray | None:
@@ -264,31 +280,6 @@ def recording_reference(rec: Recording) -> np.ndarray | None:
     from edge_tslm.gait_frame import gait_reference
 
     return gait_reference(rec.acc)
-
-
-@functools.lru_cache(maxsize=16)
-def _gait_windows(split: str, path: str | None, window: int, stride: int) -> tuple[Sample, ...]:
-    from edge_tslm.gait_frame import to_gait_frame
-
-    out = []
-    for rec in load_hapt_recordings(path):
-        if split != "all" and subject_split(rec.subject) != split:
-            continue
-        ref = recording_reference(rec)
-        if ref is None:  # no calibration walk in this recording: it cannot be turned, so it is left out (and said)
-            warnings.warn(f"HAPT subject {rec.subject} experiment {rec.experiment} has under 30 s of gait; left out of har_gait")
-            continue
-        for _, w, act in window_recording(rec, window, stride):
-            out.append(_make_sample(to_gait_frame(w, ref), ACTIVITIES[act], rec.subject, HAR_GAIT_TASK))
-    return tuple(out)
-
-
-def hapt_gait_windows(split: str = "train", path: str | Path | None = None, window: int = WINDOW,
-                      stride: int = STRIDE) -> tuple[Sample, ...]:
-    """`hapt_windows`, each recording turned into its gait frame (reference from its first ~30 s of gait)."""
-    if split not in (*SPLITS, "all"):
-        raise ValueError(f"split must be one of {SPLITS + ('all',)}, got {split!r}")
-    return _gait_windows(split, None if path is None else str(path), window, stride)
 
 
 def training_gait_direction(path: str | Path | None = None) -> np.ndarray:
