@@ -128,12 +128,19 @@ def stream_cli(model: str, input_path: Path, task: str, backend: str, extra: lis
 
 
 def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_seconds: float | None, experiments: set[int] | None = None,
-             start_s: float = 0.0, bench: Path = RESULTS / "tslm_flamingo-har.json") -> dict:
+             start_s: float = 0.0, bench: Path = RESULTS / "tslm_flamingo-har.json", other_reference: bool = False) -> dict:
     from edge_tslm.data.hapt import ACTIVITIES, load_hapt_recordings
 
     names = np.array([*ACTIVITIES, ""], dtype=object)
     out = {"recordings": [], "pure": [], "majority": [], "schema_errors": []}
     recs = [r for r in load_hapt_recordings() if r.subject in subjects and (not experiments or r.experiment in experiments)]
+    refs = {}
+    if other_reference:  # each recording streamed with the gait frame of the same wearer's other recording
+        from edge_tslm.data.hapt import recording_reference
+
+        for r in load_hapt_recordings():
+            if r.subject in subjects:
+                refs[(r.subject, r.experiment)] = recording_reference(r)
     for rec in sorted(recs, key=lambda r: r.experiment):
         a0 = int(round(start_s * 50))
         n = rec.acc.shape[1] - a0 if max_seconds is None else min(rec.acc.shape[1] - a0, int(max_seconds * 50))
@@ -142,7 +149,13 @@ def har_part(model: str, subjects: list[int], backend: str, tmp: Path, max_secon
         t = np.arange(n) / 50.0  # the stream's times start at 0 at the excerpt's first sample
         np.savetxt(csv, np.column_stack([t, rec.acc[:, a0 : a0 + n].T]), delimiter=",", header="t,x,y,z", comments="", fmt="%.5f")
         print(f"[har] subject {rec.subject} experiment {rec.experiment}: {a0 / 50:g}-{(a0 + n) / 50:g} s ...", file=sys.stderr, flush=True)
-        events, wall, cmd = stream_cli(model, csv, "har", backend, HAR_EXTRA)
+        extra = list(HAR_EXTRA)
+        if other_reference:
+            other = [v for (sub, e), v in refs.items() if sub == rec.subject and e != rec.experiment and v is not None]
+            if not other:
+                raise SystemExit(f"--gait-reference other-recording: subject {rec.subject} has no other recording with ~30 s of gait")
+            extra += ["--gait-reference", ",".join(f"{v:.6f}" for v in other[0])]
+        events, wall, cmd = stream_cli(model, csv, "har", backend, extra)
         errs = check_stream(events)
         out["schema_errors"] += [f"s{rec.subject}/e{rec.experiment}: {e}" for e in errs]
         wins = [e for e in events if e["type"] == "window"]
@@ -209,7 +222,10 @@ def markdown(res: dict) -> str:
         b = h.get("benchmark", {})
         L += [f"## HAR — `{res['har_model']}`, UCI test subject(s) {res['har_subjects']}", "",
               f"{len(h['recordings'])} continuous recording(s) ({_recs(h)}), {h['windows']} windows (2.56 s, hop {res.get('har_hop_s') or 1.28:g} s) streamed by the CLI; "
-              f"schema/order errors: **{h['n_schema_errors']}**.", "",
+              f"schema/order errors: **{h['n_schema_errors']}**."
+              + (f" Gait frame: {res['har_gait_reference']}; windows read before it was set: "
+                 f"{sum((r.get('flags') or {}).get('gait_frame_pending', 0) for r in h['recordings'])}."
+                 if res.get("har_gait_reference") and any("gait_frame" in r for r in h["recordings"]) else ""), "",
               "| windows scored | n | accuracy | macro-F1 (6 classes) | macro-F1 (classes present) |", "|---|---:|---:|---:|---:|"]
         for key, name in (("pure_windows", "pure (one activity, no transition)"), ("majority_windows", "majority activity ≥ 50 %")):
             s = h[key]
@@ -253,9 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--experiments", default="", help="comma-separated HAPT experiment ids to keep (default: all of the subjects')")
     ap.add_argument("--har-benchmark", type=Path, default=RESULTS / "tslm_flamingo-har.json",
                     help="results JSON whose macro-F1 the HAR agreement is set beside (that of the model streamed)")
-    ap.add_argument("--gait-reference", default="", help="passed to edge-tslm stream for a har_gait model: 'scan' takes each "
+    ap.add_argument("--gait-reference", default="", help="for a har_gait model: 'scan' (passed to edge-tslm stream) takes each "
                     "recording's gait frame from its own first ~30 s of walking before streaming it (HAPT records the "
-                    "still postures first); default: the stream sets it live, and reads the windows before the walk as worn")
+                    "still postures first); 'other-recording' passes the reference of the same subject's other recording "
+                    "(a wearer calibrated in an earlier session); default: the stream sets it live, and reads the windows "
+                    "before the walk as worn")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_agreement.json")
     a = ap.parse_args(argv)
     if not (a.har or a.ecg):
@@ -269,8 +287,10 @@ def main(argv: list[str] | None = None) -> None:
         STREAM_ARGS.extend(["--label-scoring", a.label_scoring])
     if a.hop_s:
         HAR_EXTRA[:] = ["--hop-s", str(a.hop_s)]
-    if a.gait_reference:
-        HAR_EXTRA.extend(["--gait-reference", a.gait_reference])
+    if a.gait_reference == "scan":
+        HAR_EXTRA.extend(["--gait-reference", "scan"])
+    elif a.gait_reference not in ("", "other-recording"):
+        ap.error("--gait-reference: scan | other-recording")
     from edge_tslm.machine import machine
 
     res: dict = {"command": "python benchmarks/stream_agreement.py " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:])),
@@ -281,7 +301,9 @@ def main(argv: list[str] | None = None) -> None:
             subjects = [int(s) for s in a.subjects.split(",")]
             res.update(har_model=a.har, har_subjects=subjects, har_hop_s=a.hop_s)
             exps = {int(e) for e in a.experiments.split(",") if e}
-            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None, a.har_start, a.har_benchmark)
+            res["har"] = har_part(a.har, subjects, a.backend, Path(tmp), a.har_seconds, exps or None, a.har_start, a.har_benchmark,
+                                  a.gait_reference == "other-recording")
+            res["har_gait_reference"] = a.gait_reference or "live (set by the stream once the wearer has walked)"
         if a.ecg:
             res["ecg_model"] = a.ecg
             res["ecg"] = ecg_part(a.ecg, a.ecg_per_class, a.backend)
