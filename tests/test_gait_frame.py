@@ -214,3 +214,12 @@ def test_pipeline_needs_the_reference_for_a_har_gait_model():
     model = SimpleNamespace(cfg=SimpleNamespace(task="har_gait", labels=("walking",)))
     with pytest.raises(ValueError, match="gait_reference"):
         TSLMPipeline(model)(np.zeros((3, 128), np.float32), {"fs": 50.0, "unit": "g"})
+
+
+def test_stream_warns_when_a_har_model_gets_windows_of_another_length():
+    from test_runtime_fakes import FakeBackend
+
+    rec = recording([1.0, 0.0, 0.0], still_s=12.0, walk_s=0.0)
+    events = _stream(FakeBackend(task="har"), rec, window_s=5.0)
+    assert any(e["type"] == "warning" and e["kind"] == "window_differs_from_training" for e in events)
+    assert not any(e.get("kind") == "window_differs_from_training" for e in _stream(FakeBackend(task="har"), rec))

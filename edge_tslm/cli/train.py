@@ -47,6 +47,14 @@ def train(
     group_targets: Annotated[bool, typer.Option(
         help="batches of answer-only or of rationale examples, never mixed: the classify path's loss is not drowned by "
              "the rationales' tokens, and answer-only batches train about twice as fast")] = False,
+    train_groups: Annotated[str, typer.Option(
+        help="train the final task only on these groups of its train split, e.g. HAR subjects subject-3,subject-7 "
+             "(those a stem was not fitted on: pretrain_minirocket_stem.py --fit-groups)")] = "",
+    train_only: Annotated[str, typer.Option(
+        help="train only the weights under these name prefixes, e.g. series_encoder.stem_embed. (the rest stays as built "
+             "or loaded)")] = "",
+    encoder_dropout: Annotated[float, typer.Option(
+        help="dropout on the encoder's patch embeddings while training, in [0, 1)")] = 0.0,
     export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
 ) -> None:
     """Train at full precision; each stage starts from the previous stage's best checkpoint."""
@@ -92,6 +100,8 @@ def train(
     if minirocket_stem is not None and not minirocket_stem.is_file():
         raise typer.BadParameter(f"{minirocket_stem} is not a file; fit one with python training/pretrain_minirocket_stem.py "
                                  "--out DIR and pass DIR/stem.safetensors", param_hint="--minirocket-stem")
+    if not 0.0 <= encoder_dropout < 1.0:
+        raise typer.BadParameter(f"must be in [0, 1), got {encoder_dropout}", param_hint="--encoder-dropout")
     try:
         layers = parse_fusion_layers(fusion_layers)
     except ValueError as e:
@@ -101,7 +111,8 @@ def train(
     layout = {k: v for k, v in (("series_features", series_features), ("series_text", series_text)) if v is not None}
     if question_first:
         layout["question_first"] = True
-    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(scale_token=scale_token, rhythm_vector=rhythm_vector,
+    cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(dropout=encoder_dropout, scale_token=scale_token,
+                                                                                rhythm_vector=rhythm_vector,
                                                                                 ecg_stem=ecg_stem is not None,
                                                                                 minirocket_stem=minirocket_stem is not None))
     if layers:
@@ -111,15 +122,27 @@ def train(
         from edge_tslm.train.recipe import load_stem
 
         load_stem(model, ecg_stem or minirocket_stem)
-    res = run_curriculum(
-        model,
-        names,
-        out,
-        data_paths={task: str(data)} if data else None,
-        train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60,
-                              activation_checkpointing=activation_checkpointing, group_targets=group_targets),
-        stage_layout={names[-1]: layout} if layout else None,
-    )
+    if train_only:
+        from edge_tslm.train.recipe import train_only as freeze_all_but
+
+        try:
+            freeze_all_but(model, [p for p in train_only.split(",") if p])
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--train-only") from None
+    try:
+        res = run_curriculum(
+            model,
+            names,
+            out,
+            data_paths={task: str(data)} if data else None,
+            train_cfg=TrainConfig(batch_size=batch_size, bf16=bf16, seed=seed, max_steps=steps, time_limit_s=minutes * 60,
+                                  activation_checkpointing=activation_checkpointing, group_targets=group_targets),
+            stage_layout={names[-1]: layout} if layout else None,
+            train_groups=frozenset(g for g in train_groups.split(",") if g) or None,
+        )
+    except ValueError as e:  # bad data or groups: said once, without a traceback
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     best = out / f"stage{len(names)}-{names[-1]}" / "best"
     if export:
         shutil.copytree(best, export, dirs_exist_ok=True)

@@ -393,6 +393,11 @@ class Streamer:
         min_len = int(getattr(self.backend, "min_length", 1) or 1)
         if fs_model and length * fs_model / self.fs < min_len:
             events.append(self._warn("window_too_short", f"a {self.window_s:g} s window is shorter than the model's {min_len}-sample patch"))
+        trained = TASKS["har"].window_s
+        if str(getattr(self.backend, "task", "") or "").startswith("har") and abs(length / self.fs - trained) > 0.5 / self.fs:
+            events.append(self._warn("window_differs_from_training", f"this HAR model was trained on {trained:g} s windows "
+                                     f"(a MiniRocket stem's biases were fitted on them too); {length / self.fs:g} s windows "
+                                     "reach it with shifted statistics: drop --window-s unless you have checked the F1 at it"))
         return events
 
     # ------------------------------------------------------------------ timeline
