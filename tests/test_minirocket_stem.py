@@ -259,3 +259,42 @@ def test_a_checkpoint_becomes_an_artifact_of_its_own_run_only(tmp_path):
     save_pretrained(_tiny(False), tmp_path / "other")  # another run's model: no stem
     with pytest.raises(ValueError, match="it does not have"):
         checkpoint_to_artifact(tmp_path / "last", tmp_path / "other", tmp_path / "bad")
+
+
+def test_cross_fit_heads_score_known_training_windows_out_of_fold_only_while_training(tmp_path):
+    """--stem-folds: a training window a fold knows gets that fold's head, an unknown one (validation) and every
+    window in eval mode get the full head; the heads are not part of the stem's saved state."""
+    from edge_tslm.model.minirocket_stem import CrossFitHeads, window_key
+
+    stem, x = _fitted()
+    mask = torch.ones(x.shape[0], x.shape[2], dtype=torch.bool)
+    F = stem.num_features
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(2, 2, F, generator=g) * 0.01, torch.randn(2, 2, generator=g)
+    table = {window_key(x[i].numpy()): i % 2 for i in range(0, 20)}  # windows 20.. are unknown
+    before = set(stem.state_dict())
+    stem.cross_fit = CrossFitHeads(w, b, table)
+    assert set(stem.state_dict()) == before
+    with torch.no_grad():
+        stem.eval()
+        full = stem(x, mask)
+        stem.train()
+        mixed = stem(x, mask)
+        f = stem.features(x, mask)
+    for i in range(len(x)):
+        want = f[i] @ w[i % 2].T + b[i % 2] if i < 20 else full[i]
+        torch.testing.assert_close(mixed[i], want, rtol=1e-4, atol=1e-4)
+    assert stem.cross_fit.seen == len(x) and stem.cross_fit.hits == 20
+
+
+def test_load_cross_fit_refuses_another_task(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from edge_tslm.train.recipe import load_cross_fit
+
+    save_file({"weight": torch.zeros(2, 6, 4), "bias": torch.zeros(2, 6)}, str(tmp_path / "folds.safetensors"),
+              metadata={"folds": json.dumps({"subject-1": 0}), "task": "har"})
+    with pytest.raises(ValueError, match="refit with --task har_gait"):
+        load_cross_fit(tmp_path / "folds.safetensors", "har_gait")

@@ -86,6 +86,10 @@ def main() -> None:
     ap.add_argument("--ecg-stem", default="",
                     help="a pretrained ECG stem (training/pretrain_ecg_stem.py's stem.safetensors): the encoder reads its "
                     "features through a zero-initialised projection; the stem itself stays frozen. Needs --rhythm-vector")
+    ap.add_argument("--stem-folds", default="",
+                    help="with --minirocket-stem: training/pretrain_minirocket_stem.py --cross-fit's folds.safetensors; "
+                    "while training, each training window's stem scores come from a head fitted without its subject "
+                    "(out-of-fold, as on a new wearer); the saved adapter and every evaluation keep the full head")
     ap.add_argument("--minirocket-stem", default="",
                     help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
                     "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
@@ -157,6 +161,14 @@ def main() -> None:
         from edge_tslm.train.recipe import load_stem
 
         load_stem(model, Path(a.ecg_stem or a.minirocket_stem))
+    if a.stem_folds:
+        from edge_tslm.train.recipe import load_cross_fit
+
+        if not a.minirocket_stem:
+            ap.error("--stem-folds holds a MiniRocket stem's out-of-fold heads: pass --minirocket-stem too")
+        final = a.stages.split(",")[-1]
+        model.series_encoder.stem.cross_fit = load_cross_fit(Path(a.stem_folds), final, dict(p.split("=", 1) for p in a.data).get(final))
+        print(f"stem scores out of fold for {len(model.series_encoder.stem.cross_fit.table):,} {final} training windows")
     if a.train_only:
         from edge_tslm.train.recipe import train_only
 
@@ -184,6 +196,9 @@ def main() -> None:
         train_groups=frozenset(g for g in a.train_groups.split(",") if g) or None,
         val_limit=a.val_limit,
     )
+    if a.stem_folds:
+        cf = model.series_encoder.stem.cross_fit
+        print(f"out-of-fold stem scores: {cf.hits:,} of {cf.seen:,} windows seen while training")
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"
     if a.export:
         shutil.copytree(last, a.export, dirs_exist_ok=True)

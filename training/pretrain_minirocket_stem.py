@@ -49,6 +49,37 @@ def features(stem: MiniRocketStem, x: torch.Tensor, batch: int = 256) -> np.ndar
     return torch.cat([stem.features(x[i : i + batch], mask[i : i + batch]) for i in range(0, len(x), batch)]).numpy()
 
 
+def cross_fit(a, X: np.ndarray, y: list[str], order_of) -> dict:
+    """K ridge heads, head k fitted without the k-th fold of training subjects (round-robin over the sorted subjects),
+    folded as MiniRocketStem.set_ridge folds the full one; written with the subject -> fold map to folds.safetensors.
+    Returns the out-of-fold scores on the training windows: what a TSLM trained with --stem-folds reads."""
+    from sklearn.linear_model import RidgeClassifierCV
+    from sklearn.preprocessing import StandardScaler
+
+    load = hapt_gait_windows if a.task == "har_gait" else hapt_windows
+    groups = np.array([s.group for s in load("train", a.data)])
+    fit = frozenset(g for g in a.fit_groups.split(",") if g) or None
+    if fit is not None:
+        groups = np.array([g for g in groups if g in fit])
+    subjects = sorted(set(groups), key=lambda g: int(g.split("-")[-1]))
+    fold_of = {g: i % a.cross_fit for i, g in enumerate(subjects)}
+    fold = np.array([fold_of[g] for g in groups])
+    weights, biases, pred = [], [], np.empty(len(y), dtype=object)
+    for k in range(a.cross_fit):
+        tr = fold != k
+        sc = StandardScaler().fit(X[tr])
+        r = RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)).fit(sc.transform(X[tr]), np.asarray(y)[tr])
+        o = order_of(r)
+        w = r.coef_[o] / sc.scale_[None, :]  # (labels, F), as set_ridge
+        weights.append(w.astype(np.float32))
+        biases.append((r.intercept_[o] - w @ sc.mean_).astype(np.float32))
+        pred[~tr] = r.predict(sc.transform(X[~tr]))
+    save_file({"weight": torch.from_numpy(np.stack(weights)), "bias": torch.from_numpy(np.stack(biases))},
+              str(a.out / "folds.safetensors"), metadata={"folds": json.dumps(fold_of), "task": a.task})
+    rep = classification_report(list(y), list(pred), ACTIVITIES)
+    return {"k": a.cross_fit, "folds": fold_of, "out_of_fold_train": {k: rep[k] for k in ("macro_f1", "accuracy", "per_class_f1")}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -57,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--task", default="har", choices=["har", "har_gait"],
                     help="har_gait: windows turned into each wearer's gait frame (edge_tslm.gait_frame), for a har_gait TSLM")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cross-fit", type=int, default=0, metavar="K",
+                    help="also fit K ridge heads, each without one fold of the training subjects, into folds.safetensors: "
+                    "training/curriculum.py --stem-folds then scores each training window with the head that never saw "
+                    "its subject")
     ap.add_argument("--fit-groups", default="", help="fit on these training subjects only, e.g. subject-1,subject-6 "
                     "(the others can then train a TSLM on honest, out-of-sample stem scores)")
     a = ap.parse_args(argv)
@@ -88,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         sk = list(ridge.predict(scaler.transform(feats[split])))
         res[split] = classification_report(y, pred, ACTIVITIES)
         res[split]["agrees_with_sklearn"] = float(np.mean([p == q for p, q in zip(pred, sk)]))
-    res["machine"] = machine()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.cross_fit:
+        res["cross_fit"] = cross_fit(a, feats["train"], data["train"][1], order_of=lambda r: [list(r.classes_).index(lab) for lab in ACTIVITIES])
+    res["machine"] = machine()
     save_file({k: v.contiguous() for k, v in stem.state_dict().items()}, str(a.out / "stem.safetensors"))
     (a.out / "metrics.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({s: {k: res[s][k] for k in ("macro_f1", "accuracy", "agrees_with_sklearn")} for s in ("val", "test")}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MiniRocketConfig", "MiniRocketStem", "minirocket_dilations", "sample_channels"]
+__all__ = ["CrossFitHeads", "MiniRocketConfig", "MiniRocketStem", "minirocket_dilations", "sample_channels", "window_key"]
 
 KERNEL_LEN = 9
 NUM_KERNELS = 84  # every choice of 3 of the 9 taps to weigh 2 (the other six weigh -1)
@@ -168,4 +168,46 @@ class MiniRocketStem(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, C, L), mask (B, L) -> (B, num_labels) ridge scores."""
-        return self.head(self.features(x, mask))
+        f = self.features(x, mask)  # (B, F)
+        scores = self.head(f)  # (B, labels)
+        cross = getattr(self, "cross_fit", None)
+        if cross is None or not self.training:
+            return scores
+        fold = cross.folds(x, mask)  # (B,): -1 for a window no fold knows (validation, test)
+        hit = fold >= 0
+        if hit.any():
+            w, b = cross.weight[fold[hit]], cross.bias[fold[hit]]  # (h, labels, F), (h, labels)
+            own = torch.einsum("hf,hlf->hl", f[hit].float(), w) + b  # (h, labels)
+            scores = scores.clone()
+            scores[hit] = own.to(scores.dtype)
+        return scores
+
+
+def window_key(x: np.ndarray) -> bytes:
+    """A window's identity for CrossFitHeads: its (C, L) float32 bytes."""
+    return np.ascontiguousarray(x, dtype=np.float32).tobytes()
+
+
+class CrossFitHeads:
+    """While training only: each training window is scored by a ridge head fitted without its subject's fold.
+
+    Why: on training subjects the full head is nearly always right (it was fitted on them), so a TSLM trained on its
+    scores learns nothing about how far they hold on a new wearer; out-of-fold scores are as wrong as on a new
+    wearer. Set as `stem.cross_fit` by training/curriculum.py --stem-folds; a plain attribute, never saved, and
+    ignored in eval mode, so the artifact and every evaluation use the full head. Windows are matched by their exact
+    float32 bytes (`window_key`), so nothing in the batch has to carry the subject.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, table: dict[bytes, int]):
+        self.weight = weight.float()  # (K, labels, F)
+        self.bias = bias.float()  # (K, labels)
+        self.table = table
+        self.seen, self.hits = 0, 0  # windows looked up while training, and how many a fold knew
+
+    def folds(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, C, L), mask (B, L) -> (B,) long fold of each window (its real samples), -1 where unknown."""
+        xs, ms = x.detach().float().cpu().numpy(), mask.cpu().numpy()
+        fold = torch.tensor([self.table.get(window_key(xs[i][:, ms[i]]), -1) for i in range(len(xs))], device=x.device)
+        self.seen += len(xs)
+        self.hits += int((fold >= 0).sum())
+        return fold

@@ -176,6 +176,27 @@ def load_stem(model, path: Path):
     return model
 
 
+def load_cross_fit(path: Path, task: str, data: str | None = None):
+    """folds.safetensors -> CrossFitHeads over the training windows of `task` (the har / har_gait windows the TSLM
+    trains on, as the encoder receives them)."""
+    from safetensors import safe_open
+
+    from edge_tslm.data.hapt import hapt_windows
+    from edge_tslm.model.minirocket_stem import CrossFitHeads, window_key
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        w, b = f.get_tensor("weight"), f.get_tensor("bias")
+    if meta.get("task") != task:
+        raise ValueError(f"{path} was fitted for task {meta.get('task')!r}, not {task!r}: refit with --task {task}")
+    fold_of = json.loads(meta["folds"])
+    if task not in ("har", "har_gait"):
+        raise ValueError(f"--stem-folds: a MiniRocket stem's folds are for HAR stages (har, har_gait), not {task!r}")
+    table = {window_key(s.signal): fold_of[s.group] for s in hapt_windows("train", data, gait=task == "har_gait")
+             if s.group in fold_of}
+    return CrossFitHeads(w, b, table)
+
+
 def train_only(model, prefixes: Sequence[str]) -> int:
     """Freeze every trainable weight whose name does not start with one of `prefixes` (e.g. only a new stem's
     projection trains, and the rest of a loaded adapter stays as it is) -> the number of weights left trainable."""
