@@ -111,8 +111,16 @@ class GaitCalibrator:
     def __init__(self, cfg: GaitFrameConfig = GaitFrameConfig(), reference: np.ndarray | None = None) -> None:
         self.cfg = cfg
         self._dirs: list[np.ndarray] = []
-        self.reference = None if reference is None else _unit(np.asarray(reference, np.float64))
-        self.source = "given" if reference is not None else "pending"
+        self.reference: np.ndarray | None = None
+        self._turn: np.ndarray | None = None  # (3, 3), computed once when the reference is set
+        self.source = "pending"
+        if reference is not None:
+            self._set(np.asarray(reference, np.float64), "given")
+
+    def _set(self, reference: np.ndarray, source: str) -> None:
+        self.reference = _unit(reference)
+        self._turn = rotation_onto(self.reference, GAIT_DIRECTION)
+        self.source = source
 
     @property
     def ready(self) -> bool:
@@ -129,8 +137,10 @@ class GaitCalibrator:
             return
         self._dirs.append(_unit(np.asarray(window, np.float64).mean(1)))
         if len(self._dirs) >= self.cfg.calibration_windows:
-            self.reference = _unit(np.median(np.array(self._dirs), axis=0))
-            self.source = "walked"
+            self._set(np.median(np.array(self._dirs), axis=0), "walked")
 
     def apply(self, window: np.ndarray) -> np.ndarray:
-        return window if self.reference is None else to_gait_frame(window, self.reference)
+        """(3, L) window -> turned into the gait frame (float32), or unchanged while the reference is unknown."""
+        if self._turn is None:
+            return window
+        return (self._turn @ np.asarray(window, dtype=np.float64)).astype(np.float32)

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from edge_tslm.gait_frame import GaitCalibrator, GaitFrameConfig
+from edge_tslm.gait_frame import GaitCalibrator, GaitFrameConfig, gait_reference, parse_reference
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
 from edge_tslm.runtime.backend import Backend
@@ -81,8 +81,6 @@ def scan_gait_reference(items: Iterable[Chunk | SourceIssue], fs: float | None, 
     """A whole file's gait reference (its first ~30 s of walking), read before streaming it: what a recording made
     before the wearer walked needs (``edge-tslm stream --gait-reference scan``). Timestamps are not needed: samples
     are taken in order at `fs` (or the file's own rate)."""
-    from edge_tslm.gait_frame import gait_reference
-
     parts, times, rate = [], [], fs
     for item in items:
         if isinstance(item, Chunk) and item.data.ndim == 2 and item.data.shape[1]:
@@ -156,8 +154,6 @@ class StreamConfig:
         if self.smoothing < 1 or self.min_af_windows < 1:
             raise ValueError("smoothing and min_af_windows must be >= 1")
         if self.gait_reference is not None:
-            from edge_tslm.gait_frame import parse_reference
-
             parse_reference(",".join(str(v) for v in self.gait_reference))  # three finite numbers, not all zero
 
     @property
