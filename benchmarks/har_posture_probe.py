@@ -37,7 +37,8 @@ def rotation_onto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
-def split_arrays(split: str, calibrate: int = 0, reference: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_arrays(split: str, calibrate: int = 0, reference: np.ndarray | None = None,
+                 gait: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, is-sitting flags and subjects of a split's sitting/standing windows. calibrate > 0: each subject's
     first `calibrate` standing windows are its calibration (left out of the rows) and every window of the subject is
     rotated so that their mean gravity direction becomes `reference`: what a wearer standing still for a few
@@ -46,7 +47,7 @@ def split_arrays(split: str, calibrate: int = 0, reference: np.ndarray | None = 
 
     rows: list[tuple[str, str, np.ndarray]] = []
     by_subject: dict[str, list] = {}
-    for w in hapt_windows(split):
+    for w in hapt_windows(split, gait=gait):  # gait: each recording in its gait frame (edge_tslm.gait_frame)
         by_subject.setdefault(w.group, []).append(w)
     for subject, ws in by_subject.items():
         R, skip = np.eye(3), set()
@@ -68,18 +69,18 @@ def standing_reference() -> np.ndarray:
     return r / np.linalg.norm(r)
 
 
-def probe(calibrate: int = 0) -> dict:
+def probe(calibrate: int = 0, gait: bool = False) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     from edge_tslm.machine import machine
 
     ref = standing_reference() if calibrate else None
-    Xtr, ytr, _ = split_arrays("train", calibrate, ref)
+    Xtr, ytr, _ = split_arrays("train", calibrate, ref, gait)
     clf = LogisticRegression(C=10.0, max_iter=2000).fit(Xtr, ytr)
     out: dict = {"features": "unit mean vector (x, y, z) + per-axis std", "classifier": "LogisticRegression(C=10)",
-                 "calibrate": calibrate, "train_windows": int(len(ytr)), "splits": {}}
+                 "calibrate": calibrate, "gait_frame": gait, "train_windows": int(len(ytr)), "splits": {}}
     for split in ("val", "test"):
-        X, y, g = split_arrays(split, calibrate, ref)
+        X, y, g = split_arrays(split, calibrate, ref, gait)
         pred = clf.predict(X)
         subjects = {}
         for sub in sorted(set(g), key=lambda s: int(s.split("-")[-1])):
@@ -97,7 +98,9 @@ def markdown(res: dict) -> str:
          f"`{res['command'].strip()}` — {res['classifier']} on {res['features']}, fitted on {res['train_windows']} "
          f"training-subject windows; machine {res['machine']['cpu']}."
          + (f" Each subject rotated so that its first {res['calibrate']} standing windows (left out of the scores) point "
-            "along the training subjects' mean standing direction: a per-wearer calibration." if res.get("calibrate") else ""), ""]
+            "along the training subjects' mean standing direction: a per-wearer calibration." if res.get("calibrate") else "")
+         + (" Every recording turned into its gait frame first (edge_tslm.gait_frame: its first ~30 s of walking, no "
+            "labels)." if res.get("gait_frame") else ""), ""]
     for split, r in res["splits"].items():
         L += [f"## {split}: accuracy {r['accuracy']:.4f} on {r['windows']} windows", "",
               "| subject | windows | accuracy | mean x direction, sitting | standing |", "|---|---:|---:|---:|---:|"]
@@ -110,9 +113,10 @@ def markdown(res: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calibrate", type=int, default=0, help="standing windows per subject that calibrate its gravity direction (0: none)")
+    ap.add_argument("--gait", action="store_true", help="windows in each recording's gait frame (the har_gait task's)")
     ap.add_argument("--out", type=Path, default=RESULTS / "har_posture_probe.json")
     a = ap.parse_args(argv)
-    res = probe(a.calibrate)
+    res = probe(a.calibrate, a.gait)
     a.out.write_text(json.dumps(res, indent=1))
     a.out.with_suffix(".md").write_text(markdown(res))
     print(a.out.with_suffix(".md").read_text())
