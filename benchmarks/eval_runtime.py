@@ -55,7 +55,9 @@ def standing_calibration(samples, n: int, reference: np.ndarray | None = None) -
     """Per HAR subject, the rotation that turns the mean gravity direction of its first ``n`` standing windows onto
     the training subjects' mean standing direction (benchmarks/har_posture_probe.py), and the indices of those
     calibration windows, which are not scored: a wearer who stands still at the start of a stream."""
-    from har_posture_probe import rotation_onto, standing_reference
+    from har_posture_probe import standing_reference
+
+    from edge_tslm.gait_frame import rotation_onto
 
     ref = standing_reference() if reference is None else reference
     first: dict[str, list[int]] = {}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_tslm.gait_frame import rotation_onto
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PAIR = ("sitting", "standing")
 
@@ -28,13 +30,6 @@ def posture_features(signal: np.ndarray) -> np.ndarray:
     x = signal.astype(np.float64)
     m = x.mean(1)
     return np.concatenate([m / max(np.linalg.norm(m), 1e-9), x.std(1)])
-
-
-def rotation_onto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation taking unit vector a onto unit vector b (Rodrigues; a and b not opposite)."""
-    v, c = np.cross(a, b), float(a @ b)
-    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
 def split_arrays(split: str, calibrate: int = 0, reference: np.ndarray | None = None,

@@ -22,7 +22,7 @@ def test_posture_features_are_the_gravity_direction_and_axis_std():
 def test_rotation_onto_takes_one_direction_onto_the_other_and_keeps_lengths():
     a = np.array([0.9, 0.3, -0.1]); a /= np.linalg.norm(a)
     b = np.array([1.0, 0.05, 0.2]); b /= np.linalg.norm(b)
-    R = probe.rotation_onto(a, b)
+    R = probe.rotation_onto(a, b)  # edge_tslm.gait_frame.rotation_onto, which the probe uses
     assert np.allclose(R @ a, b) and np.allclose(R.T @ R, np.eye(3)) and np.isclose(np.linalg.det(R), 1.0)
 
 
