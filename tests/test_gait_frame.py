@@ -223,3 +223,17 @@ def test_stream_warns_when_a_har_model_gets_windows_of_another_length():
     events = _stream(FakeBackend(task="har"), rec, window_s=5.0)
     assert any(e["type"] == "warning" and e["kind"] == "window_differs_from_training" for e in events)
     assert not any(e.get("kind") == "window_differs_from_training" for e in _stream(FakeBackend(task="har"), rec))
+
+
+def test_an_upside_down_reference_is_refused_up_front_and_an_upside_down_walk_never_ends_the_stream():
+    from edge_tslm.runtime.stream import StreamConfig
+    from test_runtime_fakes import FakeBackend
+
+    with pytest.raises(ValueError, match="upside down"):
+        StreamConfig(task="har", gait_reference=tuple(-G.GAIT_DIRECTION))
+    rec = recording(-G.GAIT_DIRECTION, still_s=5.0, walk_s=40.0)
+    events = _stream(FakeBackend(task="har_gait"), rec)
+    windows = [e for e in events if e["type"] == "window"]
+    assert events[-1]["type"] == "summary" and all(w["answer"] is not None for w in windows)
+    with pytest.raises(ValueError, match="upside down"):  # only an exactly opposite walk has no rotation
+        G.GaitCalibrator(reference=-G.GAIT_DIRECTION)

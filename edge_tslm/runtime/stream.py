@@ -24,7 +24,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from edge_tslm.gait_frame import GaitCalibrator, GaitFrameConfig, gait_reference, parse_reference
+from edge_tslm.gait_frame import GAIT_DIRECTION, GaitCalibrator, GaitFrameConfig, gait_reference, parse_reference, rotation_onto
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
 from edge_tslm.runtime.backend import Backend
@@ -154,7 +154,8 @@ class StreamConfig:
         if self.smoothing < 1 or self.min_af_windows < 1:
             raise ValueError("smoothing and min_af_windows must be >= 1")
         if self.gait_reference is not None:
-            parse_reference(",".join(str(v) for v in self.gait_reference))  # three finite numbers, not all zero
+            # three finite numbers, not all zero, and not pointing against the training frame (no unique rotation)
+            rotation_onto(parse_reference(",".join(str(v) for v in self.gait_reference)), GAIT_DIRECTION)
 
     @property
     def preset(self) -> TaskPreset:
@@ -558,7 +559,12 @@ class Streamer:
         assert self.gait is not None
         was = self.gait.ready
         if not q.flags:  # a window with holes or a noise burst would not tell the wearer's gait direction
-            self.gait.observe(signal)
+            try:
+                self.gait.observe(signal)
+            except ValueError as e:  # a walk that points against the training frame (device upside down): said, not fatal
+                q.flag("gait_frame_pending", f"gait frame not set: {e}")
+                self.gait = GaitCalibrator(self.gait.cfg)  # start collecting again
+                return signal
         if not self.gait.ready:
             q.flag("gait_frame_pending", f"gait frame not set: {self.gait.seen} of {self.gait.cfg.calibration_windows} "
                    "gait windows walked; this window is read as worn")
