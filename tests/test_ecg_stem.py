@@ -84,6 +84,10 @@ def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
     save_file(EcgStem(EcgStemConfig(rhythm_vector=False)).state_dict(), str(tmp_path / "ablation.safetensors"))
     with pytest.raises(ValueError, match="does not fit"):  # the --no-rhythm-vector ablation: other head shapes
         load_stem(model, tmp_path / "ablation.safetensors")
+    wide = EcgStemConfig(channels=(32, 48, 64, 96, 128, 128, 128), kernels=(9, 7, 7, 5, 5, 5, 3))  # --channels / --kernels
+    save_file(EcgStem(wide).state_dict(), str(tmp_path / "wide.safetensors"))
+    with pytest.raises(ValueError, match="default .*--channels"):  # a stem-only experiment, refused with the fix
+        load_stem(model, tmp_path / "wide.safetensors")
 
     text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
     ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dropout", type=float, default=0.2)
     ap.add_argument("--no-rhythm-vector", action="store_true", help="ablation: the head reads the CNN's features only "
                     "(such a stem does not fit encoder.ecg_stem, whose stem reads the vector)")
+    ap.add_argument("--channels", default=",".join(map(str, EcgStemConfig.channels)),
+                    help="the conv layers' widths, comma-separated. A stem-only experiment: the TSLM's encoder.ecg_stem "
+                    "builds the default shape, and load_stem refuses another")
+    ap.add_argument("--kernels", default=",".join(map(str, EcgStemConfig.kernels)), help="the conv layers' kernel sizes (odd)")
+    ap.add_argument("--hidden", type=int, default=EcgStemConfig.hidden, help="the head's hidden width")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     for name, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--threads", a.threads)):
@@ -115,6 +120,11 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"{name} must be at least 1, got {value}")
     if not a.crop_s > 0 or not a.lr > 0 or not 0 <= a.dropout < 1:
         ap.error(f"--crop-s and --lr must be positive and --dropout in [0, 1); got {a.crop_s}, {a.lr}, {a.dropout}")
+    try:
+        cfg = EcgStemConfig(channels=tuple(int(c) for c in a.channels.split(",")), kernels=tuple(int(k) for k in a.kernels.split(",")),
+                            hidden=a.hidden, dropout=a.dropout, rhythm_vector=not a.no_rhythm_vector)
+    except ValueError as e:
+        ap.error(f"--channels / --kernels / --hidden: {e}")  # before minutes of loading
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(a.seed)
@@ -128,7 +138,6 @@ def main(argv: list[str] | None = None) -> None:
     if len(xs) < a.batch_size:
         ap.error(f"--batch-size {a.batch_size} is larger than the {len(xs)} training records")
     crop = int(a.crop_s * task.fs)
-    cfg = EcgStemConfig(dropout=a.dropout, rhythm_vector=not a.no_rhythm_vector)
     model = EcgStem(cfg)
     counts = np.bincount(ys, minlength=len(LABELS))
     weight = torch.tensor(len(ys) / (len(LABELS) * counts), dtype=torch.float32)  # balanced: AF counts as much as normal

@@ -167,8 +167,8 @@ def load_stem(model, path: Path):
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != want:  # checked before loading: a partial load_state_dict would leave a mixed stem behind
         diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
-        fix = ("pretrain it with training/pretrain_ecg_stem.py without --no-rhythm-vector (EcgStemConfig defaults, head "
-               "reading the rhythm vector)" if isinstance(stem, EcgStem)
+        fix = ("pretrain it with training/pretrain_ecg_stem.py without --no-rhythm-vector and with the default "
+               "--channels / --kernels / --hidden (EcgStemConfig defaults, head reading the rhythm vector)" if isinstance(stem, EcgStem)
                else "fit it with training/pretrain_minirocket_stem.py (MiniRocketConfig defaults: 3 axes, 128-sample "
                     "windows, 6 labels)")
         raise ValueError(f"{path} does not fit this model's {type(stem).__name__}: {diff[:5]} differ; {fix}")
