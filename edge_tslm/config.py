@@ -33,6 +33,9 @@ class EncoderConfig:
     # (training/pretrain_minirocket_stem.py fits it). Reads the window as recorded, so it needs scale_token; a sample's
     # series must be the stem's axes, in order, of one length.
     minirocket_stem: bool = False
+    # With a stem: its embedding is also added to every resampler latent (a second zero-initialised projection), so
+    # the fusion blocks read the stem directly, past the patch dropout and the resampler's mixing.
+    stem_at_latents: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,9 @@ class TSLMConfig:
                 "encoder.ecg_stem's head reads the rhythm vector, so it needs encoder.rhythm_vector=True "
                 "(pass --rhythm-vector with --ecg-stem)"
             )
+        if self.encoder.stem_at_latents and not (self.encoder.ecg_stem or self.encoder.minirocket_stem):
+            raise ValueError("encoder.stem_at_latents adds a stem's embedding to the latents, but this encoder has no stem: "
+                             "build it with encoder.ecg_stem or encoder.minirocket_stem (--ecg-stem / --minirocket-stem)")
         if self.encoder.minirocket_stem:
             if self.encoder.ecg_stem:
                 raise ValueError("encoder.ecg_stem and encoder.minirocket_stem are two stems for the one slot; pick one")

@@ -309,6 +309,9 @@ def test_train_with_a_pretrained_ecg_stem(tmp_path):
     res = invoke("train", "--out", tmp_path / "x", "--stages", "synthetic_ecg", "--rhythm-vector",
                  "--ecg-stem", tmp_path / "missing.safetensors")
     assert res.exit_code != 0 and "pretrain_ecg_stem.py" in res.output
+    res = invoke("train", "--out", tmp_path / "y", "--stages", "synthetic_ecg", "--stem-latents")  # no stem to add
+    flat = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code != 0 and "--ecg-stem or --minirocket-stem" in flat
 
 
 @pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")

@@ -109,14 +109,17 @@ def test_config_refuses_bad_combinations():
                                                             scale_token=True))
     with pytest.raises(ValueError, match="window"):
         MiniRocketConfig(window=4)
+    with pytest.raises(ValueError, match="no stem"):
+        TSLMConfig(task="har", encoder=EncoderConfig(scale_token=True, stem_at_latents=True))
 
 
-def _tiny(stem: bool):
+def _tiny(stem: bool, at_latents: bool = False):
     from conftest import build_tiny
     from edge_tslm.config import EncoderConfig
 
     return build_tiny("flamingo", "tiny-llama", fs=50.0, task="har", labels=LABELS,
-                      encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True, minirocket_stem=stem))
+                      encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True, minirocket_stem=stem,
+                                            stem_at_latents=at_latents))
 
 
 def _axes(seed: int) -> list[np.ndarray]:
@@ -215,6 +218,46 @@ def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
         got = be.classify(TEXT, be.encode(w), LABELS)
         for lab in LABELS:
             assert got[lab] == pytest.approx(want[lab], abs=1e-3)
+
+
+def test_stem_at_latents_starts_unchanged_trains_and_exports(tmp_path):
+    """--stem-latents: a second zero-initialised projection adds the stem's scores to every latent. An adapter trained
+    without it loads and answers as before; the projection trains while the stem stays frozen; the graph runs it."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import open_gates
+    from edge_tslm.export import export_artifact
+    from edge_tslm.model.batch import collate
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+    from edge_tslm.train.recipe import load_stem
+    from safetensors.torch import save_file
+
+    before, model = _tiny(True), _tiny(True, at_latents=True)
+    save_file(_trained_like_stem().state_dict(), str(tmp_path / "stem.safetensors"))
+    open_gates(before, 0.5)
+    with torch.no_grad():
+        before.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)  # an adapter trained with the stem at the patches
+    missing, unexpected = model.load_state_dict(before.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["series_encoder.stem_latents.proj.bias", "series_encoder.stem_latents.proj.weight"]
+    for m in (before, model):
+        load_stem(m, tmp_path / "stem.safetensors")
+    w = _axes(5)
+    assert model.classify(TEXT, w, LABELS) == pytest.approx(before.classify(TEXT, w, LABELS), abs=1e-5)
+    model.train()
+    model.loss(collate(model.tokenizer, [TEXT], [w], ["Answer: lying"])).backward()
+    assert model.series_encoder.stem_latents.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.series_encoder.stem.parameters())
+    model.eval()
+    with torch.no_grad():
+        model.series_encoder.stem_latents.proj.weight.normal_(0, 0.2)
+    want = model.classify(TEXT, w, LABELS)
+    assert want != pytest.approx(before.classify(TEXT, w, LABELS), abs=1e-4)
+    manifest = export_artifact(model, "onnx", tmp_path / "onnx", decoder=True)
+    assert manifest["parity_passed"]
+    be = OnnxBackend.from_pretrained(tmp_path / "onnx", threads=1)
+    got = be.classify(TEXT, be.encode(w), LABELS)
+    for lab in LABELS:
+        assert got[lab] == pytest.approx(want[lab], abs=1e-3)
 
 
 def test_train_only_leaves_the_rest_of_the_adapter_frozen():

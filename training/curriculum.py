@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--minirocket-stem", default="",
                     help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
                     "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
+    ap.add_argument("--stem-latents", action="store_true",
+                    help="with a stem: its embedding is also added to every resampler latent (a second zero-initialised "
+                    "projection), so the fusion blocks read it directly, past --encoder-dropout and the resampler")
     ap.add_argument("--encoder-dropout", type=float, default=0.0,
                     help="dropout on the encoder's patch embeddings while training (before the scale, vector and stem "
                     "embeddings are added, so those stay whole: a model then leans on them more)")
@@ -118,6 +121,8 @@ def main() -> None:
     torch.manual_seed(a.seed)
     if not 0.0 <= a.encoder_dropout < 1.0:
         ap.error(f"--encoder-dropout must be in [0, 1), got {a.encoder_dropout}")
+    if a.stem_latents and not (a.ecg_stem or a.minirocket_stem):
+        ap.error("--stem-latents adds a stem's embedding to the latents: pass --ecg-stem or --minirocket-stem too")
     if a.scale_token and a.variant != "flamingo":
         ap.error("--scale-token is a Flamingo encoder option")
     if a.ecg_stem and not a.rhythm_vector:
@@ -145,7 +150,7 @@ def main() -> None:
         ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
                      encoder=EncoderConfig(dropout=a.encoder_dropout, scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
-                                             minirocket_stem=bool(a.minirocket_stem)))
+                                             minirocket_stem=bool(a.minirocket_stem), stem_at_latents=a.stem_latents))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
     model = build_model(cfg)

@@ -53,6 +53,9 @@ def train(
     train_only: Annotated[str, typer.Option(
         help="train only the weights under these name prefixes, e.g. series_encoder.stem_embed. (the rest stays as built "
              "or loaded)")] = "",
+    stem_latents: Annotated[bool, typer.Option(
+        help="with --ecg-stem or --minirocket-stem: the stem's embedding is also added to every resampler latent, so the "
+             "fusion blocks read it directly")] = False,
     encoder_dropout: Annotated[float, typer.Option(
         help="dropout on the encoder's patch embeddings while training, in [0, 1)")] = 0.0,
     export: Annotated[Optional[Path], typer.Option(help="copy the final best artifact here")] = None,
@@ -100,6 +103,9 @@ def train(
     if minirocket_stem is not None and not minirocket_stem.is_file():
         raise typer.BadParameter(f"{minirocket_stem} is not a file; fit one with python training/pretrain_minirocket_stem.py "
                                  "--out DIR and pass DIR/stem.safetensors", param_hint="--minirocket-stem")
+    if stem_latents and ecg_stem is None and minirocket_stem is None:
+        raise typer.BadParameter("adds a stem's embedding to the latents: pass --ecg-stem or --minirocket-stem too",
+                                 param_hint="--stem-latents")
     if not 0.0 <= encoder_dropout < 1.0:
         raise typer.BadParameter(f"must be in [0, 1), got {encoder_dropout}", param_hint="--encoder-dropout")
     try:
@@ -114,7 +120,8 @@ def train(
     cfg = TSLMConfig(variant=variant, backbone=backbone, encoder=EncoderConfig(dropout=encoder_dropout, scale_token=scale_token,
                                                                                 rhythm_vector=rhythm_vector,
                                                                                 ecg_stem=ecg_stem is not None,
-                                                                                minirocket_stem=minirocket_stem is not None))
+                                                                                minirocket_stem=minirocket_stem is not None,
+                                                                                stem_at_latents=stem_latents))
     if layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))
     model = build_model(cfg)

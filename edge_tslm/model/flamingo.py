@@ -31,6 +31,7 @@ class SeriesEncoder(CheckpointableBlock):
     With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding.
     With enc.rhythm_vector each series' measured rhythm (K, F) comes beside it and is added to its patches too.
     With enc.ecg_stem a pretrained CNN reads each whole series (and its rhythm vector); its features are added too.
+    With enc.stem_at_latents the stem's features are added to every latent too (a second projection).
     With enc.minirocket_stem MiniRocket + ridge reads each sample's C series together (as recorded): the K rows then
     come as whole samples, C rows each in axis order, and every row of a sample gets the sample's scores."""
 
@@ -44,6 +45,7 @@ class SeriesEncoder(CheckpointableBlock):
         self.stem = (EcgStem(EcgStemConfig(dropout=0.0)) if enc.ecg_stem
                      else MiniRocketStem(MiniRocketConfig()) if enc.minirocket_stem else None)
         self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if self.stem is not None else None
+        self.stem_latents = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if enc.stem_at_latents else None
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor,
                 vectors: torch.Tensor | None = None) -> torch.Tensor:
@@ -59,12 +61,17 @@ class SeriesEncoder(CheckpointableBlock):
             if vectors is None:
                 raise ValueError("this encoder reads each series' rhythm vector (encoder.rhythm_vector): pass vectors (K, F)")
             h = h + self.rhythm(vectors.to(torch.float32)).to(h.dtype)  # (K, P, D)
+        feats = None  # (K, F) the stem's features
         if isinstance(self.stem, EcgStem):
             feats = self.stem(normed.float(), mask, vectors.to(torch.float32))  # (K, hidden + labels)
-            h = h + self.stem_embed(feats).to(h.dtype)  # (K, P, D)
         elif self.stem is not None:
-            h = h + self.stem_embed(self.sample_stem(series, mask)).to(h.dtype)  # (K, P, D)
-        return self.resampler(h, patch_mask)
+            feats = self.sample_stem(series, mask)  # (K, labels)
+        if feats is not None:
+            h = h + self.stem_embed(feats).to(h.dtype)  # (K, P, D)
+        lat = self.resampler(h, patch_mask)  # (K, N, D)
+        if self.stem_latents is not None:
+            lat = lat + self.stem_latents(feats).to(lat.dtype)  # (K, N, D): every latent carries the stem's reading
+        return lat
 
     def sample_stem(self, series: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """series, mask: (K, L), K = B * C rows, each sample's C axes in order -> (K, labels) the sample's scores per row."""
