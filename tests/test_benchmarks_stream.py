@@ -473,6 +473,11 @@ def test_demo_stream_table_and_summary():
     text = out.getvalue()
     assert events[-1]["type"] == "summary" and "rationale" in text and "summary" in text and "100.0" in text
     assert all(validate_event(e) == [] for e in events)
+    # a gait-frame model: the demo's scanned reference reaches the stream, which turns every window from the start
+    ref = (0.9, -0.3, -0.1)
+    events = demo._stream(con, "t", FakeBackend(task="har_gait"), "har", x, 50.0, gait_reference=ref)
+    assert events[0]["gait_frame"]["reference"] == pytest.approx(list(np.asarray(ref) / np.linalg.norm(ref)), abs=1e-6)
+    assert not any("gait_frame_pending" in e["quality"]["flags"] for e in events if e["type"] == "window")
 
 
 def test_write_results_writes_json_and_markdown_beside_it(tmp_path):

@@ -260,6 +260,27 @@ def test_stem_at_latents_starts_unchanged_trains_and_exports(tmp_path):
         assert got[lab] == pytest.approx(want[lab], abs=1e-3)
 
 
+def test_compact_export_without_parity_windows_feeds_the_stem_whole_windows(tmp_path):
+    """The demo's first build calls export_artifact(..., weight_bits=4) with no parity windows: its seeded random
+    windows must be what the stem reads (3 axes of its window length), not 1-2 series of any length."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import open_gates
+    from edge_tslm.export import export_artifact
+    from edge_tslm.export.compact import _sample_shape, default_parity_inputs
+    from edge_tslm.train.recipe import load_stem
+    from safetensors.torch import save_file
+
+    model = _tiny(True)
+    save_file(_trained_like_stem().state_dict(), str(tmp_path / "stem.safetensors"))
+    load_stem(model, tmp_path / "stem.safetensors")
+    open_gates(model, 0.5)
+    assert _sample_shape(model) == {"channels": 3, "length": 128} and _sample_shape(_tiny(False)) == {}
+    assert all(len(s) == 3 and {x.size for x in s} == {128} for _, s in default_parity_inputs(channels=3, length=128))
+    manifest = export_artifact(model, "onnx", tmp_path / "onnx", decoder=True, weight_bits=4, block_size=32)
+    assert manifest["parity_passed"] and manifest["exported"][-1]["parity"]["compact"]["windows"] == 4
+
+
 def test_train_only_leaves_the_rest_of_the_adapter_frozen():
     from edge_tslm.train.recipe import train_only
 

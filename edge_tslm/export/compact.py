@@ -688,15 +688,30 @@ def task_parity_inputs(cfg: Any, per_class: int = 1, seed: int = 0) -> list[tupl
     return out
 
 
-def default_parity_inputs(n: int = 4, seed: int = 0) -> list[tuple[str, list[np.ndarray]]]:
-    """Seeded random windows (1-2 series of 40-160 samples) for models without a task test split (tests)."""
+def _sample_shape(model: Any) -> dict[str, int]:
+    """default_parity_inputs' channels / length for this model: a MiniRocket stem's axes at its fitted window."""
+    from edge_tslm.model.minirocket_stem import sample_channels
+
+    enc = getattr(model, "series_encoder", None)
+    C = sample_channels(enc) if enc is not None else 1
+    return {"channels": C, "length": enc.stem.cfg.window} if C > 1 else {}
+
+
+def default_parity_inputs(n: int = 4, seed: int = 0, channels: int = 1, length: int = 0) -> list[tuple[str, list[np.ndarray]]]:
+    """Seeded random windows (1-2 series of 40-160 samples) for models without a task test split at hand (tests,
+    the demo's first build). channels > 1: every window is that many series of ``length`` samples, what an encoder
+    with a MiniRocket stem reads."""
     from edge_tslm.constants import END_CHUNK_TOKEN, TS_TOKEN
 
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        k = 1 + i % 2
-        series = [rng.standard_normal(int(rng.integers(40, 160))).astype(np.float32) for _ in range(k)]
+        if channels <= 1:
+            k = 1 + i % 2
+            series = [rng.standard_normal(int(rng.integers(40, 160))).astype(np.float32) for _ in range(k)]
+        else:
+            k, L = channels, length or int(rng.integers(40, 160))
+            series = [rng.standard_normal(L).astype(np.float32) for _ in range(k)]
         text = "Series. " + " ".join(f"s{j}: {TS_TOKEN}{END_CHUNK_TOKEN}" for j in range(k)) + " Which?\n"
         out.append((text, series))
     return out
@@ -824,7 +839,7 @@ def compact_export(
         r.notes.append(GGUF_NOTE)
     r.parity = {
         "fp32_graphs": r.parity,
-        "compact": validate_compact(model, out_dir, inputs or default_parity_inputs()),
+        "compact": validate_compact(model, out_dir, inputs or default_parity_inputs(**_sample_shape(model))),
     }
     rec["parity"] = {k: v for k, v in r.parity["compact"].items() if k != "cases"}
     return rec
