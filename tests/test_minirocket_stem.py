@@ -194,12 +194,11 @@ def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
     assert again.classify(TEXT, windows[0], LABELS) == pytest.approx(want, abs=1e-5)
 
 
-def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
+def _exportable_stem_model(tmp_path):
+    """A tiny TSLM with a trained-like stem loaded and its gates open, for the export tests."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from conftest import open_gates
-    from edge_tslm.export import export_artifact
-    from edge_tslm.runtime.onnx_backend import OnnxBackend
     from edge_tslm.train.recipe import load_stem
     from safetensors.torch import save_file
 
@@ -207,6 +206,14 @@ def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
     save_file(_trained_like_stem().state_dict(), str(tmp_path / "stem.safetensors"))
     load_stem(model, tmp_path / "stem.safetensors")
     open_gates(model, 0.5)
+    return model
+
+
+def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
+    from edge_tslm.export import export_artifact
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model = _exportable_stem_model(tmp_path)
     with torch.no_grad():
         model.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)
     manifest = export_artifact(model, "onnx", tmp_path / "onnx", decoder=True)
@@ -263,18 +270,10 @@ def test_stem_at_latents_starts_unchanged_trains_and_exports(tmp_path):
 def test_compact_export_without_parity_windows_feeds_the_stem_whole_windows(tmp_path):
     """The demo's first build calls export_artifact(..., weight_bits=4) with no parity windows: its seeded random
     windows must be what the stem reads (3 axes of its window length), not 1-2 series of any length."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    from conftest import open_gates
     from edge_tslm.export import export_artifact
     from edge_tslm.export.compact import _sample_shape, default_parity_inputs
-    from edge_tslm.train.recipe import load_stem
-    from safetensors.torch import save_file
 
-    model = _tiny(True)
-    save_file(_trained_like_stem().state_dict(), str(tmp_path / "stem.safetensors"))
-    load_stem(model, tmp_path / "stem.safetensors")
-    open_gates(model, 0.5)
+    model = _exportable_stem_model(tmp_path)
     assert _sample_shape(model) == {"channels": 3, "length": 128} and _sample_shape(_tiny(False)) == {}
     assert all(len(s) == 3 and {x.size for x in s} == {128} for _, s in default_parity_inputs(channels=3, length=128))
     manifest = export_artifact(model, "onnx", tmp_path / "onnx", decoder=True, weight_bits=4, block_size=32)
