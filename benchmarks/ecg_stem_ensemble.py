@@ -28,7 +28,7 @@ from edge_tslm.train.tasks import get_task  # noqa: E402
 from pretrain_ecg_stem import load_split, predict, scores, split_vectors  # noqa: E402
 
 
-def load_stem(run: Path) -> EcgStem:
+def stem_from_run(run: Path) -> EcgStem:
     """A stem from its pretraining directory, built with the shape its metrics.json records."""
     meta = json.loads((run / "metrics.json").read_text())
     c = meta["stem_config"]
@@ -45,12 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
+    if a.threads < 1:
+        ap.error(f"--threads must be at least 1, got {a.threads}")
     missing = [str(r) for r in a.runs if not (r / "stem.safetensors").is_file() or not (r / "metrics.json").is_file()]
     if missing:
         ap.error(f"no stem.safetensors + metrics.json in {missing}: train each with training/pretrain_ecg_stem.py --out DIR")
     torch.set_num_threads(a.threads)
     task = get_task("ecg_rhythm")
-    stems = {str(r): load_stem(r) for r in a.runs}
+    stems = {str(r): stem_from_run(r) for r in a.runs}
     res: dict = {"command": "python benchmarks/ecg_stem_ensemble.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "machine": machine()}
     for split in ("val", "test"):

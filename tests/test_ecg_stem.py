@@ -88,6 +88,9 @@ def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):
     save_file(EcgStem(wide).state_dict(), str(tmp_path / "wide.safetensors"))
     with pytest.raises(ValueError, match="default .*--channels"):  # a stem-only experiment, refused with the fix
         load_stem(model, tmp_path / "wide.safetensors")
+    for bad in ({"hidden": 0}, {"channels": (16, 0), "kernels": (7, 5)}, {"kernels": (7, 7, 5, 5, 5, 4)}):
+        with pytest.raises(ValueError, match="must be"):  # pretrain_ecg_stem.py --hidden / --channels / --kernels
+            EcgStemConfig(**bad)
 
     text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
     ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]

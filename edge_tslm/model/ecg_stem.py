@@ -38,8 +38,10 @@ class EcgStemConfig:
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.kernels) or not self.channels:
             raise ValueError(f"channels {self.channels} and kernels {self.kernels} must be non-empty and the same length")
-        if any(k % 2 == 0 for k in self.kernels):
-            raise ValueError(f"kernels must be odd (same padding), got {self.kernels}")
+        if any(k % 2 == 0 or k < 1 for k in self.kernels):
+            raise ValueError(f"kernels must be odd and positive (same padding), got {self.kernels}")
+        if min(self.channels) < 1 or self.hidden < 1:
+            raise ValueError(f"channels and hidden must be at least 1, got {self.channels} and {self.hidden}")
 
     @property
     def feature_dim(self) -> int:
