@@ -36,6 +36,11 @@ class EncoderConfig:
     # With a stem: its embedding is also added to every resampler latent (a second zero-initialised projection), so
     # the fusion blocks read the stem directly, past the patch dropout and the resampler's mixing.
     stem_at_latents: bool = False
+    # While training only, the patch path (and scale embedding) reads each window turned by up to this many degrees
+    # about a random axis and replayed up to this fraction faster or slower (model.augment); the MiniRocket stem reads
+    # it as recorded. Needs minirocket_stem (whole 3-axis windows). Like dropout, no effect at inference.
+    augment_rotate_deg: float = 0.0
+    augment_warp: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,13 @@ class TSLMConfig:
         if self.encoder.stem_at_latents and not (self.encoder.ecg_stem or self.encoder.minirocket_stem):
             raise ValueError("encoder.stem_at_latents adds a stem's embedding to the latents, but this encoder has no stem: "
                              "build it with encoder.ecg_stem or encoder.minirocket_stem (--ecg-stem / --minirocket-stem)")
+        if (self.encoder.augment_rotate_deg or self.encoder.augment_warp) and not self.encoder.minirocket_stem:
+            raise ValueError("encoder.augment_rotate_deg / augment_warp turn and warp whole 3-axis windows, which only an "
+                             "encoder with a MiniRocket stem receives as such: build it with encoder.minirocket_stem "
+                             "(--minirocket-stem), or leave the augmentation out")
+        if not 0.0 <= self.encoder.augment_rotate_deg <= 180.0 or not 0.0 <= self.encoder.augment_warp < 0.5:
+            raise ValueError(f"encoder.augment_rotate_deg must be in [0, 180] and augment_warp in [0, 0.5); got "
+                             f"{self.encoder.augment_rotate_deg} and {self.encoder.augment_warp}")
         if self.encoder.minirocket_stem:
             if self.encoder.ecg_stem:
                 raise ValueError("encoder.ecg_stem and encoder.minirocket_stem are two stems for the one slot; pick one")

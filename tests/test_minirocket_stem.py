@@ -361,3 +361,49 @@ def test_load_cross_fit_refuses_another_task(tmp_path):
               metadata={"folds": json.dumps({"subject-1": 0}), "task": "har"})
     with pytest.raises(ValueError, match="refit with --task har_gait"):
         load_cross_fit(tmp_path / "folds.safetensors", "har_gait")
+
+
+def test_augmentation_turns_and_warps_only_the_patch_path_while_training():
+    """encoder.augment_*: rotations are rotations, a warp at speed 1 replays the window, gapped windows stay as
+    recorded; the stem reads the windows as recorded and the model in eval mode is untouched."""
+    from edge_tslm.model.augment import augment_windows, random_rotations, time_warp
+
+    g = torch.Generator().manual_seed(0)
+    R = random_rotations(64, 15.0, g)
+    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3).expand(64, 3, 3), rtol=1e-5, atol=1e-5)
+    angles = torch.rad2deg(torch.arccos(((R.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1, 1)))
+    assert float(angles.max()) <= 15.0 + 1e-3 and float(angles.max()) > 5.0
+    x, _ = _windows(8, L=128, seed=3)
+    torch.testing.assert_close(time_warp(x, 0.0), x)
+    w = time_warp(x, 0.2, torch.Generator().manual_seed(1))
+    assert w.shape == x.shape and not torch.allclose(w, x)
+    assert float(w.abs().max()) <= float(x.abs().max()) + 1e-5  # interpolation never leaves the recorded range
+    full = torch.tensor([True] * 4 + [False] * 4)
+    a = augment_windows(x, full, 10.0, 0.1, torch.Generator().manual_seed(2))
+    assert torch.equal(a[4:], x[4:]) and not torch.allclose(a[:4], x[:4])
+    # rotation keeps each sample's |a| when there is no warp
+    r = augment_windows(x, full, 30.0, 0.0, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(r.norm(dim=1), x.norm(dim=1), rtol=1e-4, atol=1e-5)
+
+    from conftest import build_tiny
+    from edge_tslm.config import EncoderConfig
+
+    with pytest.raises(ValueError, match="MiniRocket stem"):
+        build_tiny("flamingo", "tiny-llama", fs=50.0, task="har", labels=LABELS,
+                   encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True, augment_warp=0.1))
+    model = build_tiny("flamingo", "tiny-llama", fs=50.0, task="har", labels=LABELS,
+                       encoder=EncoderConfig(dim=32, conv_layers=1, scale_token=True, minirocket_stem=True,
+                                             augment_rotate_deg=10.0, augment_warp=0.1))
+    enc = model.series_encoder
+    series = x[:2].reshape(6, 128)  # (K=6, L): two windows, three axes each
+    mask = torch.ones(6, 128, dtype=torch.bool)
+    enc.train()
+    assert not torch.allclose(enc.patch_view(series, mask), series)
+    enc.eval()
+    assert torch.equal(enc.patch_view(series, mask), series)
+    seen = {}
+    enc.stem.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0].clone()))  # returns None: output kept
+    enc.train()
+    with torch.no_grad():
+        enc(series, mask, torch.arange(6) % 3)
+    torch.testing.assert_close(seen["x"], series.reshape(2, 3, 128))  # the stem read the windows as recorded

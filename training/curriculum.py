@@ -99,6 +99,12 @@ def main() -> None:
     ap.add_argument("--encoder-dropout", type=float, default=0.0,
                     help="dropout on the encoder's patch embeddings while training (before the scale, vector and stem "
                     "embeddings are added, so those stay whole: a model then leans on them more)")
+    ap.add_argument("--augment-rotate", type=float, default=0.0, metavar="DEG",
+                    help="with --minirocket-stem: while training, the patch path reads each window turned by up to DEG "
+                    "degrees about a random axis (the stem reads it as recorded)")
+    ap.add_argument("--augment-warp", type=float, default=0.0, metavar="FRAC",
+                    help="with --minirocket-stem: while training, the patch path reads each window replayed up to FRAC "
+                    "faster or slower (e.g. 0.1)")
     ap.add_argument("--train-groups", default="",
                     help="train only on these groups of the train split, e.g. HAR subjects subject-3,subject-7 (the ones "
                     "a stem was not fitted on: pretrain_minirocket_stem.py --fit-groups)")
@@ -121,6 +127,10 @@ def main() -> None:
     torch.manual_seed(a.seed)
     if not 0.0 <= a.encoder_dropout < 1.0:
         ap.error(f"--encoder-dropout must be in [0, 1), got {a.encoder_dropout}")
+    if (a.augment_rotate or a.augment_warp) and not a.minirocket_stem:
+        ap.error("--augment-rotate / --augment-warp change whole 3-axis windows for the patch path: pass --minirocket-stem too")
+    if not 0.0 <= a.augment_rotate <= 180.0 or not 0.0 <= a.augment_warp < 0.5:
+        ap.error(f"--augment-rotate must be in [0, 180] and --augment-warp in [0, 0.5), got {a.augment_rotate} and {a.augment_warp}")
     if a.stem_latents and not (a.ecg_stem or a.minirocket_stem):
         ap.error("--stem-latents adds a stem's embedding to the latents: pass --ecg-stem or --minirocket-stem too")
     if a.scale_token and a.variant != "flamingo":
@@ -150,7 +160,8 @@ def main() -> None:
         ap.error("--fusion-layers places Flamingo's cross-attention blocks; SoftPrompt has none")
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
                      encoder=EncoderConfig(dropout=a.encoder_dropout, scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
-                                             minirocket_stem=bool(a.minirocket_stem), stem_at_latents=a.stem_latents))
+                                             minirocket_stem=bool(a.minirocket_stem), stem_at_latents=a.stem_latents,
+                                             augment_rotate_deg=a.augment_rotate, augment_warp=a.augment_warp))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
     model = build_model(cfg)

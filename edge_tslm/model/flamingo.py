@@ -14,6 +14,7 @@ from edge_tslm.rhythm_vector import RHYTHM_VECTOR_SCALES, series_rhythm_vectors
 from edge_tslm.model.base import DecodeState, TSLMBase
 from edge_tslm.model.batch import IGNORE, TSBatch
 from edge_tslm.model.checkpointing import CheckpointableBlock
+from edge_tslm.model.augment import augment_windows
 from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig, StemEmbedding
 from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem, sample_channels
 from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
@@ -46,6 +47,7 @@ class SeriesEncoder(CheckpointableBlock):
                      else MiniRocketStem(MiniRocketConfig()) if enc.minirocket_stem else None)
         self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if self.stem is not None else None
         self.stem_latents = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if enc.stem_at_latents else None
+        self.augment = (enc.augment_rotate_deg, enc.augment_warp)  # training only, the patch path only
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor,
                 vectors: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,7 +56,7 @@ class SeriesEncoder(CheckpointableBlock):
             normed = series  # (K, L): the caller z-normalised it
             h, patch_mask = self.encoder(series, mask, series_index)  # (K, P, D), (K, P)
         else:
-            normed, mean, std = masked_znormalize(series, mask)  # (K, L), (K,), (K,)
+            normed, mean, std = masked_znormalize(self.patch_view(series, mask), mask)  # (K, L), (K,), (K,)
             h, patch_mask = self.encoder(normed, mask, series_index)  # (K, P, D), (K, P)
             h = h + self.scale(mean, std).to(h.dtype)  # (K, P, D): every patch carries its series' scale
         if self.rhythm is not None:
@@ -72,6 +74,18 @@ class SeriesEncoder(CheckpointableBlock):
         if self.stem_latents is not None:
             lat = lat + self.stem_latents(feats).to(lat.dtype)  # (K, N, D): every latent carries the stem's reading
         return lat
+
+    def patch_view(self, series: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(K, L) -> (K, L): the series as the patch path and scale embedding read them. While training with
+        encoder.augment_*, each whole window turned and replayed at another speed (model.augment); the stem reads
+        the windows as recorded either way."""
+        if not self.training or not any(self.augment):
+            return series
+        C = self.stem.cfg.channels  # the config refuses augment_* without a MiniRocket stem's whole-window rows
+        K, L = series.shape
+        x = series.reshape(-1, C, L)  # (B, C, L)
+        full = mask.reshape(-1, C, L).all(2).all(1)  # (B,)
+        return augment_windows(x, full, *self.augment).reshape(K, L)
 
     def sample_stem(self, series: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """series, mask: (K, L), K = B * C rows, each sample's C axes in order -> (K, labels) the sample's scores per row."""
