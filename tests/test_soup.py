@@ -60,6 +60,8 @@ def test_soup_refuses_what_would_not_be_one_model(tmp_path):
     a = _trained(1)
     save_pretrained(a, tmp_path / "a")
     save_pretrained(_tiny(stem=False), tmp_path / "nostem")
+    with pytest.raises(ValueError, match="no adapter.safetensors"):
+        soup_artifacts([tmp_path / "a", tmp_path / "missing"], tmp_path / "x")
     with pytest.raises(ValueError, match="another config"):
         soup_artifacts([tmp_path / "a", tmp_path / "nostem"], tmp_path / "x")
     state = load_file(str(tmp_path / "a" / WEIGHTS_FILE))

@@ -9,6 +9,7 @@ identical, since averaging a frozen part would silently make a stem nobody train
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from edge_tslm.config import TSLMConfig
-from edge_tslm.constants import WEIGHTS_FILE
+from edge_tslm.constants import MANIFEST_FILE, MANIFEST_TRANSFORMS, WEIGHTS_FILE
 from edge_tslm.model.artifact import from_pretrained, read_config, save_pretrained
 
 TRAINING_ONLY = ("encoder.dropout", "encoder.augment_rotate_deg", "encoder.augment_warp")  # config fields that do not change what an adapter computes at inference
@@ -68,6 +69,14 @@ def soup_weights(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[fl
 def soup_artifacts(paths: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
     """Average the adapters of `paths` (torch artifacts of one recipe) into a new artifact at `out`."""
     paths = [Path(p) for p in paths]
+    for p in paths:
+        if not (p / WEIGHTS_FILE).is_file():
+            raise ValueError(f"{p} has no {WEIGHTS_FILE}: a soup averages torch artifacts (a run's --export or "
+                             "models/<name>), not exported ONNX ones; export the soup afterwards")
+        manifest = p / MANIFEST_FILE
+        if manifest.is_file() and json.loads(manifest.read_text()).get(MANIFEST_TRANSFORMS):
+            raise ValueError(f"{p} is quantized or pruned (its manifest lists transforms): average the full-precision "
+                             "adapters, then quantize the soup")
     cfgs = [read_config(p) for p in paths]
     ref = _inference_config(cfgs[0])
     for p, c in zip(paths[1:], cfgs[1:]):
