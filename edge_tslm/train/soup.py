@@ -3,7 +3,7 @@
 Runs of one recipe that differ only in seed or regularisation land in the same basin when they start from the same
 adapter, and their average is one model of the same size and speed; it often generalises better than any one of
 them and moves less with the seed. Only adapters that can be averaged are accepted: the same config apart from
-training-only settings (dropout), the same weights by name and shape, and frozen parts (a pretrained stem) that are
+training-only settings (dropout, augmentation), the same weights by name and shape, and frozen parts (a pretrained stem) that are
 identical, since averaging a frozen part would silently make a stem nobody trained.
 """
 
@@ -20,7 +20,8 @@ from edge_tslm.config import TSLMConfig
 from edge_tslm.constants import MANIFEST_FILE, MANIFEST_TRANSFORMS, WEIGHTS_FILE
 from edge_tslm.model.artifact import from_pretrained, read_config, save_pretrained
 
-TRAINING_ONLY = ("encoder.dropout", "encoder.augment_rotate_deg", "encoder.augment_warp")  # config fields that do not change what an adapter computes at inference
+# config fields that do not change what an adapter computes at inference
+TRAINING_ONLY = ("encoder.dropout", "encoder.augment_rotate_deg", "encoder.augment_warp")
 
 
 def _inference_config(cfg: TSLMConfig) -> dict[str, Any]:
@@ -80,8 +81,9 @@ def soup_artifacts(paths: Sequence[str | Path], out: str | Path, weights: Sequen
     cfgs = [read_config(p) for p in paths]
     ref = _inference_config(cfgs[0])
     for p, c in zip(paths[1:], cfgs[1:]):
-        if _inference_config(c) != ref:
-            diff = sorted(k for k in set(ref) | set(_inference_config(c)) if ref.get(k) != _inference_config(c).get(k))
+        other = _inference_config(c)
+        if other != ref:
+            diff = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
             raise ValueError(f"{p} has another config than {paths[0]} (differs in {diff}); only runs of one "
                              "architecture and task can be averaged")
     model = from_pretrained(paths[0])
