@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from edge_tslm.constants import MANIFEST_FILE, WEIGHTS_FILE
-from edge_tslm.model.artifact import from_pretrained, save_pretrained
+from edge_tslm.model.artifact import from_pretrained, save_pretrained, write_label_offsets
 from edge_tslm.train.soup import soup_artifacts, soup_weights
 
 LABELS = ("walking", "walking upstairs", "walking downstairs", "sitting", "standing", "lying")
@@ -37,8 +37,9 @@ def _trained(seed: int, **kw):
 
 def test_soup_is_the_mean_of_the_trained_weights_and_keeps_the_frozen_stem(tmp_path):
     a, b, c = _trained(1), _trained(2, dropout=0.5), _trained(3)  # dropout is training-only: may differ
-    for name, m in zip("abc", (a, b, c)):
+    for i, (name, m) in enumerate(zip("abc", (a, b, c))):
         save_pretrained(m, tmp_path / name)
+        write_label_offsets(tmp_path / name, (0.0, float(i), 0.0, 0.0, 0.0, 0.0), {"split": "val"})  # each its own
     out = soup_artifacts([tmp_path / n for n in "abc"], tmp_path / "soup", weights=[2, 1, 1])
     soup = from_pretrained(out)
     sa, sb, sc = (dict(m.named_parameters()) for m in (a, b, c))
@@ -52,6 +53,7 @@ def test_soup_is_the_mean_of_the_trained_weights_and_keeps_the_frozen_stem(tmp_p
     stems = [load_file(str(tmp_path / n / WEIGHTS_FILE)) for n in ("a", "soup")]
     stem_keys = [k for k in stems[0] if k.startswith("series_encoder.stem.")]
     assert stem_keys and all(torch.equal(stems[0][k], stems[1][k]) for k in stem_keys)
+    assert soup.cfg.label_offsets == ()  # fitted to the ingredients, not to their average: calibrate the soup anew
     record = json.loads((out / MANIFEST_FILE).read_text())["soup"]
     assert record == {"of": [str(tmp_path / n) for n in "abc"], "weights": [2.0, 1.0, 1.0]}
 
@@ -60,6 +62,8 @@ def test_soup_refuses_what_would_not_be_one_model(tmp_path):
     a = _trained(1)
     save_pretrained(a, tmp_path / "a")
     save_pretrained(_tiny(stem=False), tmp_path / "nostem")
+    with pytest.raises(ValueError, match="one of the adapters being averaged"):
+        soup_artifacts([tmp_path / "a", tmp_path / "a"], tmp_path / "a")
     with pytest.raises(ValueError, match="no adapter.safetensors"):
         soup_artifacts([tmp_path / "a", tmp_path / "missing"], tmp_path / "x")
     with pytest.raises(ValueError, match="another config"):
@@ -74,5 +78,7 @@ def test_soup_refuses_what_would_not_be_one_model(tmp_path):
         soup_weights([state])
     with pytest.raises(ValueError, match="one non-negative number per adapter"):
         soup_weights([state, state], weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="one non-negative number per adapter"):
+        soup_weights([state, state], weights=[1.0, float("nan")])
     with pytest.raises(ValueError, match="other weights"):
         soup_weights([state, {n: t for n, t in state.items() if n != k}])

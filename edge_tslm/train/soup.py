@@ -10,6 +10,7 @@ identical, since averaging a frozen part would silently make a stem nobody train
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,10 +26,12 @@ TRAINING_ONLY = ("encoder.dropout", "encoder.augment_rotate_deg", "encoder.augme
 
 
 def _inference_config(cfg: TSLMConfig) -> dict[str, Any]:
+    """The config without training-only fields and without label offsets (fitted per model: a soup drops them)."""
     d = cfg.to_dict()
     for dotted in TRAINING_ONLY:
         part, key = dotted.split(".")
         d.get(part, {}).pop(key, None)
+    d.pop("label_offsets", None)
     return d
 
 
@@ -39,7 +42,7 @@ def soup_weights(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[fl
     if len(states) < 2:
         raise ValueError(f"a soup needs at least two adapters, got {len(states)}")
     w = [1.0] * len(states) if weights is None else [float(x) for x in weights]
-    if len(w) != len(states) or any(x < 0 for x in w) or sum(w) <= 0:
+    if len(w) != len(states) or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
         raise ValueError(f"weights must be one non-negative number per adapter with a positive sum, got {list(w)}")
     names = set(states[0])
     for i, s in enumerate(states[1:], 1):
@@ -68,8 +71,13 @@ def soup_weights(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[fl
 
 
 def soup_artifacts(paths: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Path:
-    """Average the adapters of `paths` (torch artifacts of one recipe) into a new artifact at `out`."""
+    """Average the adapters of `paths` (torch artifacts of one recipe) into a new artifact at `out`. Label offsets
+    stored in the ingredients were fitted to them, not to their average, so the soup has none: calibrate it anew."""
     paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError(f"a soup needs at least two adapters, got {len(paths)}")
+    if Path(out).resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"--out {out} is one of the adapters being averaged; write the soup to a new directory")
     for p in paths:
         if not (p / WEIGHTS_FILE).is_file():
             raise ValueError(f"{p} has no {WEIGHTS_FILE}: a soup averages torch artifacts (a run's --export or "
@@ -90,6 +98,7 @@ def soup_artifacts(paths: Sequence[str | Path], out: str | Path, weights: Sequen
     frozen = tuple(model.PRETRAINED_PARTS) + (() if cfgs[0].train_token_rows else ("new_tokens",))
     states = [load_file(str(p / WEIGHTS_FILE)) for p in paths]
     model.load_state_dict(soup_weights(states, weights, frozen), strict=False)
+    model.cfg = model.cfg.replace(label_offsets=())
     record = {"soup": {"of": [str(p) for p in paths],
                        "weights": [1.0] * len(paths) if weights is None else [float(x) for x in weights]}}
     return save_pretrained(model, out, extra=record)
