@@ -17,26 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "training")]
 
 from edge_tslm.machine import machine  # noqa: E402
-from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig  # noqa: E402
 from edge_tslm.train.tasks import get_task  # noqa: E402
-from pretrain_ecg_stem import load_split, predict, scores, split_vectors  # noqa: E402
-
-
-def stem_from_run(run: Path) -> EcgStem:
-    """A stem from its pretraining directory, built with the shape its metrics.json records."""
-    meta = json.loads((run / "metrics.json").read_text())
-    c = meta["stem_config"]
-    cfg = EcgStemConfig(channels=tuple(c["channels"]), kernels=tuple(c["kernels"]), hidden=c["hidden"], dropout=0.0,
-                        rhythm_vector=c["rhythm_vector"])
-    stem = EcgStem(cfg)
-    stem.load_state_dict(load_file(str(run / "stem.safetensors")))
-    return stem.eval()
+from pretrain_ecg_stem import load_split, predict, scores, split_vectors, stem_from_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

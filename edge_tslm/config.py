@@ -41,6 +41,11 @@ class EncoderConfig:
     # it as recorded. Needs minirocket_stem (whole 3-axis windows). Like dropout, no effect at inference.
     augment_rotate_deg: float = 0.0
     augment_warp: float = 0.0
+    # Gradient-boosted trees over the rhythm vector, fitted before the TSLM (model.rhythm_trees; training/
+    # pretrain_rhythm_trees.py): their label log-probabilities reach the patches through a zero-initialised
+    # projection, beside the CNN stem's. (trees, nodes per tree, depth, labels), the shape of the frozen buffers;
+    # empty for none. Needs rhythm_vector.
+    rhythm_trees: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,16 @@ class TSLMConfig:
                 "encoder.ecg_stem's head reads the rhythm vector, so it needs encoder.rhythm_vector=True "
                 "(pass --rhythm-vector with --ecg-stem)"
             )
+        if self.encoder.rhythm_trees:
+            if len(self.encoder.rhythm_trees) != 4 or min(self.encoder.rhythm_trees) < 1:
+                raise ValueError(f"encoder.rhythm_trees is (trees, nodes, depth, labels), four positive numbers; got "
+                                 f"{self.encoder.rhythm_trees}: take it from training/pretrain_rhythm_trees.py's trees file")
+            if not self.encoder.rhythm_vector:
+                raise ValueError("encoder.rhythm_trees read the rhythm vector, so they need encoder.rhythm_vector=True "
+                                 "(pass --rhythm-vector with --rhythm-trees)")
+            if self.labels and self.encoder.rhythm_trees[3] != len(self.labels):
+                raise ValueError(f"encoder.rhythm_trees score {self.encoder.rhythm_trees[3]} labels, but this model has "
+                                 f"{len(self.labels)} {list(self.labels)}: fit the trees on this task's labels")
         if self.encoder.stem_at_latents and not (self.encoder.ecg_stem or self.encoder.minirocket_stem):
             raise ValueError("encoder.stem_at_latents adds a stem's embedding to the latents, but this encoder has no stem: "
                              "build it with encoder.ecg_stem or encoder.minirocket_stem (--ecg-stem / --minirocket-stem)")

@@ -314,6 +314,41 @@ def test_train_with_a_pretrained_ecg_stem(tmp_path):
     assert res.exit_code != 0 and "--ecg-stem or --minirocket-stem" in flat
 
 
+def test_train_with_rhythm_trees(tmp_path):
+    """--rhythm-trees DIR loads boosted trees over the rhythm vector into the encoder, keeps them through training and
+    saves them in the adapter; without --rhythm-vector, or with a directory that holds no trees, it is refused."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+    from safetensors.torch import load_file
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from edge_tslm.constants import WEIGHTS_FILE
+    from edge_tslm.model.rhythm_trees import trees_from_sklearn
+    from edge_tslm.rhythm_vector import RHYTHM_VECTOR_NAMES
+    from edge_tslm.train.tasks import get_task
+
+    labels = get_task("synthetic_ecg").spec.labels
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, len(RHYTHM_VECTOR_NAMES))).astype(np.float32)
+    y = [labels[int(v > 0)] for v in X[:, 2]]
+    arrays, shape = trees_from_sklearn(HistGradientBoostingClassifier(max_iter=5, max_leaf_nodes=4).fit(X, y), labels)
+    save_file(arrays, str(tmp_path / "trees.safetensors"), metadata={"shape": json.dumps(list(shape) + [len(labels)])})
+    save_file({"vectors": X, "log_probs": np.zeros((len(X), len(labels)), np.float32)}, str(tmp_path / "folds.safetensors"))
+    args = ("train", "--out", tmp_path / "run", "--task", "synthetic_ecg", "--stages", "synthetic_ecg", "--backbone",
+            "tiny-llama", "--steps", "2", "--batch-size", "2", "--rhythm-trees", tmp_path)
+    res = invoke(*args)
+    assert res.exit_code != 0 and "--rhythm-vector" in res.output
+    res = invoke(*args, "--rhythm-vector")
+    assert res.exit_code == 0, res.output
+    best = tmp_path / "run" / "stage1-synthetic_ecg" / "best"
+    assert read_config(best).encoder.rhythm_trees == tuple(shape) + (len(labels),)
+    saved = load_file(str(best / WEIGHTS_FILE))
+    torch.testing.assert_close(saved["series_encoder.trees.split"], torch.from_numpy(arrays["split"]))
+    res = invoke("train", "--out", tmp_path / "x", "--stages", "synthetic_ecg", "--rhythm-vector", "--rhythm-trees", tmp_path / "run")
+    assert res.exit_code != 0 and "pretrain_rhythm_trees.py" in " ".join(res.output.replace("│", " ").split())
+
+
 @pytest.mark.skipif(not (PHYSIONET / "REFERENCE.csv").is_file(), reason=f"PhysioNet 2017 data not at {PHYSIONET}")
 def test_calibrate_fits_offsets_on_val_and_eval_uses_them(ecg_artifact, tmp_path):
     out = tmp_path / "calibrated"

@@ -86,6 +86,10 @@ def main() -> None:
     ap.add_argument("--ecg-stem", default="",
                     help="a pretrained ECG stem (training/pretrain_ecg_stem.py's stem.safetensors): the encoder reads its "
                     "features through a zero-initialised projection; the stem itself stays frozen. Needs --rhythm-vector")
+    ap.add_argument("--rhythm-trees", default="",
+                    help="ECG, with --rhythm-vector: training/pretrain_rhythm_trees.py's --out DIR; boosted trees over the "
+                    "rhythm vector (frozen, in the encoder graph), whose label log-probabilities the encoder reads through a "
+                    "zero-initialised projection; while training, each training record's come from trees fitted without it")
     ap.add_argument("--stem-folds", default="",
                     help="with --minirocket-stem: training/pretrain_minirocket_stem.py --cross-fit's folds.safetensors; "
                     "while training, each training window's stem scores come from a head fitted without its subject "
@@ -140,6 +144,16 @@ def main() -> None:
     if a.ecg_stem and not Path(a.ecg_stem).is_file():
         ap.error(f"--ecg-stem {a.ecg_stem} is not a file; train one with python training/pretrain_ecg_stem.py --out DIR "
                  "and pass DIR/stem.safetensors")
+    if a.rhythm_trees and not a.rhythm_vector:
+        ap.error("--rhythm-trees read the rhythm vector: pass --rhythm-vector too")
+    trees_shape = ()
+    if a.rhythm_trees:
+        from edge_tslm.train.recipe import rhythm_trees_shape
+
+        try:
+            trees_shape = rhythm_trees_shape(Path(a.rhythm_trees))
+        except ValueError as e:
+            ap.error(f"--rhythm-trees: {e}")
     if a.minirocket_stem and not (a.scale_token and a.variant == "flamingo"):
         ap.error("--minirocket-stem reads each window as recorded: a Flamingo model with --scale-token")
     if a.minirocket_stem and not Path(a.minirocket_stem).is_file():
@@ -161,7 +175,8 @@ def main() -> None:
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
                      encoder=EncoderConfig(dropout=a.encoder_dropout, scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
                                              minirocket_stem=bool(a.minirocket_stem), stem_at_latents=a.stem_latents,
-                                             augment_rotate_deg=a.augment_rotate, augment_warp=a.augment_warp))
+                                             augment_rotate_deg=a.augment_rotate, augment_warp=a.augment_warp,
+                                             rhythm_trees=trees_shape))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))
     model = build_model(cfg)
@@ -177,6 +192,10 @@ def main() -> None:
         from edge_tslm.train.recipe import load_stem
 
         load_stem(model, Path(a.ecg_stem or a.minirocket_stem))
+    if a.rhythm_trees:
+        from edge_tslm.train.recipe import load_rhythm_trees
+
+        print(f"rhythm trees {trees_shape}: out-of-fold log-probabilities for {load_rhythm_trees(model, Path(a.rhythm_trees)):,} training records")
     if a.stem_folds:
         from edge_tslm.train.recipe import load_cross_fit
 
@@ -215,6 +234,9 @@ def main() -> None:
     if a.stem_folds:
         cf = model.series_encoder.stem.cross_fit
         print(f"out-of-fold stem scores: {cf.hits:,} of {cf.seen:,} windows seen while training")
+    if a.rhythm_trees:
+        tf = model.series_encoder.trees.cross_fit
+        print(f"out-of-fold tree log-probabilities: {tf.hits:,} of {tf.seen:,} series seen while training")
     last = Path(a.out) / f"stage{len(a.stages.split(','))}-{a.stages.split(',')[-1]}" / "best"
     if a.export:
         shutil.copytree(last, a.export, dirs_exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -94,6 +94,17 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict:
     true = [LABELS[i] for i in y]
     pred = [LABELS[i] for i in logits.argmax(1)]
     return {"challenge_score": challenge_score(true, pred), **classification_report(true, pred, LABELS)}
+
+
+def stem_from_run(run: Path) -> EcgStem:
+    """A stem from its pretraining directory, built with the shape its metrics.json records."""
+    meta = json.loads((run / "metrics.json").read_text())
+    c = meta["stem_config"]
+    cfg = EcgStemConfig(channels=tuple(c["channels"]), kernels=tuple(c["kernels"]), hidden=c["hidden"], dropout=0.0,
+                        rhythm_vector=c["rhythm_vector"])
+    stem = EcgStem(cfg)
+    stem.load_state_dict(load_file(str(run / "stem.safetensors")))
+    return stem.eval()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,10 @@ def train(
     ecg_stem: Annotated[Optional[Path], typer.Option(
         help="Flamingo, ECG task only, with --rhythm-vector: a pretrained ECG stem (training/pretrain_ecg_stem.py's "
              "stem.safetensors) whose features the encoder reads; the stem stays frozen")] = None,
+    rhythm_trees: Annotated[Optional[Path], typer.Option(
+        help="Flamingo, ECG task only, with --rhythm-vector: training/pretrain_rhythm_trees.py's --out DIR, boosted trees "
+             "over the rhythm vector whose label log-probabilities the encoder reads (out of fold for training records "
+             "while training); the trees stay frozen")] = None,
     minirocket_stem: Annotated[Optional[Path], typer.Option(
         help="Flamingo, HAR, with --scale-token: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's "
              "stem.safetensors) over each window's three axes, whose scores the encoder reads; the stem stays frozen")] = None,
@@ -97,6 +101,16 @@ def train(
     if ecg_stem is not None and not ecg_stem.is_file():
         raise typer.BadParameter(f"{ecg_stem} is not a file; train one with python training/pretrain_ecg_stem.py --out DIR "
                                  "and pass DIR/stem.safetensors", param_hint="--ecg-stem")
+    trees_shape: tuple[int, ...] = ()
+    if rhythm_trees is not None:
+        from edge_tslm.train.recipe import rhythm_trees_shape
+
+        if not rhythm_vector:
+            raise typer.BadParameter("the trees read the rhythm vector: add --rhythm-vector", param_hint="--rhythm-trees")
+        try:
+            trees_shape = rhythm_trees_shape(rhythm_trees)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--rhythm-trees") from None
     if minirocket_stem is not None and not (scale_token and variant == "flamingo"):
         raise typer.BadParameter("the MiniRocket stem reads each window as recorded: a Flamingo model with --scale-token",
                                  param_hint="--minirocket-stem")
@@ -121,7 +135,8 @@ def train(
                                                                                 rhythm_vector=rhythm_vector,
                                                                                 ecg_stem=ecg_stem is not None,
                                                                                 minirocket_stem=minirocket_stem is not None,
-                                                                                stem_at_latents=stem_latents))
+                                                                                stem_at_latents=stem_latents,
+                                                                                rhythm_trees=trees_shape))
     if layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))
     model = build_model(cfg)
@@ -129,6 +144,10 @@ def train(
         from edge_tslm.train.recipe import load_stem
 
         load_stem(model, ecg_stem or minirocket_stem)
+    if rhythm_trees is not None:
+        from edge_tslm.train.recipe import load_rhythm_trees
+
+        load_rhythm_trees(model, rhythm_trees)
     if train_only:
         from edge_tslm.train.recipe import train_only as freeze_all_but
 

@@ -74,7 +74,7 @@ class TSLMBase(nn.Module):
         assert not any(p.requires_grad for n, p in self.named_parameters() if n.startswith("lm.") and "lora_" not in n)
 
     # Adapter parts trained before the TSLM and kept frozen with the LM (saved in the adapter all the same)
-    PRETRAINED_PARTS: tuple[str, ...] = ("series_encoder.stem.",)
+    PRETRAINED_PARTS: tuple[str, ...] = ("series_encoder.stem.", "series_encoder.trees.")
 
     @staticmethod
     def is_adapter_param(name: str) -> bool:

@@ -17,6 +17,7 @@ from edge_tslm.model.checkpointing import CheckpointableBlock
 from edge_tslm.model.augment import augment_windows
 from edge_tslm.model.ecg_stem import EcgStem, EcgStemConfig, StemEmbedding
 from edge_tslm.model.minirocket_stem import MiniRocketConfig, MiniRocketStem, sample_channels
+from edge_tslm.model.rhythm_trees import RhythmTrees
 from edge_tslm.model.encoder import PatchEncoder, ScaleEmbedding, VectorEmbedding, check_series_lengths, masked_znormalize
 from edge_tslm.model.fusion import ALLOWED_KWARG, MEDIA_KWARG, GatedCrossAttention, install_fusion_hooks, media_allowed
 from edge_tslm.model.prefix_cache import croppable
@@ -32,6 +33,7 @@ class SeriesEncoder(CheckpointableBlock):
     With enc.scale_token the series come as recorded: the graph z-normalises them and adds their scale embedding.
     With enc.rhythm_vector each series' measured rhythm (K, F) comes beside it and is added to its patches too.
     With enc.ecg_stem a pretrained CNN reads each whole series (and its rhythm vector); its features are added too.
+    With enc.rhythm_trees boosted trees read the rhythm vector; their label log-probabilities are added too.
     With enc.stem_at_latents the stem's features are added to every latent too (a second projection).
     With enc.minirocket_stem MiniRocket + ridge reads each sample's C series together (as recorded): the K rows then
     come as whole samples, C rows each in axis order, and every row of a sample gets the sample's scores."""
@@ -47,6 +49,8 @@ class SeriesEncoder(CheckpointableBlock):
                      else MiniRocketStem(MiniRocketConfig()) if enc.minirocket_stem else None)
         self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if self.stem is not None else None
         self.stem_latents = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if enc.stem_at_latents else None
+        self.trees = RhythmTrees(*enc.rhythm_trees[:3], len(RHYTHM_VECTOR_SCALES), enc.rhythm_trees[3]) if enc.rhythm_trees else None  # frozen
+        self.trees_embed = StemEmbedding(enc.rhythm_trees[3], enc.dim) if enc.rhythm_trees else None
         self.augment = (enc.augment_rotate_deg, enc.augment_warp)  # training only, the patch path only
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor, series_index: torch.Tensor,
@@ -63,6 +67,8 @@ class SeriesEncoder(CheckpointableBlock):
             if vectors is None:
                 raise ValueError("this encoder reads each series' rhythm vector (encoder.rhythm_vector): pass vectors (K, F)")
             h = h + self.rhythm(vectors.to(torch.float32)).to(h.dtype)  # (K, P, D)
+        if self.trees is not None:
+            h = h + self.trees_embed(self.trees(vectors)).to(h.dtype)  # (K, P, D): the trees' (K, C) log-probs
         feats = None  # (K, F) the stem's features
         if isinstance(self.stem, EcgStem):
             feats = self.stem(normed.float(), mask, vectors.to(torch.float32))  # (K, hidden + labels)

@@ -176,6 +176,36 @@ def load_stem(model, path: Path):
     return model
 
 
+def rhythm_trees_shape(directory: Path) -> tuple[int, ...]:
+    """training/pretrain_rhythm_trees.py --out DIR -> its trees' (trees, nodes, depth, labels), for encoder.rhythm_trees."""
+    from safetensors import safe_open
+
+    path = Path(directory) / "trees.safetensors"
+    if not path.is_file():
+        raise ValueError(f"{directory} holds no trees.safetensors: fit them with python training/pretrain_rhythm_trees.py --out DIR")
+    with safe_open(str(path), "np") as f:
+        return tuple(json.loads(f.metadata()["shape"]))
+
+
+def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
+    """Fill a model's encoder.rhythm_trees buffers from DIR/trees.safetensors (after any --init adapter, which would
+    otherwise put its own copy back) and, while it trains, read each training record's out-of-fold log-probabilities
+    from DIR/folds.safetensors -> the number of training records those cover (0 without cross_fit)."""
+    from safetensors.numpy import load_file
+
+    from edge_tslm.model.rhythm_trees import TreeCrossFit
+
+    trees = getattr(getattr(model, "series_encoder", None), "trees", None)
+    if trees is None:
+        raise ValueError(f"{directory}: this model reads no rhythm trees; build it with encoder.rhythm_trees (--rhythm-trees)")
+    trees.load_arrays(load_file(str(Path(directory) / "trees.safetensors")))
+    if not cross_fit:
+        return 0
+    folds = load_file(str(Path(directory) / "folds.safetensors"))
+    trees.cross_fit = TreeCrossFit(folds["vectors"], folds["log_probs"])
+    return len(trees.cross_fit.table)
+
+
 def load_cross_fit(path: Path, task: str, data: str | None = None):
     """folds.safetensors -> CrossFitHeads over the training windows of `task` (the har / har_gait windows the TSLM
     trains on, as the encoder receives them)."""
