@@ -139,3 +139,36 @@ def test_onnx_encoder_runs_the_stem_as_torch_does(tmp_path):
         for lab in LABELS:
             assert got[lab] == pytest.approx(want[lab], abs=1e-3)
     assert len(RHYTHM_VECTOR_NAMES) == 36
+
+
+def test_training_records_read_out_of_fold_stem_features_only_while_training(tmp_path):
+    """--stem-folds with --ecg-stem: a training record's stem features come from the folds file while the TSLM trains
+    (matched by its rhythm vector); other records, and every record in eval mode, get the stem's own."""
+    from safetensors.numpy import save_file
+
+    from edge_tslm.train.recipe import load_ecg_stem_folds
+
+    torch.manual_seed(0)
+    model = _tiny(True)
+    ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]
+    vec = np.stack([rhythm_vector(e, FS) for e in ecgs])
+    stem = model.series_encoder.stem
+    own = np.full((1, stem.cfg.feature_dim), 0.5, np.float32)
+    save_file({"vectors": vec[:1], "features": own}, str(tmp_path / "folds.safetensors"))
+    assert load_ecg_stem_folds(model, tmp_path / "folds.safetensors") == 1
+    x = torch.zeros(2, max(e.size for e in ecgs))
+    m = torch.zeros_like(x, dtype=torch.bool)
+    for i, e in enumerate(ecgs):
+        x[i, : e.size], m[i, : e.size] = torch.from_numpy(e), True
+    v = torch.from_numpy(vec)
+    with torch.no_grad():
+        full = stem.eval()(x, m, v)
+        crossed = stem.train()(x, m, v)
+    torch.testing.assert_close(crossed[0], torch.from_numpy(own[0]))
+    torch.testing.assert_close(crossed[1], full[1])
+    assert (stem.cross_fit.hits, stem.cross_fit.seen) == (1, 2)
+    save_file({"vectors": vec[:1], "features": own[:, :5]}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="--cross-fit K"):
+        load_ecg_stem_folds(model, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="no ECG stem"):
+        load_ecg_stem_folds(_tiny(False), tmp_path / "folds.safetensors")

@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from edge_tslm.model.rhythm_trees import RhythmTrees, TreeCrossFit, trees_from_sklearn  # noqa: E402
+from edge_tslm.model.rhythm_trees import RhythmTrees, trees_from_sklearn  # noqa: E402
+from edge_tslm.model.vector_cross_fit import VectorCrossFit  # noqa: E402
 from edge_tslm.rhythm_vector import RHYTHM_VECTOR_NAMES, rhythm_vector  # noqa: E402
 from test_heartbeats import _synthetic_ecg  # noqa: E402
 
@@ -80,7 +81,7 @@ def test_training_records_read_out_of_fold_log_probs_only_while_training():
     X, y = _data()
     trees = _trees(_fit(X, y))
     own = np.log(np.full((2, 4), 0.25, np.float32))
-    trees.cross_fit = TreeCrossFit(X[:2], own)
+    trees.cross_fit = VectorCrossFit(X[:2], own)
     v = torch.from_numpy(X[:3])
     with torch.no_grad():
         full = trees(v)

@@ -93,7 +93,9 @@ def main() -> None:
     ap.add_argument("--stem-folds", default="",
                     help="with --minirocket-stem: training/pretrain_minirocket_stem.py --cross-fit's folds.safetensors; "
                     "while training, each training window's stem scores come from a head fitted without its subject "
-                    "(out-of-fold, as on a new wearer); the saved adapter and every evaluation keep the full head")
+                    "(out-of-fold, as on a new wearer); the saved adapter and every evaluation keep the full head. "
+                    "With --ecg-stem: training/pretrain_ecg_stem.py --cross-fit's folds.safetensors (each training "
+                    "record's stem features from a stem trained without its fold)")
     ap.add_argument("--minirocket-stem", default="",
                     help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
                     "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
@@ -196,11 +198,15 @@ def main() -> None:
         from edge_tslm.train.recipe import load_rhythm_trees
 
         print(f"rhythm trees {trees_shape}: out-of-fold log-probabilities for {load_rhythm_trees(model, Path(a.rhythm_trees)):,} training records")
-    if a.stem_folds:
+    if a.stem_folds and a.ecg_stem:
+        from edge_tslm.train.recipe import load_ecg_stem_folds
+
+        print(f"ECG stem features out of fold for {load_ecg_stem_folds(model, Path(a.stem_folds)):,} training records")
+    elif a.stem_folds:
         from edge_tslm.train.recipe import load_cross_fit
 
         if not a.minirocket_stem:
-            ap.error("--stem-folds holds a MiniRocket stem's out-of-fold heads: pass --minirocket-stem too")
+            ap.error("--stem-folds holds a stem's out-of-fold outputs: pass --minirocket-stem or --ecg-stem too")
         final = a.stages.split(",")[-1]
         model.series_encoder.stem.cross_fit = load_cross_fit(Path(a.stem_folds), final, dict(p.split("=", 1) for p in a.data).get(final))
         print(f"stem scores out of fold for {len(model.series_encoder.stem.cross_fit.table):,} {final} training windows")
@@ -233,7 +239,7 @@ def main() -> None:
     )
     if a.stem_folds:
         cf = model.series_encoder.stem.cross_fit
-        print(f"out-of-fold stem scores: {cf.hits:,} of {cf.seen:,} windows seen while training")
+        print(f"out-of-fold stem outputs: {cf.hits:,} of {cf.seen:,} series seen while training")
     if a.rhythm_trees:
         tf = model.series_encoder.trees.cross_fit
         print(f"out-of-fold tree log-probabilities: {tf.hits:,} of {tf.seen:,} series seen while training")

@@ -76,16 +76,18 @@ def batch(xs: list[np.ndarray], length: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 @torch.no_grad()
-def predict(model: EcgStem, xs: list[np.ndarray], vs: np.ndarray, bs: int = 64) -> np.ndarray:
-    """Label logits (N, 4) over whole records, batched by length."""
+def predict(model: EcgStem, xs: list[np.ndarray], vs: np.ndarray, bs: int = 64, features: bool = False) -> np.ndarray:
+    """Label logits (N, 4) over whole records, batched by length; with `features`, everything the TSLM reads of the
+    stem (N, hidden + 4)."""
     model.eval()
     order = np.argsort([s.size for s in xs])
-    out = np.zeros((len(xs), model.cfg.num_labels), np.float32)
+    width = model.cfg.feature_dim if features else model.cfg.num_labels
+    out = np.zeros((len(xs), width), np.float32)
     for a in range(0, len(xs), bs):
         idx = order[a : a + bs]
         group = [xs[i] for i in idx]
         x, m = batch(group, max(s.size for s in group))
-        out[idx] = model(x, m, torch.from_numpy(vs[idx]))[:, -model.cfg.num_labels :].numpy()
+        out[idx] = model(x, m, torch.from_numpy(vs[idx]))[:, -width:].numpy()
     return out
 
 
@@ -107,6 +109,69 @@ def stem_from_run(run: Path) -> EcgStem:
     return stem.eval()
 
 
+def train_stem(cfg: EcgStemConfig, a: argparse.Namespace, xs: list[np.ndarray], ys: np.ndarray, vs: np.ndarray,
+               val: tuple, rng: np.random.Generator, log, save_to: Path | None) -> EcgStem:
+    """Train one stem on (xs, ys, vs) -> the stem at its best epoch by the validation (val = (xs, ys, vs)) challenge
+    score, saved to `save_to` whenever it improves (None: not saved)."""
+    crop = int(a.crop_s * get_task("ecg_rhythm").fs)
+    model = EcgStem(cfg)
+    counts = np.bincount(ys, minlength=len(LABELS))
+    weight = torch.tensor(len(ys) / (len(LABELS) * counts), dtype=torch.float32)  # balanced: AF counts as much as normal
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    steps_per_epoch = len(xs) // a.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps_per_epoch, pct_start=0.1)
+    best, best_state = -1.0, None
+    for epoch in range(a.epochs):
+        model.train()
+        t1, total = time.time(), 0.0
+        for idx in rng.permutation(len(xs))[: steps_per_epoch * a.batch_size].reshape(steps_per_epoch, a.batch_size):
+            group = []
+            for i in idx:
+                s = xs[i]
+                start = int(rng.integers(0, max(1, s.size - crop + 1)))
+                group.append(s[start : start + crop])
+            x, m = batch(group, max(g.size for g in group))
+            x = x + 0.02 * torch.randn_like(x) * m  # a little noise on the real samples
+            loss = torch.nn.functional.cross_entropy(model(x, m, torch.from_numpy(vs[idx]))[:, -cfg.num_labels :], torch.from_numpy(ys[idx]), weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        v = scores(predict(model, val[0], val[2]), val[1])
+        rec = {"epoch": epoch + 1, "train_loss": round(total / steps_per_epoch, 4), "val": v, "s": round(time.time() - t1, 1)}
+        print(json.dumps(rec), flush=True)
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if v["challenge_score"] > best:
+            best, best_state = v["challenge_score"], {k: t.detach().clone() for k, t in model.state_dict().items()}
+            if save_to is not None:
+                save_file(best_state, str(save_to))
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def cross_fit(cfg: EcgStemConfig, a: argparse.Namespace, data: dict, vecs: dict, rng: np.random.Generator) -> dict:
+    """K stems, each trained as the main one but without one fold of the training records -> folds.safetensors: every
+    training record's stem features (hidden + logits) from the stem that did not see it, keyed by its rhythm vector
+    (what training/curriculum.py --stem-folds reads), and the out-of-fold scores."""
+    from sklearn.model_selection import StratifiedKFold
+    from safetensors.numpy import save_file as save_numpy
+
+    xs, ys, _ = data["train"]
+    oof = np.zeros((len(xs), cfg.feature_dim), np.float32)
+    with (a.out / "folds_log.jsonl").open("w") as log:
+        for k, (fit_idx, held) in enumerate(StratifiedKFold(a.cross_fit, shuffle=True, random_state=a.seed).split(vecs["train"], ys)):
+            print(f"fold {k + 1}/{a.cross_fit}: {len(fit_idx)} records", flush=True)
+            stem = train_stem(cfg, a, [xs[i] for i in fit_idx], ys[fit_idx], vecs["train"][fit_idx],
+                              (data["val"][0], data["val"][1], vecs["val"]), rng, log, None)
+            oof[held] = predict(stem, [xs[i] for i in held], vecs["train"][held], features=True)
+    save_numpy({"vectors": vecs["train"].astype(np.float32), "features": oof}, str(a.out / "folds.safetensors"),
+               metadata={"task": "ecg_rhythm", "folds": str(a.cross_fit), "stem_config": json.dumps(asdict(cfg))})
+    return {"k": a.cross_fit, "out_of_fold_train": scores(oof[:, -cfg.num_labels :], ys)}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/ecg-stem"))
@@ -125,7 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kernels", default=",".join(map(str, EcgStemConfig.kernels)), help="the conv layers' kernel sizes (odd)")
     ap.add_argument("--hidden", type=int, default=EcgStemConfig.hidden, help="the head's hidden width")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cross-fit", type=int, default=0, metavar="K",
+                    help="instead of the stem: K stems with the same flags, each without one fold of the training records, "
+                    "and every training record's features from the one that did not see it (--out/folds.safetensors, "
+                    "for training/curriculum.py --stem-folds beside the stem they stand in for)")
     a = ap.parse_args(argv)
+    if a.cross_fit == 1 or a.cross_fit < 0:
+        ap.error(f"--cross-fit K needs K >= 2 folds, got {a.cross_fit}")
     for name, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--threads", a.threads)):
         if value < 1:
             ap.error(f"{name} must be at least 1, got {value}")
@@ -148,43 +219,16 @@ def main(argv: list[str] | None = None) -> None:
     xs, ys, _ = data["train"]
     if len(xs) < a.batch_size:
         ap.error(f"--batch-size {a.batch_size} is larger than the {len(xs)} training records")
-    crop = int(a.crop_s * task.fs)
-    model = EcgStem(cfg)
-    counts = np.bincount(ys, minlength=len(LABELS))
-    weight = torch.tensor(len(ys) / (len(LABELS) * counts), dtype=torch.float32)  # balanced: AF counts as much as normal
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
-    steps_per_epoch = len(xs) // a.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps_per_epoch, pct_start=0.1)
-    best, best_state = -1.0, None
-    log = (a.out / "log.jsonl").open("w")
-    for epoch in range(a.epochs):
-        model.train()
-        t1, total = time.time(), 0.0
-        for idx in rng.permutation(len(xs))[: steps_per_epoch * a.batch_size].reshape(steps_per_epoch, a.batch_size):
-            group = []
-            for i in idx:
-                s = xs[i]
-                start = int(rng.integers(0, max(1, s.size - crop + 1)))
-                group.append(s[start : start + crop])
-            x, m = batch(group, max(g.size for g in group))
-            x = x + 0.02 * torch.randn_like(x) * m  # a little noise on the real samples
-            loss = torch.nn.functional.cross_entropy(model(x, m, torch.from_numpy(vecs["train"][idx]))[:, -cfg.num_labels :], torch.from_numpy(ys[idx]), weight=weight)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        val = scores(predict(model, data["val"][0], vecs["val"]), data["val"][1])
-        rec = {"epoch": epoch + 1, "train_loss": round(total / steps_per_epoch, 4), "val": val, "s": round(time.time() - t1, 1)}
-        print(json.dumps(rec), flush=True)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        if val["challenge_score"] > best:
-            best, best_state = val["challenge_score"], {k: v.detach().clone() for k, v in model.state_dict().items()}
-            save_file(best_state, str(a.out / "stem.safetensors"))
-    log.close()
-    model.load_state_dict(best_state)
+    if a.cross_fit:
+        res = {"command": "python training/pretrain_ecg_stem.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "stem_config": asdict(cfg), "cross_fit": cross_fit(cfg, a, data, vecs, rng),
+               "minutes": round((time.time() - t0) / 60, 1), "machine": machine()}
+        (a.out / "folds_metrics.json").write_text(json.dumps(res, indent=2))
+        print(json.dumps(res["cross_fit"]), flush=True)
+        return
+    with (a.out / "log.jsonl").open("w") as log:
+        model = train_stem(cfg, a, xs, ys, vecs["train"], (data["val"][0], data["val"][1], vecs["val"]), rng, log,
+                           a.out / "stem.safetensors")
     test = scores(predict(model, data["test"][0], vecs["test"]), data["test"][1])
     val = scores(predict(model, data["val"][0], vecs["val"]), data["val"][1])
     n_params = sum(p.numel() for p in model.parameters())

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edge_tslm.model.encoder import ScaleEmbedding, vector_features
+from edge_tslm.model.vector_cross_fit import VectorCrossFit
 from edge_tslm.rhythm_vector import RHYTHM_VECTOR_SCALES
 
 __all__ = ["EcgStemConfig", "EcgStem", "StemEmbedding"]
@@ -63,6 +64,9 @@ class EcgStem(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.hidden = nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.GELU())
         self.head = nn.Linear(cfg.hidden, cfg.num_labels)
+        # training only (training/curriculum.py --stem-folds): each training record's features from a stem fitted
+        # without its fold (model.vector_cross_fit); a plain attribute, never saved
+        self.cross_fit: VectorCrossFit | None = None
 
     def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x, mask: (K, L) -> (K, 2C) masked mean and max of the last layer."""
@@ -91,7 +95,10 @@ class EcgStem(nn.Module):
                 raise ValueError("this ECG stem's head reads the rhythm vector: pass vectors (K, F)")
             p = torch.cat([p, vector_features(vectors.to(p.dtype), self.scales)], dim=-1)  # (K, 2C + 2F)
         h = self.hidden(p)  # (K, hidden)
-        return torch.cat([h, self.head(h)], dim=-1)
+        out = torch.cat([h, self.head(h)], dim=-1)  # (K, hidden + labels)
+        if self.training and self.cross_fit is not None and vectors is not None:
+            out = self.cross_fit.replace(vectors, out)
+        return out
 
 
 class StemEmbedding(nn.Module):

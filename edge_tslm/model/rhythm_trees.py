@@ -10,7 +10,7 @@ encoder graph and the torch-free runtime all run them without scikit-learn. Each
 child, missing-value direction, threshold or leaf value): the committed adapter stays under 20 MiB.
 
 While the TSLM trains, each training record gets the log-probabilities of trees fitted without its fold
-(`TreeCrossFit`): on training records the full trees are nearly always right, and a TSLM trained on that would learn
+(`VectorCrossFit`): on training records the full trees are nearly always right, and a TSLM trained on that would learn
 to trust them more than they deserve on new records.
 """
 
@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["RhythmTrees", "TreeCrossFit", "trees_from_sklearn", "vector_key"]
+from edge_tslm.model.vector_cross_fit import VectorCrossFit
+
+__all__ = ["RhythmTrees", "trees_from_sklearn"]
 
 
 def trees_from_sklearn(clf: Any, labels: tuple[str, ...]) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
@@ -93,7 +95,7 @@ class RhythmTrees(nn.Module):
         self.register_buffer("split", torch.zeros(trees, nodes))  # (T, N) threshold, or a leaf's value
         self.register_buffer("tree_class", torch.zeros(trees, dtype=torch.int8))  # (T,) the label a tree scores
         self.register_buffer("baseline", torch.zeros(num_labels))  # (C,)
-        self.cross_fit: TreeCrossFit | None = None  # training only (TreeCrossFit); never saved
+        self.cross_fit: VectorCrossFit | None = None  # training only; never saved
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         """vectors: (K, F) -> (K, C) log-probabilities (out of fold for known training records while training)."""
@@ -128,29 +130,3 @@ class RhythmTrees(nn.Module):
             raise ValueError(f"rhythm trees of shapes {got} do not fit this encoder's {want}: build the model with "
                              "the encoder.rhythm_trees the trees file records")
         self.load_state_dict({k: v.to(getattr(self, k).dtype) for k, v in state.items()})
-
-
-def vector_key(v: np.ndarray) -> bytes:
-    """A record's identity for TreeCrossFit: its rhythm vector rounded to 4 decimals (nan kept), so the vector the
-    pretraining measured and the one the encoder measures from the same samples match."""
-    return np.round(np.asarray(v, np.float64), 4).astype(np.float32).tobytes()
-
-
-class TreeCrossFit:
-    """Out-of-fold log-probabilities of the training records, looked up by their rhythm vector (vector_key)."""
-
-    def __init__(self, keys: np.ndarray, logp: np.ndarray):
-        self.table = {vector_key(k): torch.as_tensor(p, dtype=torch.float32) for k, p in zip(keys, logp)}
-        self.seen, self.hits = 0, 0  # rows looked up while training, and how many were training records
-
-    def replace(self, vectors: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
-        """(K, F), (K, C) -> (K, C) with known rows replaced by their out-of-fold log-probabilities."""
-        v = vectors.detach().float().cpu().numpy()
-        out = logp.clone()
-        for i in range(len(v)):
-            own = self.table.get(vector_key(v[i]))
-            if own is not None:
-                out[i] = own.to(out)
-                self.hits += 1
-        self.seen += len(v)
-        return out

@@ -193,7 +193,7 @@ def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
     from DIR/folds.safetensors -> the number of training records those cover (0 without cross_fit)."""
     from safetensors.numpy import load_file
 
-    from edge_tslm.model.rhythm_trees import TreeCrossFit
+    from edge_tslm.model.vector_cross_fit import VectorCrossFit
 
     trees = getattr(getattr(model, "series_encoder", None), "trees", None)
     if trees is None:
@@ -202,8 +202,27 @@ def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
     if not cross_fit:
         return 0
     folds = load_file(str(Path(directory) / "folds.safetensors"))
-    trees.cross_fit = TreeCrossFit(folds["vectors"], folds["log_probs"])
+    trees.cross_fit = VectorCrossFit(folds["vectors"], folds["log_probs"])
     return len(trees.cross_fit.table)
+
+
+def load_ecg_stem_folds(model, path: Path) -> int:
+    """training/pretrain_ecg_stem.py --cross-fit's folds.safetensors -> each training record's out-of-fold stem
+    features, read by the model's ECG stem while it trains (never saved) -> the number of records they cover."""
+    from safetensors.numpy import load_file
+
+    from edge_tslm.model.ecg_stem import EcgStem
+    from edge_tslm.model.vector_cross_fit import VectorCrossFit
+
+    stem = getattr(getattr(model, "series_encoder", None), "stem", None)
+    if not isinstance(stem, EcgStem):
+        raise ValueError(f"{path}: out-of-fold ECG stem features, but this model has no ECG stem (--ecg-stem)")
+    folds = load_file(str(path))
+    if "features" not in folds or folds["features"].shape[1] != stem.cfg.feature_dim:
+        raise ValueError(f"{path} is not an ECG stem's folds file for this stem ({stem.cfg.feature_dim} features a record): "
+                         "make it with python training/pretrain_ecg_stem.py --cross-fit K and the stem's own flags")
+    stem.cross_fit = VectorCrossFit(folds["vectors"], folds["features"])
+    return len(stem.cross_fit.table)
 
 
 def load_cross_fit(path: Path, task: str, data: str | None = None):
