@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+", type=Path, help="training/pretrain_ecg_stem.py --out directories")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--splits", default="val,test", help="comma-separated; train scores the stems on the records they "
+                    "were fitted on (in sample: how much a TSLM trained on their outputs sees them right)")
     a = ap.parse_args(argv)
     if a.threads < 1:
         ap.error(f"--threads must be at least 1, got {a.threads}")
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     stems = {str(r): stem_from_run(r) for r in a.runs}
     res: dict = {"command": "python benchmarks/ecg_stem_ensemble.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "machine": machine()}
-    for split in ("val", "test"):
+    splits = [x for x in a.splits.split(",") if x]
+    if not splits or set(splits) - {"train", "val", "test"}:
+        ap.error(f"--splits takes train, val and test, got {a.splits!r}")
+    for split in splits:
         xs, ys, names = load_split(split, task.fs, task.max_seconds)
         vs = split_vectors(xs, names, task.fs, a.runs[0] / f"vectors_{split}.npz", a.threads)  # (N, F), cached
         probs, rows = [], {}
