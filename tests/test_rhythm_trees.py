@@ -151,6 +151,10 @@ def test_tslm_starts_unchanged_and_saves_the_trees(tmp_path):
     with pytest.raises(ValueError, match="reads no rhythm trees"):
         load_rhythm_trees(plain, tmp_path)
     assert load_rhythm_trees(model, tmp_path) == len(_data()[0])
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "trees.safetensors").write_bytes((tmp_path / "trees.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="no folds.safetensors"):
+        load_rhythm_trees(model, tmp_path / "bare")
     open_gates(plain, 0.5)
     open_gates(model, 0.5)
     text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"

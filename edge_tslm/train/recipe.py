@@ -184,7 +184,10 @@ def rhythm_trees_shape(directory: Path) -> tuple[int, ...]:
     if not path.is_file():
         raise ValueError(f"{directory} holds no trees.safetensors: fit them with python training/pretrain_rhythm_trees.py --out DIR")
     with safe_open(str(path), "np") as f:
-        return tuple(json.loads(f.metadata()["shape"]))
+        shape = (f.metadata() or {}).get("shape")
+    if shape is None:
+        raise ValueError(f"{path} records no tree shape in its metadata: write it with python training/pretrain_rhythm_trees.py")
+    return tuple(json.loads(shape))
 
 
 def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
@@ -201,7 +204,11 @@ def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
     trees.load_arrays(load_file(str(Path(directory) / "trees.safetensors")))
     if not cross_fit:
         return 0
-    folds = load_file(str(Path(directory) / "folds.safetensors"))
+    folds_path = Path(directory) / "folds.safetensors"
+    if not folds_path.is_file():
+        raise ValueError(f"{directory} holds no folds.safetensors (the training records' out-of-fold log-probabilities): "
+                         "fit the trees with python training/pretrain_rhythm_trees.py --out DIR, which writes both")
+    folds = load_file(str(folds_path))
     trees.cross_fit = VectorCrossFit(folds["vectors"], folds["log_probs"])
     return len(trees.cross_fit.table)
 
