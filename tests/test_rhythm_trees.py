@@ -63,6 +63,9 @@ def test_the_walk_is_scikit_learns_model_at_thresholds_and_missing_values():
         trees_from_sklearn(clf, ("normal", "atrial fibrillation"))
     with pytest.raises(ValueError, match="do not fit"):  # another shape: refused before loading anything
         RhythmTrees(3, 15, 7, F, 4).load_arrays(trees_from_sklearn(clf, LABELS)[0])
+    arrays, shape = trees_from_sklearn(clf, LABELS)
+    with pytest.raises(ValueError, match="refit them on this encoder's rhythm vector"):  # splits on numbers it lacks
+        RhythmTrees(*shape[:3], 3, 4).load_arrays(arrays)
 
 
 def test_two_label_trees_score_as_scikit_learn():
@@ -116,16 +119,17 @@ def _tiny(shape):
                       encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True, rhythm_trees=shape))
 
 
-def _fitted_dir(tmp_path):
+def _fitted_dir(tmp_path, features=RHYTHM_VECTOR_NAMES, labels=LABELS):
     """A trees.safetensors + folds.safetensors as training/pretrain_rhythm_trees.py writes them, on real ECG vectors."""
     import json
 
     from safetensors.numpy import save_file
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     X, y = _data()
     X[:4] = np.stack([rhythm_vector(_ecg(lo, seed=s), FS) for s, lo in enumerate((0.4, 0.6, 0.8, 1.0))])
     arrays, shape = trees_from_sklearn(_fit(X, y), LABELS)
-    meta = {"shape": json.dumps(list(shape) + [4])}
+    meta = {"shape": json.dumps(list(shape) + [4]), "features": json.dumps(list(features)), "labels": json.dumps(list(labels))}
     save_file(arrays, str(tmp_path / "trees.safetensors"), metadata=meta)
     save_file({"vectors": X, "log_probs": np.log(np.full((len(X), 4), 0.25, np.float32))}, str(tmp_path / "folds.safetensors"), metadata=meta)
     return tuple(shape) + (4,)
@@ -150,6 +154,12 @@ def test_tslm_starts_unchanged_and_saves_the_trees(tmp_path):
     assert not unexpected and missing and all(".trees" in k for k in missing)
     with pytest.raises(ValueError, match="reads no rhythm trees"):
         load_rhythm_trees(plain, tmp_path)
+    _fitted_dir(tmp_path / "reordered", features=RHYTHM_VECTOR_NAMES[::-1])
+    with pytest.raises(ValueError, match="other rhythm-vector numbers"):  # another vector layout walks silently wrong
+        load_rhythm_trees(model, tmp_path / "reordered")
+    _fitted_dir(tmp_path / "other", labels=("a", "b", "c", "d"))
+    with pytest.raises(ValueError, match="fit the trees on this task"):
+        load_rhythm_trees(model, tmp_path / "other")
     assert load_rhythm_trees(model, tmp_path) == len(_data()[0])
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "trees.safetensors").write_bytes((tmp_path / "trees.safetensors").read_bytes())

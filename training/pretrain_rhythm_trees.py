@@ -82,14 +82,15 @@ def main(argv: list[str] | None = None) -> None:
                  "shape": {"trees": shape[0], "nodes": shape[1], "depth": shape[2], "labels": len(LABELS)},
                  "bytes": int(sum(v.nbytes for v in arrays.values())), "args": {k: str(v) for k, v in vars(a).items()}}
     walk_gap = 0.0
+    stem = stem_from_run(a.stem) if a.stem is not None else None
     for s in ("val", "test"):
         sk = log_proba(clf, vecs[s])
         with torch.no_grad():
             walked = trees(torch.from_numpy(vecs[s])).numpy()
         walk_gap = max(walk_gap, float(np.abs(np.exp(walked) - np.exp(sk)).max()))
         res[s] = {"trees": scores(walked, y[s])}
-        if a.stem is not None:
-            stem_p = torch.softmax(torch.from_numpy(predict(stem_from_run(a.stem), data[s][0], vecs[s])), -1).numpy()
+        if stem is not None:
+            stem_p = torch.softmax(torch.from_numpy(predict(stem, data[s][0], vecs[s])), -1).numpy()
             res[s]["stem"] = scores(np.log(stem_p), y[s])
             res[s]["average"] = scores(np.log(0.5 * stem_p + 0.5 * np.exp(walked)), y[s])
     res["max_abs_prob_gap_torch_vs_sklearn"] = walk_gap  # the buffers' walk is scikit-learn's model

@@ -43,6 +43,8 @@ def trees_from_sklearn(clf: Any, labels: tuple[str, ...]) -> tuple[dict[str, np.
         raise ValueError(f"expected {1 if binary else len(labels)} tree(s) per iteration, got {len(per_iter[0])}")
     trees = [(1 if binary else k, p.nodes) for it in per_iter for k, p in enumerate(it)]
     n = max(nodes.size for _, nodes in trees)
+    if n > 127 or clf.n_features_in_ > 127:
+        raise ValueError(f"trees of {n} nodes over {clf.n_features_in_} features do not fit int8 indices; use fewer leaves")
     T = len(trees)
     feature = np.full((T, n), -1, np.int8)
     left = np.zeros((T, n), np.int8)
@@ -50,8 +52,6 @@ def trees_from_sklearn(clf: Any, labels: tuple[str, ...]) -> tuple[dict[str, np.
     split = np.zeros((T, n), np.float32)
     tree_class = np.zeros(T, np.int8)
     depth = 0
-    if n > 127 or clf.n_features_in_ > 127:
-        raise ValueError(f"trees of {n} nodes over {clf.n_features_in_} features do not fit int8 indices; use fewer leaves")
     for t, (k, nodes) in enumerate(trees):
         if nodes["is_categorical"].any():
             raise ValueError("categorical splits are not supported; fit the trees on numeric features only")
@@ -90,7 +90,7 @@ class RhythmTrees(nn.Module):
 
     def __init__(self, trees: int, nodes: int, depth: int, num_features: int, num_labels: int):
         super().__init__()
-        self.depth, self.num_features = depth, num_features
+        self.depth, self.num_features = depth, num_features  # the vector length the trees' feature indices refer to
         self.register_buffer("feature", torch.full((trees, nodes), -1, dtype=torch.int8))  # (T, N) -1 at leaves
         self.register_buffer("left", torch.zeros(trees, nodes, dtype=torch.int8))  # (T, N) right = left + 1
         self.register_buffer("missing_left", torch.zeros(trees, nodes, dtype=torch.int8))  # (T, N) where nan goes
@@ -131,4 +131,7 @@ class RhythmTrees(nn.Module):
         if want != got:
             raise ValueError(f"rhythm trees of shapes {got} do not fit this encoder's {want}: build the model with "
                              "the encoder.rhythm_trees the trees file records")
+        if int(state["feature"].max()) >= self.num_features:
+            raise ValueError(f"the trees split on feature {int(state['feature'].max())}, but the rhythm vector has "
+                             f"{self.num_features} numbers: refit them on this encoder's rhythm vector")
         self.load_state_dict({k: v.to(getattr(self, k).dtype) for k, v in state.items()})

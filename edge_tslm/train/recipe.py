@@ -198,10 +198,25 @@ def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
 
     from edge_tslm.model.vector_cross_fit import VectorCrossFit
 
+    from safetensors import safe_open
+
+    from edge_tslm.rhythm_vector import RHYTHM_VECTOR_NAMES
+
     trees = getattr(getattr(model, "series_encoder", None), "trees", None)
     if trees is None:
         raise ValueError(f"{directory}: this model reads no rhythm trees; build it with encoder.rhythm_trees (--rhythm-trees)")
-    trees.load_arrays(load_file(str(Path(directory) / "trees.safetensors")))
+    path = Path(directory) / "trees.safetensors"
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+    # trees fitted on another vector layout or label set would load and walk, and be silently wrong
+    if "features" in meta and tuple(json.loads(meta["features"])) != tuple(RHYTHM_VECTOR_NAMES):
+        raise ValueError(f"{path} was fitted on other rhythm-vector numbers than this encoder measures: refit them with "
+                         "python training/pretrain_rhythm_trees.py")
+    labels = getattr(model.cfg, "labels", ())
+    if "labels" in meta and labels and sorted(json.loads(meta["labels"])) != sorted(labels):
+        raise ValueError(f"{path} scores labels {json.loads(meta['labels'])}, this model answers {list(labels)}: fit the "
+                         "trees on this task")
+    trees.load_arrays(load_file(str(path)))
     if not cross_fit:
         return 0
     folds_path = Path(directory) / "folds.safetensors"
@@ -209,6 +224,9 @@ def load_rhythm_trees(model, directory: Path, cross_fit: bool = True) -> int:
         raise ValueError(f"{directory} holds no folds.safetensors (the training records' out-of-fold log-probabilities): "
                          "fit the trees with python training/pretrain_rhythm_trees.py --out DIR, which writes both")
     folds = load_file(str(folds_path))
+    if {"vectors", "log_probs"} - set(folds):
+        raise ValueError(f"{folds_path} lacks {sorted({'vectors', 'log_probs'} - set(folds))}: rewrite it with python "
+                         "training/pretrain_rhythm_trees.py --out DIR")
     trees.cross_fit = VectorCrossFit(folds["vectors"], folds["log_probs"])
     return len(trees.cross_fit.table)
 
