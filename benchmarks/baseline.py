@@ -22,6 +22,7 @@ from edge_tslm import baseline as B
 from edge_tslm.data import hapt, physionet2017 as p17
 from edge_tslm.machine import machine as _machine
 from edge_tslm.metrics import challenge_score, classification_report
+from edge_tslm.score_intervals import prediction_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,6 +65,7 @@ def run_har(config: B.BaselineConfig, gait: bool = False) -> dict:
         pred = list(clf.predict(X))
         out[s] = classification_report(y, pred, labels)
         out[s]["predict_ms_per_sample"] = 1000 * (time.perf_counter() - t0) / len(y)
+        out[s]["predictions"] = prediction_record([w.group for w in data[s]], y, pred, labels)  # score_intervals.py
     return out
 
 
@@ -91,6 +93,7 @@ def run_ecg(config: B.BaselineConfig, path: str | None, workers: int | None) -> 
         pred = list(clf.predict(X))
         out[s] = classification_report(y, pred, labels)
         out[s]["challenge_score"] = challenge_score(y, pred, all_labels=labels)
+        out[s]["predictions"] = prediction_record([r.name for r in recs[s]], y, pred, labels)  # score_intervals.py
     return out
 
 

@@ -27,6 +27,7 @@ from edge_tslm.config import TSLMConfig
 from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
 from edge_tslm.metrics import challenge_score, classification_report
+from edge_tslm.score_intervals import prediction_record
 from edge_tslm.runtime.onnx_backend import OnnxBackend
 from edge_tslm.train.examples import layout_kwargs, make_example
 from edge_tslm.train.tasks import get_task
@@ -94,7 +95,7 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, la
         rotations = rotations if rotate else {}  # rotate=False: the same windows scored as recorded (the control)
     if limit:
         idx = idx[:limit]
-    y_true, y_pred, stage = [], [], {"encode_ms": [], "prefill_ms": [], "decode_ms": []}
+    y_true, y_pred, ids, stage = [], [], [], {"encode_ms": [], "prefill_ms": [], "decode_ms": []}
     t0 = time.perf_counter()
     for j, i in enumerate(idx):
         s = samples[i]
@@ -110,12 +111,14 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, la
             stage["decode_ms"].append(be.last_timings["decode_ms"])
         y_true.append(s.label)
         y_pred.append(max(scores, key=scores.get))
+        ids.append(s.group)
         if (j + 1) % 25 == 0:
             print(f"  {j + 1}/{len(idx)}  {1000 * (time.perf_counter() - t0) / (j + 1):.0f} ms/sample", flush=True)
     elapsed = time.perf_counter() - t0
     rep = classification_report(y_true, y_pred, labels)
     rep["confusion"] = rep.pop("confusion_matrix")
     rep["n_invalid"] = 0  # classify always returns an allowed label
+    predictions = prediction_record(ids, y_true, y_pred, labels)  # for score_intervals.py
     rep["mode"] = "classify"
     if cfg.task in ECG_TASKS:
         rep["challenge_score"] = challenge_score(y_true, y_pred, all_labels=labels + ["<invalid>"])
@@ -134,6 +137,7 @@ def run(artifact: Path, split: str, per_class: int, limit: int, threads: int, la
         if "weight_quantization" in manifest
         else None,
         "metrics": rep,
+        "predictions": predictions,
         "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
         "limit": limit or None,
         "calibrate_standing": ({"windows_per_subject": calibrate_standing, "rotated": rotate} if calibrate_standing else None),

@@ -66,7 +66,8 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
     if subset is not None:
         samples = [samples[i] for i in subset]
     t0 = time.time()
-    rep = evaluate(model, samples, task.spec.labels, mode=mode, task=cfg.task, limit=limit, progress=True)
+    rep = evaluate(model, samples, task.spec.labels, mode=mode, task=cfg.task, limit=limit, progress=True, keep_predictions=True)
+    predictions = rep.pop("predictions")  # for benchmarks/score_intervals.py
     elapsed = time.time() - t0
     manifest = json.loads((model_dir / "manifest.json").read_text())
     return {
@@ -82,6 +83,7 @@ def run(model_dir: Path, split: str, mode: str, limit: int, threads: int, per_cl
         **({"calibration": manifest["calibration"]} if "calibration" in manifest and not without_offsets else {}),
         "trained": manifest.get("metrics", {}),
         "metrics": rep,
+        "predictions": predictions,
         "subset": None if subset is None else {"per_class": per_class, "seed": 0, "indices": subset},
         "baseline_same_subset": har_baseline_on(subset) if subset is not None and cfg.task == "har" else None,
         "seconds": round(elapsed, 1),

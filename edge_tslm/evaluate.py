@@ -65,9 +65,11 @@ def evaluate(
     limit: int = 0,
     progress: bool = False,
     scoring: str = "full",
+    keep_predictions: bool = False,
 ) -> dict:
-    """Metrics over samples; predictions that are not an allowed label count as wrong."""
-    y_true, y_pred, n_invalid, t0 = [], [], 0, time.time()
+    """Metrics over samples; predictions that are not an allowed label count as wrong. keep_predictions: the report
+    also holds every sample's prediction ("predictions", edge_tslm.score_intervals.prediction_record)."""
+    y_true, y_pred, ids, n_invalid, t0 = [], [], [], 0, time.time()
     samples = list(samples) if not isinstance(samples, Sequence) else samples
     n = min(len(samples), limit) if limit else len(samples)
     caching = model.prefix_caching() if hasattr(model, "prefix_caching") else contextlib.nullcontext()
@@ -77,6 +79,7 @@ def evaluate(
             pred, _, _ = predict(model, s, labels, mode, scoring=scoring)
             y_true.append(s.label)
             y_pred.append(pred if pred is not None else "<invalid>")
+            ids.append(s.group)
             n_invalid += pred is None
             if progress and (i + 1) % 50 == 0:
                 print(f"  {i + 1}/{n} evaluated", flush=True)
@@ -89,4 +92,8 @@ def evaluate(
     rep["seconds"] = round(time.time() - t0, 1)
     if task in ECG_TASKS:
         rep["challenge_score"] = challenge_score(y_true, y_pred, all_labels=list(labels) + ["<invalid>"])
+    if keep_predictions:
+        from edge_tslm.score_intervals import prediction_record
+
+        rep["predictions"] = prediction_record(ids, y_true, y_pred, labels)
     return rep

@@ -172,3 +172,30 @@ def test_training_records_read_out_of_fold_stem_features_only_while_training(tmp
         load_ecg_stem_folds(model, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="no ECG stem"):
         load_ecg_stem_folds(_tiny(False), tmp_path / "folds.safetensors")
+
+
+def _pretrain_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "training" / "pretrain_ecg_stem.py"
+    spec = importlib.util.spec_from_file_location("pretrain_ecg_stem", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_stem_pretraining_flips_crops_upside_down_at_the_asked_rate():
+    mod = _pretrain_script()
+    torch.manual_seed(0)
+    x = torch.randn(400, 64)  # (B, L)
+    m = torch.ones(400, 64, dtype=torch.bool)
+    m[:, 48:] = False  # padding gets no noise
+    for p, lo, hi in ((0.0, 0, 0), (1.0, 400, 400), (0.5, 150, 250)):
+        y = mod.augment(x, m, p)
+        flipped = ((y[:, :48] * x[:, :48]).sum(1) < 0).sum().item()  # rows whose sign turned over
+        assert lo <= flipped <= hi, (p, flipped)
+        assert torch.allclose(y[:, :48].abs(), x[:, :48].abs(), atol=0.2)  # noise of 0.02 std on the real samples
+        assert torch.equal(y[:, 48:].abs(), x[:, 48:].abs())  # the padding only changes sign
+    with pytest.raises(SystemExit):
+        mod.main(["--flip", "1.5"])  # refused before any data is read

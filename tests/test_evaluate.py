@@ -64,6 +64,21 @@ def test_valid_generations_are_scored_and_invalid_ones_only_lower_the_score(mode
     assert f1["normal"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     assert f1["atrial fibrillation"] == 1.0 and f1["other rhythm"] == 0.0 and f1["noisy"] == 0.0
     assert rep["challenge_score"] == pytest.approx((f1["normal"] + 1.0 + 0.0) / 3)
+    assert "predictions" not in rep  # kept only when asked (the CLI's --json stays the metrics)
+
+
+def test_kept_predictions_give_the_report_s_scores(model, monkeypatch):
+    from edge_tslm.score_intervals import score
+
+    answers = iter(["Answer: normal", "garbage", "Answer: atrial fibrillation", "Answer: normal", "", "Answer: Normal."])
+    with_generate(model, monkeypatch, lambda text: next(answers))
+    rep = evaluate(model, samples(), LABELS, mode="generate", task="ecg_rhythm", keep_predictions=True)
+    pred = rep["predictions"]
+    assert pred["ids"] == [f"r{i}" for i in range(6)] and pred["labels"] == list(LABELS)
+    assert pred["pred"] == [0, -1, 1, 0, -1, 0]  # an invalid answer is -1, never a label
+    assert score(pred, "challenge") == pytest.approx(rep["challenge_score"])
+    assert score(pred, "macro_f1") == pytest.approx(rep["macro_f1"])
+    assert score(pred, "accuracy") == pytest.approx(rep["accuracy"])
 
 
 def test_classify_metrics_keys_for_ecg_rhythm(model):

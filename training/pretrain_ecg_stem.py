@@ -98,6 +98,16 @@ def scores(logits: np.ndarray, y: np.ndarray) -> dict:
     return {"challenge_score": challenge_score(true, pred), **classification_report(true, pred, LABELS)}
 
 
+def augment(x: torch.Tensor, m: torch.Tensor, flip: float = 0.0) -> torch.Tensor:
+    """x, m: (B, L) z-normalised crops and their real-sample flags -> (B, L) with a little noise on the real samples
+    and, with probability `flip` per crop, upside down: a lead worn the other way round shows the same rhythm (the
+    record's rhythm vector, read beside it, does not change)."""
+    x = x + 0.02 * torch.randn_like(x) * m  # (B, L)
+    if flip > 0:
+        x = x * torch.where(torch.rand(x.shape[0], 1) < flip, -1.0, 1.0)  # (B, L)
+    return x
+
+
 def stem_from_run(run: Path) -> EcgStem:
     """A stem from its pretraining directory, built with the shape its metrics.json records."""
     meta = json.loads((run / "metrics.json").read_text())
@@ -131,7 +141,7 @@ def train_stem(cfg: EcgStemConfig, a: argparse.Namespace, xs: list[np.ndarray], 
                 start = int(rng.integers(0, max(1, s.size - crop + 1)))
                 group.append(s[start : start + crop])
             x, m = batch(group, max(g.size for g in group))
-            x = x + 0.02 * torch.randn_like(x) * m  # a little noise on the real samples
+            x = augment(x, m, a.flip)
             loss = torch.nn.functional.cross_entropy(model(x, m, torch.from_numpy(vs[idx]))[:, -cfg.num_labels :], torch.from_numpy(ys[idx]), weight=weight)
             opt.zero_grad()
             loss.backward()
@@ -189,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
                     "builds the default shape, and load_stem refuses another")
     ap.add_argument("--kernels", default=",".join(map(str, EcgStemConfig.kernels)), help="the conv layers' kernel sizes (odd)")
     ap.add_argument("--hidden", type=int, default=EcgStemConfig.hidden, help="the head's hidden width")
+    ap.add_argument("--flip", type=float, default=0.0, metavar="P",
+                    help="turn each training crop upside down with probability P (PhysioNet 2017 has records taken with "
+                    "the device held the other way round); 0: off, as for the stems before session 23")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cross-fit", type=int, default=0, metavar="K",
                     help="instead of the stem: K stems with the same flags, each without one fold of the training records, "
@@ -200,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--threads", a.threads)):
         if value < 1:
             ap.error(f"{name} must be at least 1, got {value}")
+    if not 0 <= a.flip <= 1:
+        ap.error(f"--flip is a probability in [0, 1], got {a.flip}")
     if not a.crop_s > 0 or not a.lr > 0 or not 0 <= a.dropout < 1:
         ap.error(f"--crop-s and --lr must be positive and --dropout in [0, 1); got {a.crop_s}, {a.lr}, {a.dropout}")
     try:
