@@ -28,6 +28,10 @@ class EncoderConfig:
     # reads the rhythm vector too): its hidden features and label logits reach the patches through a zero-initialised
     # projection. Frozen while the TSLM trains (training/pretrain_ecg_stem.py trains it). Needs rhythm_vector.
     ecg_stem: bool = False
+    # With ecg_stem: the encoder reads only the stem's label logits, not its hidden layer. The logits mean the same in
+    # every stem trained for the task, so out-of-fold stems (training/pretrain_ecg_stem.py --cross-fit) can stand in
+    # for it while training; the hidden units of separately trained stems are not the same units (session 23).
+    stem_logits_only: bool = False
     # MiniRocket over all axes of a window with a ridge head, fitted before the TSLM (model.minirocket_stem): its score
     # per label reaches every patch of every axis through a zero-initialised projection. Frozen while the TSLM trains
     # (training/pretrain_minirocket_stem.py fits it). Reads the window as recorded, so it needs scale_token; a sample's
@@ -209,6 +213,9 @@ class TSLMConfig:
             if self.labels and self.encoder.rhythm_trees[3] != len(self.labels):
                 raise ValueError(f"encoder.rhythm_trees score {self.encoder.rhythm_trees[3]} labels, but this model has "
                                  f"{len(self.labels)} {list(self.labels)}: fit the trees on this task's labels")
+        if self.encoder.stem_logits_only and not self.encoder.ecg_stem:
+            raise ValueError("encoder.stem_logits_only picks which of the ECG stem's outputs the encoder reads, but this "
+                             "encoder has no ECG stem: build it with encoder.ecg_stem (--ecg-stem), or leave it out")
         if self.encoder.stem_at_latents and not (self.encoder.ecg_stem or self.encoder.minirocket_stem):
             raise ValueError("encoder.stem_at_latents adds a stem's embedding to the latents, but this encoder has no stem: "
                              "build it with encoder.ecg_stem or encoder.minirocket_stem (--ecg-stem / --minirocket-stem)")

@@ -47,12 +47,76 @@ def test_config_needs_the_rhythm_vector():
         EcgStemConfig(kernels=(4, 7, 5, 5, 5, 3))
 
 
-def _tiny(stem: bool):
+def _tiny(stem: bool, logits_only: bool = False):
     from conftest import build_tiny
     from edge_tslm.config import EncoderConfig
 
     return build_tiny("flamingo", "tiny-llama", fs=FS, task="ecg_rhythm", labels=LABELS,
-                      encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True, ecg_stem=stem))
+                      encoder=EncoderConfig(dim=32, conv_layers=1, rhythm_vector=True, ecg_stem=stem,
+                                            stem_logits_only=logits_only))
+
+
+def test_logits_only_reads_the_stem_s_logits_and_out_of_fold_logits_while_training(tmp_path):
+    """encoder.stem_logits_only: the encoder reads the stem's label logits alone (what a fold stem's mean too), through
+    a projection an adapter trained on the whole output is not loaded into; the ONNX encoder does the same."""
+    from safetensors.numpy import save_file
+
+    from edge_tslm.config import EncoderConfig, TSLMConfig
+    from edge_tslm.model.artifact import save_pretrained
+    from edge_tslm.train.recipe import load_adapter, load_ecg_stem_folds
+
+    with pytest.raises(ValueError, match="no ECG stem"):
+        TSLMConfig(task="ecg_rhythm", encoder=EncoderConfig(rhythm_vector=True, stem_logits_only=True))
+    torch.manual_seed(0)
+    whole = _tiny(True)
+    with torch.no_grad():
+        whole.series_encoder.stem_embed.proj.weight.normal_(0, 0.2)
+    save_pretrained(whole, tmp_path / "whole")
+    torch.manual_seed(0)
+    model = _tiny(True, logits_only=True)
+    enc = model.series_encoder
+    assert enc.stem_embed is None and enc.stem_logit_embed.proj.weight.shape[1] == enc.stem.cfg.num_labels
+    load_adapter(model, tmp_path / "whole")  # the whole-output projection is not this one: it stays at zero
+    assert not enc.stem_logit_embed.proj.weight.any()
+    assert not any(k.startswith("series_encoder.stem_embed") for k in model.state_dict())
+
+    seen = []
+    enc.stem_logit_embed.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]
+    vec = np.stack([rhythm_vector(e, FS) for e in ecgs])
+    x = torch.zeros(2, max(e.size for e in ecgs))
+    m = torch.zeros_like(x, dtype=torch.bool)
+    for i, e in enumerate(ecgs):
+        x[i, : e.size], m[i, : e.size] = torch.from_numpy(e), True
+    v = torch.from_numpy(vec)
+    with torch.no_grad():
+        full = enc.stem.eval()(x, m, v)  # (2, hidden + labels)
+        enc.eval()(x, m, torch.zeros(2, dtype=torch.long), v)
+    torch.testing.assert_close(seen[-1], full[:, -enc.stem.cfg.num_labels :])  # the logits, nothing else
+    fold = np.arange(enc.stem.cfg.feature_dim, dtype=np.float32)[None] / 10  # a fold stem's hidden + logits
+    save_file({"vectors": vec[:1], "features": fold}, str(tmp_path / "folds.safetensors"))
+    load_ecg_stem_folds(model, tmp_path / "folds.safetensors")
+    with torch.no_grad():
+        enc.train()(x, m, torch.zeros(2, dtype=torch.long), v)
+    torch.testing.assert_close(seen[-1][0], torch.from_numpy(fold[0, -enc.stem.cfg.num_labels :]))  # its logits only
+    torch.testing.assert_close(seen[-1][1], full[1, -enc.stem.cfg.num_labels :])
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from conftest import open_gates
+    from edge_tslm.export import export_artifact
+    from edge_tslm.runtime.onnx_backend import OnnxBackend
+
+    model.eval()
+    open_gates(model, 0.5)
+    with torch.no_grad():
+        enc.stem_logit_embed.proj.weight.normal_(0, 0.2)
+    export_artifact(model, "onnx", tmp_path / "onnx", decoder=True)
+    be = OnnxBackend.from_pretrained(tmp_path / "onnx", threads=1)
+    text = "ECG: <ts><endofchunk>\nWhich rhythm?\n"
+    want = model.classify(text, [ecgs[1]], LABELS)
+    got = be.classify(text, be.encode([ecgs[1]]), LABELS)
+    assert got == pytest.approx(want, abs=1e-3)
 
 
 def test_tslm_starts_unchanged_keeps_the_stem_frozen_and_saves_it(tmp_path):

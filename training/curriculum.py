@@ -99,6 +99,9 @@ def main() -> None:
     ap.add_argument("--minirocket-stem", default="",
                     help="HAR: a fitted MiniRocket + ridge stem (training/pretrain_minirocket_stem.py's stem.safetensors) "
                     "over each window's three axes; the encoder reads its scores, the stem stays frozen. Needs --scale-token")
+    ap.add_argument("--stem-logits-only", action="store_true",
+                    help="with --ecg-stem: the encoder reads only the stem's label logits, not its hidden layer (the "
+                    "logits of --stem-folds' fold stems mean what the stem's do; their hidden units are other units)")
     ap.add_argument("--stem-latents", action="store_true",
                     help="with a stem: its embedding is also added to every resampler latent (a second zero-initialised "
                     "projection), so the fusion blocks read it directly, past --encoder-dropout and the resampler")
@@ -139,6 +142,8 @@ def main() -> None:
         ap.error(f"--augment-rotate must be in [0, 180] and --augment-warp in [0, 0.5), got {a.augment_rotate} and {a.augment_warp}")
     if a.stem_latents and not (a.ecg_stem or a.minirocket_stem):
         ap.error("--stem-latents adds a stem's embedding to the latents: pass --ecg-stem or --minirocket-stem too")
+    if a.stem_logits_only and not a.ecg_stem:
+        ap.error("--stem-logits-only picks what the encoder reads of the ECG stem: pass --ecg-stem too")
     if a.scale_token and a.variant != "flamingo":
         ap.error("--scale-token is a Flamingo encoder option")
     if a.ecg_stem and not a.rhythm_vector:
@@ -177,7 +182,7 @@ def main() -> None:
     cfg = TSLMConfig(variant=a.variant, backbone=a.backbone, train_token_rows=not a.freeze_token_rows,
                      encoder=EncoderConfig(dropout=a.encoder_dropout, scale_token=a.scale_token, rhythm_vector=a.rhythm_vector, ecg_stem=bool(a.ecg_stem),
                                              minirocket_stem=bool(a.minirocket_stem), stem_at_latents=a.stem_latents,
-                                             augment_rotate_deg=a.augment_rotate, augment_warp=a.augment_warp,
+                                             stem_logits_only=a.stem_logits_only, augment_rotate_deg=a.augment_rotate, augment_warp=a.augment_warp,
                                              rhythm_trees=trees_shape))
     if fusion_layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=fusion_layers))

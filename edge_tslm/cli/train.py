@@ -57,6 +57,8 @@ def train(
     train_only: Annotated[str, typer.Option(
         help="train only the weights under these name prefixes, e.g. series_encoder.stem_embed. (the rest stays as built "
              "or loaded)")] = "",
+    stem_logits_only: Annotated[bool, typer.Option(
+        help="with --ecg-stem: the encoder reads only the stem's label logits, not its hidden layer")] = False,
     stem_latents: Annotated[bool, typer.Option(
         help="with --ecg-stem or --minirocket-stem: the stem's embedding is also added to every resampler latent, so the "
              "fusion blocks read it directly")] = False,
@@ -120,6 +122,8 @@ def train(
     if stem_latents and ecg_stem is None and minirocket_stem is None:
         raise typer.BadParameter("adds a stem's embedding to the latents: pass --ecg-stem or --minirocket-stem too",
                                  param_hint="--stem-latents")
+    if stem_logits_only and ecg_stem is None:
+        raise typer.BadParameter("picks what the encoder reads of the ECG stem: pass --ecg-stem too", param_hint="--stem-logits-only")
     if not 0.0 <= encoder_dropout < 1.0:
         raise typer.BadParameter(f"must be in [0, 1), got {encoder_dropout}", param_hint="--encoder-dropout")
     try:
@@ -136,6 +140,7 @@ def train(
                                                                                 ecg_stem=ecg_stem is not None,
                                                                                 minirocket_stem=minirocket_stem is not None,
                                                                                 stem_at_latents=stem_latents,
+                                                                                stem_logits_only=stem_logits_only,
                                                                                 rhythm_trees=trees_shape))
     if layers:
         cfg = cfg.replace(fusion=replace(cfg.fusion, layers=layers))

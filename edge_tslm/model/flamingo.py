@@ -47,8 +47,13 @@ class SeriesEncoder(CheckpointableBlock):
         # frozen: FlamingoTSLM.freeze_backbone
         self.stem = (EcgStem(EcgStemConfig(dropout=0.0)) if enc.ecg_stem
                      else MiniRocketStem(MiniRocketConfig()) if enc.minirocket_stem else None)
-        self.stem_embed = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if self.stem is not None else None
-        self.stem_latents = StemEmbedding(self.stem.cfg.feature_dim, enc.dim) if enc.stem_at_latents else None
+        # what the encoder reads of the stem: everything it outputs, or (enc.stem_logits_only) its label logits alone,
+        # through a projection of another name, so an adapter trained on the whole output is not loaded into it
+        self.stem_width = (self.stem.cfg.num_labels if enc.stem_logits_only else self.stem.cfg.feature_dim) if self.stem is not None else 0
+        embed = StemEmbedding(self.stem_width, enc.dim) if self.stem is not None else None
+        self.stem_embed = None if enc.stem_logits_only else embed
+        self.stem_logit_embed = embed if enc.stem_logits_only else None
+        self.stem_latents = StemEmbedding(self.stem_width, enc.dim) if enc.stem_at_latents else None
         self.trees = RhythmTrees(*enc.rhythm_trees[:3], len(RHYTHM_VECTOR_SCALES), enc.rhythm_trees[3]) if enc.rhythm_trees else None  # frozen
         self.trees_embed = StemEmbedding(enc.rhythm_trees[3], enc.dim) if enc.rhythm_trees else None
         self.augment = (enc.augment_rotate_deg, enc.augment_warp)  # training only, the patch path only
@@ -71,11 +76,12 @@ class SeriesEncoder(CheckpointableBlock):
             h = h + self.trees_embed(self.trees(vectors)).to(h.dtype)  # (K, P, D): the trees' (K, C) log-probs
         feats = None  # (K, F) the stem's features
         if isinstance(self.stem, EcgStem):
-            feats = self.stem(normed.float(), mask, vectors.to(torch.float32))  # (K, hidden + labels)
+            feats = self.stem(normed.float(), mask, vectors.to(torch.float32))[:, -self.stem_width :]  # (K, hidden + labels) or (K, labels)
         elif self.stem is not None:
             feats = self.sample_stem(series, mask)  # (K, labels)
         if feats is not None:
-            h = h + self.stem_embed(feats).to(h.dtype)  # (K, P, D)
+            embed = self.stem_embed if self.stem_embed is not None else self.stem_logit_embed
+            h = h + embed(feats).to(h.dtype)  # (K, P, D)
         lat = self.resampler(h, patch_mask)  # (K, N, D)
         if self.stem_latents is not None:
             lat = lat + self.stem_latents(feats).to(lat.dtype)  # (K, N, D): every latent carries the stem's reading
