@@ -1,7 +1,7 @@
 """Bootstrap intervals of the test scores, and paired differences between models scored on the same records.
 
-    python benchmarks/score_intervals.py benchmarks/results/runtime_compactrto-ecg_labels_full.json \
-        benchmarks/results/runtime_compactst2-ecg_labels_full.json benchmarks/results/baseline_ecg.json
+    python benchmarks/score_intervals.py trees=benchmarks/results/runtime_compactrto-ecg_labels_full.json \
+        st2=benchmarks/results/runtime_compactst2-ecg_labels_full.json benchmarks/results/baseline_ecg.json
 
 Reads the per-record predictions that benchmarks/eval_tslm.py, eval_runtime.py and baseline.py keep (``predictions``;
 a baseline file holds its test split's). Evaluations of the same records in the same order (the same fingerprint)
@@ -28,8 +28,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {"challenge": 0.83, "af_f1": 0.85, "macro_f1": 0.94}
 
 
-def load(path: Path) -> tuple[str, str, dict]:
-    """A results file -> (its name, its task, its test predictions)."""
+def load(arg: str) -> tuple[str, str, dict]:
+    """A results file, or NAME=FILE -> (the name, or the file's stem; its task; its test predictions)."""
+    name, _, file = arg.rpartition("=")
+    path = Path(file)
+    if not path.is_file():
+        raise SystemExit(f"no such results file: {path}")
     d = json.loads(path.read_text())
     if "predictions" in d:
         pred, task = d["predictions"], d.get("task", "")
@@ -41,26 +45,29 @@ def load(path: Path) -> tuple[str, str, dict]:
         raise SystemExit(f"{path} holds no per-record predictions; rerun the command it records "
                          f"({d.get('command', 'its benchmark')}), which now keeps them")
     task = {"ecg": "ecg_rhythm"}.get(task, task)
-    return path.stem, task, pred
+    return name or path.stem, task, pred
 
 
 def metrics_for(task: str) -> tuple[str, ...]:
     return ("challenge", "af_f1") if task in ("ecg_rhythm", "physionet2017") else ("macro_f1",)
 
 
-def run(paths: list[Path], n_resamples: int, seed: int) -> dict:
+def run(args: list[str], n_resamples: int, seed: int) -> dict:
     groups: dict[str, dict] = {}
-    for p in paths:
-        name, task, pred = load(p)
-        g = groups.setdefault(pred["fingerprint"], {"task": task, "n": len(pred["true"]), "models": {}})
-        g["models"][name] = pred
+    for arg in args:
+        name, task, pred = load(arg)
+        g = groups.setdefault(pred["fingerprint"], {"task": task, "n": len(pred["true"]), "models": {}, "tasks": {}})
+        if name in g["models"]:
+            raise SystemExit(f"two results named {name!r} for the same records; name them apart with NAME=FILE")
+        g["models"][name], g["tasks"][name] = pred, task  # one task's windows may be read another way (har, har_gait)
     out = []
     for key, g in groups.items():
         mets = metrics_for(g["task"])
         models = {name: {m: interval(pred, m, n_resamples, seed) for m in mets} for name, pred in g["models"].items()}
         pairs = [{"a": a, "b": b, **{m: difference(g["models"][a], g["models"][b], m, n_resamples, seed) for m in mets}}
                  for a, b in itertools.combinations(g["models"], 2)]
-        out.append({"fingerprint": key, "task": g["task"], "n": g["n"], "metrics": list(mets), "models": models, "pairs": pairs})
+        out.append({"fingerprint": key, "task": g["task"], "n": g["n"], "metrics": list(mets), "models": models,
+                    "model_tasks": g["tasks"], "pairs": pairs})
     return {"groups": out, "n_resamples": n_resamples, "seed": seed, "level": 0.95, "goals": GOALS,
             "machine": machine(), "command": "python " + " ".join(sys.argv)}
 
@@ -77,12 +84,13 @@ def markdown(res: dict) -> str:
          "a difference's interval resamples the same records for both models (paired). "
          f"Machine: {res['machine']['cpu']}.", ""]
     for g in res["groups"]:
-        L += [f"## {g['task']}: {g['n']:,} test records (fingerprint {g['fingerprint']})", "",
-              "| model | " + " | ".join(f"{m} [95 % interval] | goal {GOALS[m]}" for m in g["metrics"]) + " |",
-              "|---|" + "---:|---|" * len(g["metrics"])]
+        tasks = sorted(set(g["model_tasks"].values()))
+        L += [f"## {' / '.join(tasks)}: the same {g['n']:,} test records (fingerprint {g['fingerprint']})", "",
+              "| model | task | " + " | ".join(f"{m} [95 % interval] | goal {GOALS[m]}" for m in g["metrics"]) + " |",
+              "|---|---|" + "---:|---|" * len(g["metrics"])]
         for name, cis in g["models"].items():
             cells = [f"{c['score']:.4f} [{c['low']:.4f}, {c['high']:.4f}] | {_goal_note(c, GOALS[m])}" for m, c in cis.items()]
-            L.append(f"| {name} | " + " | ".join(cells) + " |")
+            L.append(f"| {name} | {g['model_tasks'][name]} | " + " | ".join(cells) + " |")
         if g["pairs"]:
             L += ["", "| b − a | " + " | ".join(f"{m} difference [95 % interval], share of resamples b > a" for m in g["metrics"]) + " |",
                   "|---|" + "---:|" * len(g["metrics"])]
@@ -96,16 +104,13 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", type=Path, help="results JSON files that keep per-record predictions")
+    ap.add_argument("results", nargs="+", help="results JSON files that keep per-record predictions, each FILE or NAME=FILE")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "score_intervals.json")
     a = ap.parse_args(argv)
     if a.resamples < 100:
         ap.error(f"--resamples {a.resamples} is too few for a 95 % interval; use at least 100 (default 2,000)")
-    missing = [str(p) for p in a.results if not p.is_file()]
-    if missing:
-        ap.error(f"no such results file: {', '.join(missing)}")
     res = run(a.results, a.resamples, a.seed)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))

@@ -64,6 +64,18 @@ def open_gates(model, value: float = 1.0) -> None:
             block.ff_gate.fill_(value)
 
 
+def load_script(relpath: str):
+    """A repo script (e.g. "training/pretrain_ecg_stem.py") as a module, for the helpers and main() it defines."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / relpath
+    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def series_of(rng: np.random.Generator, *lengths: int) -> list[np.ndarray]:
     return [rng.standard_normal(n).astype(np.float32) for n in lengths]
 

@@ -56,6 +56,15 @@ def _tiny(stem: bool, logits_only: bool = False):
                                             stem_logits_only=logits_only))
 
 
+def _padded(ecgs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ECGs of any lengths -> (K, L) zero-padded and their (K, L) real-sample mask."""
+    x = torch.zeros(len(ecgs), max(e.size for e in ecgs))
+    m = torch.zeros_like(x, dtype=torch.bool)
+    for i, e in enumerate(ecgs):
+        x[i, : e.size], m[i, : e.size] = torch.from_numpy(e), True
+    return x, m
+
+
 def test_logits_only_reads_the_stem_s_logits_and_out_of_fold_logits_while_training(tmp_path):
     """encoder.stem_logits_only: the encoder reads the stem's label logits alone (what a fold stem's mean too), through
     a projection an adapter trained on the whole output is not loaded into; the ONNX encoder does the same."""
@@ -84,10 +93,7 @@ def test_logits_only_reads_the_stem_s_logits_and_out_of_fold_logits_while_traini
     enc.stem_logit_embed.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
     ecgs = [_ecg(0.4), _ecg(0.8, seed=2)]
     vec = np.stack([rhythm_vector(e, FS) for e in ecgs])
-    x = torch.zeros(2, max(e.size for e in ecgs))
-    m = torch.zeros_like(x, dtype=torch.bool)
-    for i, e in enumerate(ecgs):
-        x[i, : e.size], m[i, : e.size] = torch.from_numpy(e), True
+    x, m = _padded(ecgs)
     v = torch.from_numpy(vec)
     with torch.no_grad():
         full = enc.stem.eval()(x, m, v)  # (2, hidden + labels)
@@ -220,10 +226,7 @@ def test_training_records_read_out_of_fold_stem_features_only_while_training(tmp
     own = np.full((1, stem.cfg.feature_dim), 0.5, np.float32)
     save_file({"vectors": vec[:1], "features": own}, str(tmp_path / "folds.safetensors"))
     assert load_ecg_stem_folds(model, tmp_path / "folds.safetensors") == 1
-    x = torch.zeros(2, max(e.size for e in ecgs))
-    m = torch.zeros_like(x, dtype=torch.bool)
-    for i, e in enumerate(ecgs):
-        x[i, : e.size], m[i, : e.size] = torch.from_numpy(e), True
+    x, m = _padded(ecgs)
     v = torch.from_numpy(vec)
     with torch.no_grad():
         full = stem.eval()(x, m, v)
@@ -238,19 +241,10 @@ def test_training_records_read_out_of_fold_stem_features_only_while_training(tmp
         load_ecg_stem_folds(_tiny(False), tmp_path / "folds.safetensors")
 
 
-def _pretrain_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "training" / "pretrain_ecg_stem.py"
-    spec = importlib.util.spec_from_file_location("pretrain_ecg_stem", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_stem_pretraining_flips_crops_upside_down_at_the_asked_rate():
-    mod = _pretrain_script()
+    from conftest import load_script
+
+    mod = load_script("training/pretrain_ecg_stem.py")
     torch.manual_seed(0)
     x = torch.randn(400, 64)  # (B, L)
     m = torch.ones(400, 64, dtype=torch.bool)

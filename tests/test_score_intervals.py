@@ -3,9 +3,7 @@ more records, paired differences see a real improvement, and evaluations of othe
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,11 +78,9 @@ def test_other_records_are_never_paired():
 
 
 def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "score_intervals.py"
-    spec = importlib.util.spec_from_file_location("score_intervals_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from conftest import load_script
+
+    return load_script("benchmarks/score_intervals.py")
 
 
 def test_benchmark_groups_results_by_records_and_states_the_goals(tmp_path):
@@ -102,7 +98,13 @@ def test_benchmark_groups_results_by_records_and_states_the_goals(tmp_path):
     (pair,) = g["pairs"]
     assert pair["challenge"]["difference"] > 0 and pair["challenge"]["b_above_share"] == 1.0  # baseline − tslm
     md = out.with_suffix(".md").read_text()
-    assert "| baseline | 1.0000 [1.0000, 1.0000] | met |" in md
+    assert "| baseline | ecg_rhythm | 1.0000 [1.0000, 1.0000] | met |" in md
+    _script().main([f"named={tmp_path / 'tslm.json'}", "--resamples", "200", "--out", str(out)])
+    assert set(json.loads(out.read_text())["groups"][0]["models"]) == {"named"}
+    with pytest.raises(SystemExit, match="name them apart"):
+        _script().main([str(tmp_path / "tslm.json"), str(tmp_path / "tslm.json"), "--resamples", "200", "--out", str(out)])
+    with pytest.raises(SystemExit, match="no such results file"):
+        _script().main([str(tmp_path / "absent.json")])
     (tmp_path / "old.json").write_text(json.dumps({"metrics": {}, "command": "python benchmarks/eval_tslm.py --model m"}))
     with pytest.raises(SystemExit, match="eval_tslm.py --model m"):
         _script().main([str(tmp_path / "old.json")])
