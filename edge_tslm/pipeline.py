@@ -39,10 +39,13 @@ class TSLMPipeline:
         rationale: bool = False,
         labels: tuple[str, ...] | None = None,
         gait_reference: np.ndarray | tuple[float, float, float] | None = None,
+        ground_numbers: bool = True,
     ) -> dict[str, Any]:
         """Classify by label likelihood when the model knows its labels (fast path); generate otherwise.
-        The rationale is generated only when asked for. A har_gait model needs the wearer's `gait_reference`
-        (edge_tslm.gait_frame.gait_reference over ~30 s of them walking, or a stream summary's gait_frame)."""
+        The rationale is generated only when asked for; an ECG model's states the numbers measured on the signal
+        where it states numbers (edge_tslm.rationale_grounding; ground_numbers=False: the model's own estimates).
+        A har_gait model needs the wearer's `gait_reference` (edge_tslm.gait_frame.gait_reference over ~30 s of
+        them walking, or a stream summary's gait_frame)."""
         cfg = self.model.cfg
         if cfg.task == "har_gait":
             if gait_reference is None:
@@ -77,7 +80,12 @@ class TSLMPipeline:
         if rationale:
             t = time.perf_counter()
             rex = example_from_input(inp, rationale=True, **layout_kwargs(cfg))
-            why = self.model.generate(rex.text, rex.series, max_new_tokens=160)
+            ground = None
+            if ground_numbers and str(cfg.task).startswith("ecg"):
+                from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots
+
+                ground = Grounder(ecg_rationale_slots(inp.signal[0], inp.meta.fs))
+            why = self.model.generate(rex.text, rex.series, max_new_tokens=160, ground=ground)
             lat["rationale"] = _ms(t)
         lat["total"] = float(sum(lat.values()))
         return {"answer": answer, "rationale": why, "scores": scores, "latency_ms": lat}

@@ -320,6 +320,33 @@ def test_generate_matches_torch_greedy(exported, backend):
         assert got == ref and len(got) > 0
 
 
+def test_grounded_generation_writes_the_given_text_and_matches_torch(exported, backend):
+    """generate(ground=fn): after each token fn sees the text so far; what it returns is written next (the measured
+    numbers of edge_tslm.rationale_grounding), then greedy decoding goes on from it, in torch and ONNX alike."""
+    from edge_tslm.rationale_grounding import Grounder, Slot
+    import re
+
+    model, _ = exported
+    series = series_of(np.random.default_rng(6), 96)
+    text = ts_text(1, "Explain briefly, then answer.")
+    with torch.no_grad():
+        first = model.generate(text, series, max_new_tokens=1)
+    assert first
+    cue = re.compile("^" + re.escape(first) + "$")  # fires after the first generated token
+
+    def grounder():
+        return Grounder([Slot("test", cue, " 71.1 bpm")])
+
+    with torch.no_grad():
+        ref_g = grounder()
+        ref = model.generate(text, series, max_new_tokens=16, ground=ref_g)
+    got_g = grounder()
+    got = backend.generate(text, backend.encode(series), 16, ground=got_g)
+    assert ref.startswith(first + " 71.1 bpm") and got == ref
+    assert ref_g.filled == got_g.filled == ["test"]  # a slot is written once
+    assert backend.last_timings["forced_tokens"] == len(backend.tokenizer.encode_text(" 71.1 bpm"))
+
+
 def test_bad_input_is_refused(backend):
     with pytest.raises(ValueError, match="patch"):
         backend.encode([np.zeros(2, np.float32)])

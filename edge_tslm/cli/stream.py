@@ -25,6 +25,11 @@ def stream(
     window_s: Annotated[Optional[float], typer.Option(help="window length in s (default: 2.56 for har, 30 for afib)")] = None,
     hop_s: Annotated[Optional[float], typer.Option(help="hop between windows in s (default: 1.28 for har, 10 for afib)")] = None,
     rationale: Annotated[str, typer.Option(help="when to explain: label_change | af | never | always")] = "label_change",
+    ground_numbers: Annotated[bool, typer.Option("--ground-numbers/--model-numbers",
+                                                 help="afib rationales: write the window's measured numbers (beats, rate, "
+                                                      "RR variability) where the rationale states them, the model writing "
+                                                      "the rest; --model-numbers: the model's own estimates, flagged when "
+                                                      "they are off")] = True,
     smoothing: Annotated[int, typer.Option(help="majority vote over the last N windows for segments/episodes")] = 1,
     min_af_windows: Annotated[int, typer.Option(help="consecutive AF windows that make an episode")] = 3,
     unit: Annotated[Optional[str], typer.Option(help="unit of the signal (default: g for har, mV for afib)")] = None,
@@ -59,6 +64,7 @@ def stream(
             window_s=window_s,
             hop_s=hop_s,
             rationale_on=rationale,
+            ground_numbers=ground_numbers,
             smoothing=smoothing,
             min_af_windows=min_af_windows,
             unit=unit,

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_tslm.heartbeats import RhythmFeatures, rhythm_features
 from edge_tslm.prompts import answer_text, format_number
+from edge_tslm.rationale_grounding import rr_regularity
 
 # ----------------------------------------------------------------------------- HAR
 
@@ -100,10 +101,6 @@ def ecg_features(signal: np.ndarray, fs: float) -> RhythmFeatures:
     return rhythm_features(np.asarray(signal, dtype=np.float64)[0], fs)
 
 
-_RR_REGULAR_CV = 0.08
-_RR_IRREGULAR_CV = 0.15
-
-
 def ecg_rationale(signal: np.ndarray, fs: float, label: str) -> str:
     """Describe heart rate and RR regularity, then answer."""
     f = ecg_features(signal, fs)
@@ -113,12 +110,7 @@ def ecg_rationale(signal: np.ndarray, fs: float, label: str) -> str:
         text.append("Too few beats were found to judge the rhythm, which suggests a poor-quality signal.")
     else:
         text.append(f"The mean heart rate is {fn(f.heart_rate_bpm)} bpm.")
-        if f.rr_cv < _RR_REGULAR_CV:
-            kind = "regular"
-        elif f.rr_cv < _RR_IRREGULAR_CV:
-            kind = "mildly variable"
-        else:
-            kind = "irregular"
+        kind = rr_regularity(f.rr_cv)
         text.append(
             f"The RR intervals are {kind}: their coefficient of variation is {fn(f.rr_cv)}, "
             f"the RMSSD is {fn(f.rmssd_ms)} ms, and {fn(100 * f.rr_jump_frac)} % of successive intervals "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -157,19 +157,28 @@ class TSLMBase(nn.Module):
         top_p: float = 1.0,
         seed: int | None = None,
         untrusted: Sequence[np.ndarray | None] | None = None,
+        ground: Callable[[str], str | None] | None = None,
     ) -> str:
         """Greedy (temperature 0) or nucleus sampling; stops at the backbone's end tokens. untrusted: per series, (L,)
-        bool flags of samples a measurement must not come from (a stream's filled gaps), or None."""
+        bool flags of samples a measurement must not come from (a stream's filled gaps), or None. ground: called with
+        the text so far after each token; text it returns is written next instead of sampled (the measured numbers of
+        edge_tslm.rationale_grounding)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         logits, state = self.prefill(self._batch(text, series, untrusted))
-        stops, out = self.stop_ids(), []
+        stops, out, forced = self.stop_ids(), [], []
         for _ in range(max_new_tokens):
-            nxt = _pick(logits[0].float(), temperature, top_p, gen)
-            if nxt in stops:
-                break
+            if forced:
+                nxt = forced.pop(0)
+            else:
+                nxt = _pick(logits[0].float(), temperature, top_p, gen)
+                if nxt in stops:
+                    break
             out.append(nxt)
             step_logits, state = self.decode(torch.tensor([[nxt]], device=self.device), state)
             logits = step_logits[:, -1]
+            if ground is not None and not forced:
+                value = ground(self.tokenizer.decode(out, skip_special_tokens=True))
+                forced = self.tokenizer(value, add_special_tokens=False).input_ids if value else []
         return self.tokenizer.decode(out, skip_special_tokens=True)
 
     @torch.no_grad()

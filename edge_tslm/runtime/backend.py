@@ -62,7 +62,9 @@ class Backend(Protocol):
         ...
 
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
-        """Greedy generation (the rationale, ending with ``Answer: <label>``)."""
+        """Greedy generation (the rationale, ending with ``Answer: <label>``). A backend that can write measured
+        numbers into it takes ``generate(..., ground=fn)``: fn(text so far) -> text to write next, or None
+        (edge_tslm.rationale_grounding); the Streamer passes it where the backend's generate has that parameter."""
         ...
 
 

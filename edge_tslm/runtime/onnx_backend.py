@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -440,9 +440,12 @@ class OnnxBackend:
         }
         return apply_offsets({lab: float(s) for lab, s in zip(labels, scores)}, self.cfg.labels, self.cfg.label_offsets)
 
-    def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, stop: bool = True) -> str:
+    def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, stop: bool = True,
+                 ground: Callable[[str], str | None] | None = None) -> str:
         """Greedy decoding; the KV cache stays in onnxruntime between steps (IOBinding: no copies through numpy).
-        stop=False decodes max_new_tokens whatever the eos ids say (benchmarks time a fixed number of tokens)."""
+        stop=False decodes max_new_tokens whatever the eos ids say (benchmarks time a fixed number of tokens).
+        ground: called with the text so far after each token; text it returns is written next instead of the
+        argmax (the window's measured numbers, edge_tslm.rationale_grounding)."""
         t0 = time.perf_counter()
         outs, ids, ts, cross = self._prompt_call(text, encoded, shrink=False)
         logits, past, length = outs[0][0, 0], outs[1:], len(ids)
@@ -466,10 +469,16 @@ class OnnxBackend:
                 if name in names:
                     binding.bind_cpu_input(name, value)
             bound.append((sess, binding, names, out_names))
+        forced: list[int] = []
+        n_forced = 0
         for _ in range(int(max_new_tokens)):
-            nxt = int(np.argmax(logits))
-            if stop and nxt in self.stop_ids:
-                break
+            if forced:
+                nxt = forced.pop(0)
+                n_forced += 1
+            else:
+                nxt = int(np.argmax(logits))
+                if stop and nxt in self.stop_ids:
+                    break
             out.append(nxt)
             step = {spec.DEC_INPUT_IDS: np.array([[nxt]], np.int64), spec.DEC_POSITION_IDS: np.array([[length]], np.int64),
                     **dict(zip(self._past_in, past))}
@@ -487,6 +496,10 @@ class OnnxBackend:
                 results.update(zip(out_names, binding.get_outputs()))
             logits, length = results[spec.DEC_LOGITS].numpy()[0, 0], length + 1
             past = [results[n] for n in self._present]
+            if ground is not None and not forced:
+                value = ground(self.tokenizer.decode(out, skip_special_tokens=True))
+                forced = self.tokenizer.encode_text(value) if value else []
         t2 = time.perf_counter()
-        self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out))}
+        self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out)),
+                             **({"forced_tokens": float(n_forced)} if ground is not None else {})}
         return self.tokenizer.decode(out, skip_special_tokens=True)

@@ -27,6 +27,7 @@ import numpy as np
 from edge_tslm.gait_frame import GAIT_DIRECTION, GaitCalibrator, GaitFrameConfig, gait_reference, parse_reference, rotation_onto
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
+from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots
 from edge_tslm.runtime.backend import Backend
 from edge_tslm.runtime.events import check_event, peak_rss_mb, percentiles
 from edge_tslm.runtime.quality import FLAGS, QualityConfig, check_rate, check_window
@@ -137,6 +138,9 @@ class StreamConfig:
     # measured numbers in the text (heart rate, RR) leave out interpolated holes and noise bursts (False: the
     # whole window, as before; benchmarks/fault_text.py compares the two)
     exclude_untrusted: bool = True
+    # an ECG rationale states the window's measured numbers where its template has them, the model writing the rest
+    # (edge_tslm.rationale_grounding); False: the model's own estimates, checked and flagged when they are off
+    ground_numbers: bool = True
     check_events: bool = False  # validate every event against the schema (tests, debugging)
     # turn each window into the wearer's gait frame (edge_tslm.gait_frame); None: when the model's task is har_gait
     gait_frame: bool | None = None
@@ -190,6 +194,7 @@ class Streamer:
         self.question = self._question()
         # an ECG model's rationale states rhythm numbers the stream can measure (edge_tslm.rationale_check)
         self._is_ecg = self.cfg.task == "afib" or str(getattr(backend, "task", "") or "").startswith("ecg")
+        self._grounds = self._is_ecg and self.cfg.ground_numbers and _takes(backend.generate, "ground")
         self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
             "features": str(getattr(self.backend, "series_features", "") or ""),
             "question_first": bool(getattr(self.backend, "question_first", False)),
@@ -471,6 +476,7 @@ class Streamer:
         scores: dict[str, float] = {}
         rationale: str | None = None
         check: dict | None = None  # an ECG rationale's numbers against the window's measured ones
+        grounder: Grounder | None = None  # the measured numbers written into it
         mi = None
         if q.usable:
             try:
@@ -508,14 +514,17 @@ class Streamer:
                 try:
                     rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), untrusted=untrusted,
                                             **self._layout)
-                    rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens)
+                    lead_untrusted = None if untrusted is None else untrusted[0]
+                    if self._grounds:
+                        grounder = Grounder(ecg_rationale_slots(signal[0], meta.fs, lead_untrusted))
+                    rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens,
+                                                      **({"ground": grounder} if grounder is not None else {}))
                     stages.update(_stages(self.backend, "rationale_"))
                 except Exception as e:  # noqa: BLE001
                     q.flag("backend_error", f"rationale failed: {type(e).__name__}: {e}")
                 lat["rationale"] = _ms(t)
                 if rationale is not None and self._is_ecg:
-                    check = check_ecg_rationale(rationale, measured_ecg_numbers(
-                        signal[0], meta.fs, None if untrusted is None else untrusted[0]))
+                    check = check_ecg_rationale(rationale, measured_ecg_numbers(signal[0], meta.fs, lead_untrusted))
                     if check["message"]:
                         q.flag("rationale_numbers_differ", check["message"])
         lat["total"] = _ms(t_start)
@@ -536,6 +545,7 @@ class Streamer:
             "scores": {k: round(v, 6) for k, v in scores.items()},
             "rationale": rationale,
             **({"rationale_check": {k: check[k] for k in ("stated", "measured", "differs")}} if check else {}),
+            **({"rationale_grounded": list(grounder.filled)} if grounder is not None and rationale is not None else {}),
             "quality": q.to_dict(),
             "latency_ms": lat,
         }
@@ -763,6 +773,16 @@ def _stages(backend: Backend, prefix: str) -> dict[str, float]:
         if np.isfinite(v):
             out[prefix + str(k)] = round(v, 3)
     return out
+
+
+def _takes(fn, name: str) -> bool:
+    """Whether a callable has a parameter `name` (a backend's optional generate features)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _ms(t0: float) -> float:

@@ -144,6 +144,10 @@ class PromptTokenizer:
         """The ids ``batch.collate`` builds for one sample's text (no padding)."""
         return self.encode_prompt(self.render(text, chat_format, system))
 
+    def encode_text(self, text: str) -> list[int]:
+        """Plain text as ids, no special tokens (text a stream writes into a generation)."""
+        return self.tk.encode(text, add_special_tokens=False).ids
+
     def encode_target(self, target: str) -> list[int]:
         if self.eos_token_id is None:
             raise ValueError(f"{self.directory}: the tokenizer has no eos_token; classify needs one to end an answer")

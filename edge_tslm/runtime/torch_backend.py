@@ -79,5 +79,6 @@ class TorchBackend:
         self.last_timings = {"classify_with_encode": (time.perf_counter() - t) * 1000}
         return out
 
-    def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
-        return self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens), untrusted=encoded.value)
+    def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, ground=None) -> str:
+        return self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens), untrusted=encoded.value,
+                                   ground=ground)

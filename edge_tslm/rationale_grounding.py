@@ -1,0 +1,74 @@
+"""The window's measured numbers written into an ECG rationale while it is generated (numpy only).
+
+A model trained on rationales written from measured features (`edge_tslm.data.rationale.ecg_rationale`) learns
+their wording but estimates their numbers from what it reads, and misses (a median 7–10 bpm on the heart rate,
+benchmarks/results/rationale_numbers*.md). The stream measures the same numbers on the same window. Grounded
+generation lets the model write the rationale and, each time its text reaches a place where the template states a
+measurement ("The mean heart rate is "), puts the measured value there instead of the model's guess; the words
+around the numbers, and the answer, stay the model's. The RR regularity word is a measurement too (a threshold on
+the RR coefficient of variation), so it is filled the same way.
+
+Used by ``FlamingoTSLM.generate`` / ``OnnxBackend.generate`` (``ground=``) through the Streamer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_tslm.heartbeats import rhythm_features
+from edge_tslm.prompts import format_number
+
+__all__ = ["Slot", "Grounder", "ecg_rationale_slots", "rr_regularity", "RR_REGULAR_CV", "RR_IRREGULAR_CV"]
+
+RR_REGULAR_CV = 0.08  # below: "regular" (the rationale template's wording; edge_tslm.data.rationale uses these)
+RR_IRREGULAR_CV = 0.15  # from here: "irregular"; between: "mildly variable"
+
+
+def rr_regularity(rr_cv: float) -> str:
+    """The rationale's word for an RR coefficient of variation."""
+    return "regular" if rr_cv < RR_REGULAR_CV else "mildly variable" if rr_cv < RR_IRREGULAR_CV else "irregular"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where the template states one measurement: ``cue`` matches the end of the text generated so far, ``value``
+    is the text to write next. A number follows the space the model wrote (the tokenizers we ship write the space
+    before digits as a token of its own); a word carries its own leading space."""
+
+    name: str
+    cue: re.Pattern
+    value: str
+
+
+@dataclass
+class Grounder:
+    """``grounder(text so far) -> text to force next, or None``; each slot is filled at most once, in any order."""
+
+    slots: list[Slot]
+    filled: list[str] = field(default_factory=list)
+
+    def __call__(self, text: str) -> str | None:
+        for s in self.slots:
+            if s.name not in self.filled and s.cue.search(text):
+                self.filled.append(s.name)
+                return s.value
+        return None
+
+
+def ecg_rationale_slots(ecg: np.ndarray, fs: float, exclude: np.ndarray | None = None) -> list[Slot]:
+    """The slots of `ecg_rationale`'s template for one lead (L,) at `fs` Hz, measured as the stream measures it
+    (`exclude` (L,) bool: untrusted samples); a number that is undefined (too few beats) gets no slot."""
+    f = rhythm_features(np.asarray(ecg, dtype=np.float64), fs, exclude)
+    fn = format_number
+    slots = [Slot("duration_s", re.compile(r"The recording lasts $"), fn(f.duration_s)),
+             Slot("beats", re.compile(r"lasts [\d.]+ s and $"), fn(f.n_beats))]
+    numbers = [("rate_bpm", r"heart rate is $", f.heart_rate_bpm), ("rr_cv", r"coefficient of variation is $", f.rr_cv),
+               ("rmssd_ms", r"the RMSSD is $", f.rmssd_ms), ("jumps_pct", r" ms, and $", 100 * f.rr_jump_frac)]
+    slots += [Slot(name, re.compile(cue), fn(v)) for name, cue, v in numbers if math.isfinite(v)]
+    if math.isfinite(f.rr_cv):
+        slots.append(Slot("regularity", re.compile(r"The RR intervals are$"), " " + rr_regularity(f.rr_cv)))
+    return slots
