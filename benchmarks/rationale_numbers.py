@@ -21,7 +21,9 @@ import numpy as np
 
 from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
+from edge_tslm.prompts import parse_answer
 from edge_tslm.rationale_check import ECG_RATIONALE_NUMBERS, stated_numbers
+from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots
 from edge_tslm.runtime.onnx_backend import OnnxBackend
 from edge_tslm.train.examples import layout_kwargs, make_example
 from edge_tslm.train.tasks import get_task
@@ -31,7 +33,9 @@ NUMBERS = ECG_RATIONALE_NUMBERS
 stated = stated_numbers  # the parse the stream's rationale check uses (edge_tslm.rationale_check)
 
 
-def score(artifact: str, per_class: int, tokens: int, threads: int) -> dict:
+def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool = False) -> dict:
+    """ground: the rationale is generated with the record's measured numbers written in (edge_tslm.rationale_grounding,
+    measured on the record as the data pipeline measured the reference), as the stream does by default."""
     be = OnnxBackend.from_pretrained(artifact, threads=threads)
     cfg = be.cfg
     samples = get_task(cfg.task).load("test", None)
@@ -40,8 +44,10 @@ def score(artifact: str, per_class: int, tokens: int, threads: int) -> dict:
     for i in idx:
         s = samples[i]
         ex = make_example(s, rationale=True, pre_prompt="", **layout_kwargs(cfg))
-        text = be.generate(ex.text, be.encode(list(ex.series)), tokens)
-        rows.append({"record": i, "label": s.label, "reference": stated(s.rationale), "generated": stated(text), "text": text})
+        g = Grounder(ecg_rationale_slots(s.signal[0], s.meta.fs)) if ground else None
+        text = be.generate(ex.text, be.encode(list(ex.series)), tokens, **({"ground": g} if g else {}))
+        rows.append({"record": i, "label": s.label, "reference": stated(s.rationale), "generated": stated(text), "text": text,
+                     **({"filled": list(g.filled)} if g else {})})
     summary = {}
     for key in NUMBERS:
         pairs = [(r["reference"][key], r["generated"][key]) for r in rows if key in r["reference"] and key in r["generated"]]
@@ -53,20 +59,22 @@ def score(artifact: str, per_class: int, tokens: int, threads: int) -> dict:
             "mean_abs_error": float(err.mean()) if err.size else None,
             "exact": int((err == 0).sum()) if err.size else 0,
         }
+    right = sum(parse_answer(r["text"], cfg.labels) == r["label"] for r in rows)  # the rationale's own answer line
     return {"artifact": artifact, "series_features": cfg.series_features, "records": len(rows), "tokens": tokens,
-            "summary": summary, "rows": rows}
+            "grounded": ground, "answer_right": right, "summary": summary, "rows": rows}
 
 
 def markdown(res: dict) -> str:
     lines = ["# Numbers in generated ECG rationales vs the signal", "", f"Command: `{res['command']}`", "",
              f"Machine: {res['machine'].get('cpu')}, {res['machine'].get('cores')} cores.", "",
-             "| artifact | text layout | records | number | stated (of) | exact | median abs error | mean abs error |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+             "| artifact | text layout | numbers | records (answer line right) | number | stated (of) | exact | median abs error | mean abs error |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|"]
     for run in res["runs"]:
         for key, s in run["summary"].items():
             med = "–" if s["median_abs_error"] is None else f"{s['median_abs_error']:.4g}"
             mean = "–" if s["mean_abs_error"] is None else f"{s['mean_abs_error']:.4g}"
-            lines.append(f"| `{run['artifact']}` | {run['series_features']} | {run['records']} | {key} | {s['stated']} ({s['of']}) "
+            how = "measured, written in" if run.get("grounded") else "the model's"
+            lines.append(f"| `{run['artifact']}` | {run['series_features']} | {how} | {run['records']} ({run.get('answer_right', '–')}) | {key} | {s['stated']} ({s['of']}) "
                          f"| {s['exact']} | {med} | {mean} |")
     lines += ["", "Reference: the numbers `edge_tslm.data.rationale` measured on the same record. A rationale cut off by the "
               "token limit states fewer numbers (the `stated` column)."]
@@ -79,9 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-class", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=96, help="tokens generated per rationale")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ground", action="store_true", help="also generate each rationale with the measured numbers "
+                    "written in (the stream's default, --ground-numbers), beside the model's own")
     ap.add_argument("--out", default=str(RESULTS / "rationale_numbers.json"))
     args = ap.parse_args(argv)
-    runs = [score(a, args.per_class, args.tokens, args.threads) for a in args.artifact]
+    runs = [score(a, args.per_class, args.tokens, args.threads, g) for a in args.artifact
+            for g in ((False, True) if args.ground else (False,))]
     res = {"command": "python benchmarks/rationale_numbers.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": machine(), "runs": runs}
     out = Path(args.out)

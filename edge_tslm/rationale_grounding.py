@@ -37,7 +37,8 @@ def rr_regularity(rr_cv: float) -> str:
 class Slot:
     """Where the template states one measurement: ``cue`` matches the end of the text generated so far, ``value``
     is the text to write next. A number follows the space the model wrote (the tokenizers we ship write the space
-    before digits as a token of its own); a word carries its own leading space."""
+    before digits as a token of its own) and ends with the template's next word, which closes it; a word carries
+    its own leading space."""
 
     name: str
     cue: re.Pattern
@@ -64,11 +65,14 @@ def ecg_rationale_slots(ecg: np.ndarray, fs: float, exclude: np.ndarray | None =
     (`exclude` (L,) bool: untrusted samples); a number that is undefined (too few beats) gets no slot."""
     f = rhythm_features(np.asarray(ecg, dtype=np.float64), fs, exclude)
     fn = format_number
-    slots = [Slot("duration_s", re.compile(r"The recording lasts $"), fn(f.duration_s)),
-             Slot("beats", re.compile(r"lasts [\d.]+ s and $"), fn(f.n_beats))]
-    numbers = [("rate_bpm", r"heart rate is $", f.heart_rate_bpm), ("rr_cv", r"coefficient of variation is $", f.rr_cv),
-               ("rmssd_ms", r"the RMSSD is $", f.rmssd_ms), ("jumps_pct", r" ms, and $", 100 * f.rr_jump_frac)]
-    slots += [Slot(name, re.compile(cue), fn(v)) for name, cue, v in numbers if math.isfinite(v)]
+    # each number is written with the template's word after it, so the model cannot go on with digits of its own
+    slots = [Slot("duration_s", re.compile(r"The recording lasts $"), f"{fn(f.duration_s)} s"),
+             Slot("beats", re.compile(r"lasts [\d.]+ s and $"), f"{fn(f.n_beats)} heartbeats")]
+    numbers = [("rate_bpm", r"heart rate is $", f.heart_rate_bpm, " bpm"),
+               ("rr_cv", r"coefficient of variation is $", f.rr_cv, ","),
+               ("rmssd_ms", r"the RMSSD is $", f.rmssd_ms, " ms"),
+               ("jumps_pct", r" ms, and $", 100 * f.rr_jump_frac, " %")]
+    slots += [Slot(name, re.compile(cue), fn(v) + unit) for name, cue, v, unit in numbers if math.isfinite(v)]
     if math.isfinite(f.rr_cv):
         slots.append(Slot("regularity", re.compile(r"The RR intervals are$"), " " + rr_regularity(f.rr_cv)))
     return slots

@@ -34,9 +34,10 @@ def _write(template: str, grounder: Grounder) -> str:
         value = grounder(out)
         if value is not None:
             out += value
-            if value[:1].isdigit():  # the model's own number, now written, is skipped
+            if value[:1].isdigit():  # the model's own number and the word after it, now written, are skipped
                 while i < len(pieces) and re.fullmatch(r"\d|\.", pieces[i]):
                     i += 1
+                i += 1
             else:  # a word: the model's own words up to the next mark are skipped
                 while i < len(pieces) and re.fullmatch(r" [A-Za-z]+", pieces[i]):
                     i += 1
@@ -48,12 +49,13 @@ def test_slots_hold_the_measured_numbers_in_the_template_s_wording():
     slots = {s.name: s.value for s in ecg_rationale_slots(ecg, FS)}
     measured = measured_ecg_numbers(ecg, FS)
     assert set(slots) == {"duration_s", "beats", "rate_bpm", "rr_cv", "rmssd_ms", "jumps_pct", "regularity"}
-    assert slots["rate_bpm"] == format_number(measured["rate_bpm"]) and slots["beats"] == format_number(measured["beats"])
+    assert slots["rate_bpm"] == format_number(measured["rate_bpm"]) + " bpm"  # the unit closes the number
+    assert slots["beats"] == format_number(measured["beats"]) + " heartbeats"
     assert slots["regularity"] == " irregular"
     # the training rationale of the same window states exactly these numbers
     written = ecg_rationale(ecg[None], FS, "atrial fibrillation")
-    for name in ("rate_bpm", "rr_cv", "rmssd_ms", "jumps_pct"):
-        assert slots[name] in written
+    for name in ("duration_s", "beats", "rate_bpm", "rr_cv", "rmssd_ms", "jumps_pct"):
+        assert f" {slots[name]}" in written
     assert rr_regularity(RR_REGULAR_CV - 1e-3) == "regular" and rr_regularity(RR_IRREGULAR_CV) == "irregular"
     assert rr_regularity((RR_REGULAR_CV + RR_IRREGULAR_CV) / 2) == "mildly variable"
     flat = np.zeros(int(30 * FS), np.float32)  # no beats: only the duration and the beat count have values
