@@ -42,8 +42,8 @@ class TSLMPipeline:
         ground_numbers: bool = True,
     ) -> dict[str, Any]:
         """Classify by label likelihood when the model knows its labels (fast path); generate otherwise.
-        The rationale is generated only when asked for; an ECG model's states the numbers measured on the signal
-        where it states numbers (edge_tslm.rationale_grounding; ground_numbers=False: the model's own estimates).
+        The rationale is generated only when asked for; an ECG or HAR model's states the numbers measured on the
+        signal where it states numbers (edge_tslm.rationale_grounding; ground_numbers=False: the model's own).
         A har_gait model needs the wearer's `gait_reference` (edge_tslm.gait_frame.gait_reference over ~30 s of
         them walking, or a stream summary's gait_frame)."""
         cfg = self.model.cfg
@@ -81,10 +81,11 @@ class TSLMPipeline:
             t = time.perf_counter()
             rex = example_from_input(inp, rationale=True, **layout_kwargs(cfg))
             ground = None
-            if ground_numbers and str(cfg.task).startswith("ecg"):
-                from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots
+            if ground_numbers and (str(cfg.task).startswith("ecg") or str(cfg.task).startswith("har")):
+                from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots, har_rationale_slots
 
-                ground = Grounder(ecg_rationale_slots(inp.signal[0], inp.meta.fs))
+                ground = Grounder(ecg_rationale_slots(inp.signal[0], inp.meta.fs) if str(cfg.task).startswith("ecg") else
+                                  har_rationale_slots(inp.signal, inp.meta.fs, inp.meta.channels, inp.meta.unit))
             why = self.model.generate(rex.text, rex.series, max_new_tokens=160, ground=ground)
             lat["rationale"] = _ms(t)
         lat["total"] = float(sum(lat.values()))

@@ -6,7 +6,8 @@ benchmarks/results/rationale_numbers*.md). The stream measures the same numbers 
 generation lets the model write the rationale and, each time its text reaches a place where the template states a
 measurement ("The mean heart rate is "), puts the measured value there instead of the model's guess; the words
 around the numbers, and the answer, stay the model's. The RR regularity word is a measurement too (a threshold on
-the RR coefficient of variation), so it is filled the same way.
+the RR coefficient of variation), so it is filled the same way. The HAR rationale's axis means, gravity
+direction, movement words, magnitude spread and step rhythm are filled alike (`har_rationale_slots`).
 
 Used by ``FlamingoTSLM.generate`` / ``OnnxBackend.generate`` (``ground=``) through the Streamer.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +24,8 @@ import numpy as np
 from edge_tslm.heartbeats import rhythm_features
 from edge_tslm.prompts import format_number
 
-__all__ = ["Slot", "Grounder", "ecg_rationale_slots", "rr_regularity", "RR_REGULAR_CV", "RR_IRREGULAR_CV"]
+__all__ = ["Slot", "Grounder", "ecg_rationale_slots", "har_rationale_slots", "rr_regularity", "RR_REGULAR_CV",
+           "RR_IRREGULAR_CV"]
 
 RR_REGULAR_CV = 0.08  # below: "regular" (the rationale template's wording; edge_tslm.data.rationale uses these)
 RR_IRREGULAR_CV = 0.15  # from here: "irregular"; between: "mildly variable"
@@ -75,4 +78,25 @@ def ecg_rationale_slots(ecg: np.ndarray, fs: float, exclude: np.ndarray | None =
     slots += [Slot(name, re.compile(cue), fn(v) + unit) for name, cue, v, unit in numbers if math.isfinite(v)]
     if math.isfinite(f.rr_cv):
         slots.append(Slot("regularity", re.compile(r"The RR intervals are$"), " " + rr_regularity(f.rr_cv)))
+    return slots
+
+
+def har_rationale_slots(signal: np.ndarray, fs: float, channels: Sequence[str], unit: str = "g") -> list[Slot]:
+    """The slots of `har_rationale`'s template for one (C, L) accelerometer window (as the model reads it: in the
+    wearer's gait frame for a gait model). A number's sign is the model's first choice after the word before it
+    (" -0.99" is one token with its sign), so these slots fire on that word and write the space, sign and value."""
+    from edge_tslm.data.rationale import har_features, har_movement  # (that module imports this one)
+
+    f = har_features(signal, fs)
+    fn, ch = format_number, list(channels)
+    if len(ch) != len(f.axis_mean):
+        raise ValueError(f"{len(ch)} channel names for a window of {len(f.axis_mean)} axes; name each axis")
+    slots = [Slot(f"mean_{ch[0]}", re.compile(r"The mean acceleration is$"), f" {fn(f.axis_mean[0])} {unit} on {ch[0]}")]
+    slots += [Slot(f"mean_{c}", re.compile(rf" on {re.escape(prev)},$"), f" {fn(m)} {unit} on {c}")
+              for prev, c, m in zip(ch, ch[1:], f.axis_mean[1:])]
+    g = f.gravity_axis
+    slots += [Slot("gravity_axis", re.compile(r"gravity lies mostly along$"), f" {'+' if f.axis_mean[g] >= 0 else '-'}{ch[g]}"),
+              Slot("movement", re.compile(r"The acceleration magnitude$"), " " + har_movement(f.magnitude_std)),
+              Slot("magnitude_std", re.compile(r"standard deviation$"), f" {fn(f.magnitude_std)} {unit}"),
+              Slot("dominant_hz", re.compile(r"strongest rhythm at$"), f" {fn(f.dominant_freq_hz)} Hz")]
     return slots

@@ -60,6 +60,13 @@ _HAR_STILL_G = 0.03
 _HAR_VIGOROUS_G = 0.25
 
 
+def har_movement(magnitude_std: float) -> str:
+    """The rationale's words for how much the acceleration magnitude varies."""
+    if magnitude_std < _HAR_STILL_G:
+        return "barely varies"
+    return "varies strongly" if magnitude_std >= _HAR_VIGOROUS_G else "varies moderately"
+
+
 def har_rationale(signal: np.ndarray, fs: float, channels: Sequence[str], unit: str, label: str) -> str:
     """Describe gravity direction, movement intensity and step rhythm, then answer."""
     f = har_features(signal, fs)
@@ -68,15 +75,15 @@ def har_rationale(signal: np.ndarray, fs: float, channels: Sequence[str], unit: 
     g = f.gravity_axis
     sign = "+" if f.axis_mean[g] >= 0 else "-"
     text = [f"The mean acceleration is {parts}, so gravity lies mostly along {sign}{channels[g]}."]
-    if f.magnitude_std < _HAR_STILL_G:
+    moves = har_movement(f.magnitude_std)
+    if moves == "barely varies":
         text.append(
-            f"The acceleration magnitude barely varies (standard deviation {fn(f.magnitude_std)} {unit}), "
+            f"The acceleration magnitude {moves} (standard deviation {fn(f.magnitude_std)} {unit}), "
             "so the body is still and the posture is read from the direction of gravity."
         )
     else:
-        strength = "strongly" if f.magnitude_std >= _HAR_VIGOROUS_G else "moderately"
         text.append(
-            f"The acceleration magnitude varies {strength} (standard deviation {fn(f.magnitude_std)} {unit}) "
+            f"The acceleration magnitude {moves} (standard deviation {fn(f.magnitude_std)} {unit}) "
             f"with its strongest rhythm at {fn(f.dominant_freq_hz)} Hz, which indicates repeated steps."
         )
     text.append(answer_text(label))

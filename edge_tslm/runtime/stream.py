@@ -27,7 +27,7 @@ import numpy as np
 from edge_tslm.gait_frame import GAIT_DIRECTION, GaitCalibrator, GaitFrameConfig, gait_reference, parse_reference, rotation_onto
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
-from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots
+from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots, har_rationale_slots
 from edge_tslm.runtime.backend import Backend
 from edge_tslm.runtime.events import check_event, peak_rss_mb, percentiles
 from edge_tslm.runtime.quality import FLAGS, QualityConfig, check_rate, check_window
@@ -138,8 +138,9 @@ class StreamConfig:
     # measured numbers in the text (heart rate, RR) leave out interpolated holes and noise bursts (False: the
     # whole window, as before; benchmarks/fault_text.py compares the two)
     exclude_untrusted: bool = True
-    # an ECG rationale states the window's measured numbers where its template has them, the model writing the rest
-    # (edge_tslm.rationale_grounding); False: the model's own estimates, checked and flagged when they are off
+    # a rationale states the window's measured numbers where its template has them, the model writing the rest
+    # (edge_tslm.rationale_grounding; ECG rhythm and HAR); False: the model's own estimates (an ECG one's are checked
+    # and flagged when they are off)
     ground_numbers: bool = True
     check_events: bool = False  # validate every event against the schema (tests, debugging)
     # turn each window into the wearer's gait frame (edge_tslm.gait_frame); None: when the model's task is har_gait
@@ -194,7 +195,7 @@ class Streamer:
         self.question = self._question()
         # an ECG model's rationale states rhythm numbers the stream can measure (edge_tslm.rationale_check)
         self._is_ecg = self.cfg.task == "afib" or str(getattr(backend, "task", "") or "").startswith("ecg")
-        self._grounds = self._is_ecg and self.cfg.ground_numbers and _takes(backend.generate, "ground")
+        self._grounds = self.cfg.ground_numbers and _takes(backend.generate, "ground")  # ECG and HAR rationales
         self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
             "features": str(getattr(self.backend, "series_features", "") or ""),
             "question_first": bool(getattr(self.backend, "question_first", False)),
@@ -516,7 +517,8 @@ class Streamer:
                                             **self._layout)
                     lead_untrusted = None if untrusted is None else untrusted[0]
                     if self._grounds:
-                        grounder = Grounder(ecg_rationale_slots(signal[0], meta.fs, lead_untrusted))
+                        grounder = Grounder(ecg_rationale_slots(signal[0], meta.fs, lead_untrusted) if self._is_ecg else
+                                            har_rationale_slots(signal, meta.fs, meta.channels, meta.unit))
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens,
                                                       **({"ground": grounder} if grounder is not None else {}))
                     stages.update(_stages(self.backend, "rationale_"))
