@@ -1,4 +1,4 @@
-"""Do the numbers in a generated ECG rationale match the signal? Compact artifacts, torch-free runtime.
+"""Do the numbers in a generated ECG (or HAR) rationale match the signal? Compact artifacts, torch-free runtime.
 
     python benchmarks/rationale_numbers.py --artifact runs/compactrr-ecg --artifact runs/compactrrs8-ecg --per-class 5
 
@@ -6,7 +6,9 @@ For each record of the seeded stratified test subset (eval_tslm's), the artifact
 the training prompt plus "Explain briefly, then answer.") and the numbers it states are parsed and set against the
 ones the data pipeline measured on the same record (`Sample.rationale`, written by edge_tslm.data.rationale from
 edge_tslm.heartbeats): beats detected, mean heart rate, RR coefficient of variation, share of RR jumps. A model that
-reads its RR numbers from the text can copy them; one that reads them from a series has to estimate them.
+reads its RR numbers from the text can copy them; one that reads them from a series has to estimate them. A HAR
+artifact's rationales state the axis means, the magnitude's standard deviation and the step rhythm (HAR_NUMBERS).
+--ground also generates each with the measured numbers written in (edge_tslm.rationale_grounding), as streams do.
 Writes benchmarks/results/rationale_numbers.json and .md with the machine and the command.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -23,14 +26,40 @@ from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
 from edge_tslm.prompts import parse_answer
 from edge_tslm.rationale_check import ECG_RATIONALE_NUMBERS, stated_numbers
-from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots
+from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots, har_rationale_slots
 from edge_tslm.runtime.onnx_backend import OnnxBackend
 from edge_tslm.train.examples import layout_kwargs, make_example
 from edge_tslm.train.tasks import get_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NUMBERS = ECG_RATIONALE_NUMBERS
-stated = stated_numbers  # the parse the stream's rationale check uses (edge_tslm.rationale_check)
+# what edge_tslm.data.rationale.har_rationale states (channels x, y, z as HAPT names them)
+HAR_NUMBERS = {
+    **{f"mean_{c}": re.compile(rf"(-?[\d.]+) g on {c}\b") for c in "xyz"},
+    "magnitude_std": re.compile(r"standard deviation (-?[\d.]+) g"),
+    "dominant_hz": re.compile(r"strongest rhythm at ([\d.]+) Hz"),
+}
+
+
+def stated(text: str, task: str = "ecg_rhythm") -> dict[str, float]:
+    """The numbers a rationale states: the stream's parse for ECG (edge_tslm.rationale_check), HAR_NUMBERS for HAR."""
+    if task.startswith("ecg"):
+        return stated_numbers(text)
+    out = {}
+    for key, pat in HAR_NUMBERS.items():
+        m = pat.search(text)
+        if m:
+            try:
+                out[key] = float(m.group(1).rstrip("."))
+            except ValueError:
+                pass
+    return out
+
+
+def ground_for(task: str, sample) -> Grounder:
+    if task.startswith("ecg"):
+        return Grounder(ecg_rationale_slots(sample.signal[0], sample.meta.fs))
+    return Grounder(har_rationale_slots(sample.signal, sample.meta.fs, sample.meta.channels, sample.meta.unit))
 
 
 def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool = False) -> dict:
@@ -44,12 +73,12 @@ def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool
     for i in idx:
         s = samples[i]
         ex = make_example(s, rationale=True, pre_prompt="", **layout_kwargs(cfg))
-        g = Grounder(ecg_rationale_slots(s.signal[0], s.meta.fs)) if ground else None
+        g = ground_for(cfg.task, s) if ground else None
         text = be.generate(ex.text, be.encode(list(ex.series)), tokens, **({"ground": g} if g else {}))
-        rows.append({"record": i, "label": s.label, "reference": stated(s.rationale), "generated": stated(text), "text": text,
-                     **({"filled": list(g.filled)} if g else {})})
+        rows.append({"record": i, "label": s.label, "reference": stated(s.rationale, cfg.task),
+                     "generated": stated(text, cfg.task), "text": text, **({"filled": list(g.filled)} if g else {})})
     summary = {}
-    for key in NUMBERS:
+    for key in (NUMBERS if cfg.task.startswith("ecg") else HAR_NUMBERS):
         pairs = [(r["reference"][key], r["generated"][key]) for r in rows if key in r["reference"] and key in r["generated"]]
         err = np.abs(np.array([g - ref for ref, g in pairs])) if pairs else np.zeros(0)
         summary[key] = {
@@ -65,7 +94,7 @@ def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool
 
 
 def markdown(res: dict) -> str:
-    lines = ["# Numbers in generated ECG rationales vs the signal", "", f"Command: `{res['command']}`", "",
+    lines = ["# Numbers in generated rationales vs the signal", "", f"Command: `{res['command']}`", "",
              f"Machine: {res['machine'].get('cpu')}, {res['machine'].get('cores')} cores.", "",
              "| artifact | text layout | numbers | records (answer line right) | number | stated (of) | exact | median abs error | mean abs error |",
              "|---|---|---|---:|---|---:|---:|---:|---:|"]
@@ -83,7 +112,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifact", action="append", required=True, help="compact ONNX artifact of an ECG model (repeatable)")
+    ap.add_argument("--artifact", action="append", required=True, help="compact ONNX artifact of an ECG or HAR model (repeatable)")
     ap.add_argument("--per-class", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=96, help="tokens generated per rationale")
     ap.add_argument("--threads", type=int, default=1)
