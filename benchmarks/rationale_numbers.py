@@ -26,7 +26,7 @@ from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
 from edge_tslm.prompts import parse_answer
 from edge_tslm.rationale_check import ECG_RATIONALE_NUMBERS, stated_numbers
-from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots, har_rationale_slots
+from edge_tslm.rationale_grounding import rationale_grounder
 from edge_tslm.runtime.onnx_backend import OnnxBackend
 from edge_tslm.train.examples import layout_kwargs, make_example
 from edge_tslm.train.tasks import get_task
@@ -56,10 +56,6 @@ def stated(text: str, task: str = "ecg_rhythm") -> dict[str, float]:
     return out
 
 
-def ground_for(task: str, sample) -> Grounder:
-    if task.startswith("ecg"):
-        return Grounder(ecg_rationale_slots(sample.signal[0], sample.meta.fs))
-    return Grounder(har_rationale_slots(sample.signal, sample.meta.fs, sample.meta.channels, sample.meta.unit))
 
 
 def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool = False) -> dict:
@@ -73,7 +69,7 @@ def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool
     for i in idx:
         s = samples[i]
         ex = make_example(s, rationale=True, pre_prompt="", **layout_kwargs(cfg))
-        g = ground_for(cfg.task, s) if ground else None
+        g = rationale_grounder(cfg.task.startswith("ecg"), s.signal, s.meta.fs, s.meta.channels, s.meta.unit) if ground else None
         text = be.generate(ex.text, be.encode(list(ex.series)), tokens, **({"ground": g} if g else {}))
         rows.append({"record": i, "label": s.label, "reference": stated(s.rationale, cfg.task),
                      "generated": stated(text, cfg.task), "text": text, **({"filled": list(g.filled)} if g else {})})

@@ -81,11 +81,11 @@ class TSLMPipeline:
             t = time.perf_counter()
             rex = example_from_input(inp, rationale=True, **layout_kwargs(cfg))
             ground = None
-            if ground_numbers and (str(cfg.task).startswith("ecg") or str(cfg.task).startswith("har")):
-                from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots, har_rationale_slots
+            if ground_numbers and str(cfg.task).startswith(("ecg", "har")):
+                from edge_tslm.rationale_grounding import rationale_grounder
 
-                ground = Grounder(ecg_rationale_slots(inp.signal[0], inp.meta.fs) if str(cfg.task).startswith("ecg") else
-                                  har_rationale_slots(inp.signal, inp.meta.fs, inp.meta.channels, inp.meta.unit))
+                ground = rationale_grounder(str(cfg.task).startswith("ecg"), inp.signal, inp.meta.fs, inp.meta.channels,
+                                            inp.meta.unit)
             why = self.model.generate(rex.text, rex.series, max_new_tokens=160, ground=ground)
             lat["rationale"] = _ms(t)
         lat["total"] = float(sum(lat.values()))

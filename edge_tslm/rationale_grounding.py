@@ -24,8 +24,8 @@ import numpy as np
 from edge_tslm.heartbeats import rhythm_features
 from edge_tslm.prompts import format_number
 
-__all__ = ["Slot", "Grounder", "ecg_rationale_slots", "har_rationale_slots", "rr_regularity", "RR_REGULAR_CV",
-           "RR_IRREGULAR_CV"]
+__all__ = ["Slot", "Grounder", "rationale_grounder", "ecg_rationale_slots", "har_rationale_slots", "rr_regularity",
+           "RR_REGULAR_CV", "RR_IRREGULAR_CV"]
 
 RR_REGULAR_CV = 0.08  # below: "regular" (the rationale template's wording; edge_tslm.data.rationale uses these)
 RR_IRREGULAR_CV = 0.15  # from here: "irregular"; between: "mildly variable"
@@ -100,3 +100,12 @@ def har_rationale_slots(signal: np.ndarray, fs: float, channels: Sequence[str], 
               Slot("magnitude_std", re.compile(r"standard deviation$"), f" {fn(f.magnitude_std)} {unit}"),
               Slot("dominant_hz", re.compile(r"strongest rhythm at$"), f" {fn(f.dominant_freq_hz)} Hz")]
     return slots
+
+
+def rationale_grounder(ecg: bool, signal: np.ndarray, fs: float, channels: Sequence[str], unit: str,
+                       exclude: np.ndarray | None = None) -> Grounder:
+    """A fresh Grounder for one window's rationale: signal (C, L) at `fs` as the model reads it; an ECG rhythm
+    model's (its first lead; `exclude` (L,) its untrusted samples) or a HAR model's (C axes named `channels`)."""
+    if ecg:
+        return Grounder(ecg_rationale_slots(np.asarray(signal)[0], fs, exclude))
+    return Grounder(har_rationale_slots(signal, fs, channels, unit))

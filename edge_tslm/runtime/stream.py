@@ -27,7 +27,7 @@ import numpy as np
 from edge_tslm.gait_frame import GAIT_DIRECTION, GaitCalibrator, GaitFrameConfig, gait_reference, parse_reference, rotation_onto
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
-from edge_tslm.rationale_grounding import Grounder, ecg_rationale_slots, har_rationale_slots
+from edge_tslm.rationale_grounding import Grounder, rationale_grounder
 from edge_tslm.runtime.backend import Backend
 from edge_tslm.runtime.events import check_event, peak_rss_mb, percentiles
 from edge_tslm.runtime.quality import FLAGS, QualityConfig, check_rate, check_window
@@ -517,8 +517,7 @@ class Streamer:
                                             **self._layout)
                     lead_untrusted = None if untrusted is None else untrusted[0]
                     if self._grounds:
-                        grounder = Grounder(ecg_rationale_slots(signal[0], meta.fs, lead_untrusted) if self._is_ecg else
-                                            har_rationale_slots(signal, meta.fs, meta.channels, meta.unit))
+                        grounder = rationale_grounder(self._is_ecg, signal, meta.fs, meta.channels, meta.unit, lead_untrusted)
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens,
                                                       **({"ground": grounder} if grounder is not None else {}))
                     stages.update(_stages(self.backend, "rationale_"))
