@@ -7,7 +7,7 @@ the training prompt plus "Explain briefly, then answer.") and the numbers it sta
 ones the data pipeline measured on the same record (`Sample.rationale`, written by edge_tslm.data.rationale from
 edge_tslm.heartbeats): beats detected, mean heart rate, RR coefficient of variation, share of RR jumps. A model that
 reads its RR numbers from the text can copy them; one that reads them from a series has to estimate them. A HAR
-artifact's rationales state the axis means, the magnitude's standard deviation and the step rhythm (HAR_NUMBERS).
+artifact's rationales state the axis means, the magnitude's standard deviation and the step rhythm (edge_tslm.rationale_check.HAR_RATIONALE_NUMBERS).
 --ground also generates each with the measured numbers written in (edge_tslm.rationale_grounding), as streams do.
 Writes benchmarks/results/rationale_numbers.json and .md with the machine and the command.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 from edge_tslm.data.subset import stratified_subset
 from edge_tslm.machine import machine
 from edge_tslm.prompts import parse_answer
-from edge_tslm.rationale_check import ECG_RATIONALE_NUMBERS, stated_numbers
+from edge_tslm.rationale_check import ECG_RATIONALE_NUMBERS, HAR_RATIONALE_NUMBERS, stated_numbers
 from edge_tslm.rationale_grounding import rationale_grounder
 from edge_tslm.runtime.onnx_backend import OnnxBackend
 from edge_tslm.train.examples import layout_kwargs, make_example
@@ -33,29 +32,9 @@ from edge_tslm.train.tasks import get_task
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NUMBERS = ECG_RATIONALE_NUMBERS
-# what edge_tslm.data.rationale.har_rationale states (channels x, y, z as HAPT names them)
-HAR_NUMBERS = {
-    **{f"mean_{c}": re.compile(rf"(-?[\d.]+) g on {c}\b") for c in "xyz"},
-    "magnitude_std": re.compile(r"standard deviation (-?[\d.]+) g"),
-    "dominant_hz": re.compile(r"strongest rhythm at ([\d.]+) Hz"),
-}
-
-
 def stated(text: str, task: str = "ecg_rhythm") -> dict[str, float]:
-    """The numbers a rationale states: the stream's parse for ECG (edge_tslm.rationale_check), HAR_NUMBERS for HAR."""
-    if task.startswith("ecg"):
-        return stated_numbers(text)
-    out = {}
-    for key, pat in HAR_NUMBERS.items():
-        m = pat.search(text)
-        if m:
-            try:
-                out[key] = float(m.group(1).rstrip("."))
-            except ValueError:
-                pass
-    return out
-
-
+    """The numbers a rationale states: the stream's parse (edge_tslm.rationale_check), ECG's or HAR's patterns."""
+    return stated_numbers(text, NUMBERS if task.startswith("ecg") else HAR_RATIONALE_NUMBERS)
 
 
 def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool = False) -> dict:
@@ -74,7 +53,7 @@ def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool
         rows.append({"record": i, "label": s.label, "reference": stated(s.rationale, cfg.task),
                      "generated": stated(text, cfg.task), "text": text, **({"filled": list(g.filled)} if g else {})})
     summary = {}
-    for key in (NUMBERS if cfg.task.startswith("ecg") else HAR_NUMBERS):
+    for key in (NUMBERS if cfg.task.startswith("ecg") else HAR_RATIONALE_NUMBERS):
         pairs = [(r["reference"][key], r["generated"][key]) for r in rows if key in r["reference"] and key in r["generated"]]
         err = np.abs(np.array([g - ref for ref, g in pairs])) if pairs else np.zeros(0)
         summary[key] = {

@@ -17,7 +17,7 @@ import numpy as np
 from edge_tslm.heartbeats import rhythm_features
 from edge_tslm.prompts import format_number
 
-__all__ = ["ECG_RATIONALE_NUMBERS", "TOLERANCE", "check_ecg_rationale", "measured_ecg_numbers", "stated_numbers"]
+__all__ = ["ECG_RATIONALE_NUMBERS", "HAR_RATIONALE_NUMBERS", "TOLERANCE", "check_ecg_rationale", "measured_ecg_numbers", "stated_numbers"]
 
 ECG_RATIONALE_NUMBERS = {  # what the ECG rationale template states, as edge_tslm.data.rationale writes it
     "beats": re.compile(r"(\d+) heartbeats were detected"),
@@ -31,10 +31,17 @@ TOLERANCE = {"beats": (2.0, 0.05), "rate_bpm": (3.0, 0.03), "rr_cv": (0.02, 0.15
 _UNITS = {"beats": "beats", "rate_bpm": "bpm", "rr_cv": "RR CV", "jumps_pct": "% RR jumps"}
 
 
-def stated_numbers(text: str) -> dict[str, float]:
-    """The numbers a rationale states (one it does not state is absent)."""
+HAR_RATIONALE_NUMBERS = {  # what edge_tslm.data.rationale.har_rationale states (axes named x, y, z as HAPT's)
+    **{f"mean_{c}": re.compile(rf"(-?[\d.]+) g on {c}\b") for c in "xyz"},
+    "magnitude_std": re.compile(r"standard deviation (-?[\d.]+) g"),
+    "dominant_hz": re.compile(r"strongest rhythm at ([\d.]+) Hz"),
+}
+
+
+def stated_numbers(text: str, patterns: dict[str, re.Pattern] = ECG_RATIONALE_NUMBERS) -> dict[str, float]:
+    """The numbers a rationale states (one it does not state is absent); `patterns`: ECG's, or HAR_RATIONALE_NUMBERS."""
     out = {}
-    for key, pat in ECG_RATIONALE_NUMBERS.items():
+    for key, pat in patterns.items():
         m = pat.search(text)
         if m:
             try:

@@ -97,6 +97,13 @@ def test_a_guessing_har_rationale_becomes_the_measured_one():
     text = _write(guess, har_rationale_slots(walking, 50.0, axes), Grounder(har_rationale_slots(still, 50.0, axes)))
     truth = har_rationale(still, 50.0, axes, "g", "walking")
     assert text.split(" g)")[0] == truth.split(" g)")[0]  # axes, gravity, movement words, spread
+    from edge_tslm.data.rationale import har_features
+    from edge_tslm.rationale_check import HAR_RATIONALE_NUMBERS
+
+    f = har_features(walking, 50.0)  # the HAR parse (benchmarks/rationale_numbers.py) reads what the template writes
+    got = stated_numbers(har_rationale(walking, 50.0, axes, "g", "walking"), HAR_RATIONALE_NUMBERS)
+    want = {**{f"mean_{c}": m for c, m in zip(axes, f.axis_mean)}, "magnitude_std": f.magnitude_std, "dominant_hz": f.dominant_freq_hz}
+    assert got == {k: float(format_number(v)) for k, v in want.items()}
     with pytest.raises(ValueError, match="channel names"):
         har_rationale_slots(still, 50.0, ("x", "y"))
 
