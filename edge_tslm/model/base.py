@@ -166,17 +166,19 @@ class TSLMBase(nn.Module):
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         logits, state = self.prefill(self._batch(text, series, untrusted))
         stops, out, forced = self.stop_ids(), [], []
-        for _ in range(max_new_tokens):
-            if forced:
-                nxt = forced.pop(0)
+        while len(out) < max_new_tokens:
+            if forced:  # written text goes in as one decoder call (its tokens are known; only the last logits count)
+                step = forced[: max_new_tokens - len(out)]
+                forced = []
             else:
                 nxt = _pick(logits[0].float(), temperature, top_p, gen)
                 if nxt in stops:
                     break
-            out.append(nxt)
-            step_logits, state = self.decode(torch.tensor([[nxt]], device=self.device), state)
+                step = [nxt]
+            out.extend(step)
+            step_logits, state = self.decode(torch.tensor([step], device=self.device), state)
             logits = step_logits[:, -1]
-            if ground is not None and not forced:
+            if ground is not None:
                 value = ground(self.tokenizer.decode(out, skip_special_tokens=True))
                 forced = self.tokenizer(value, add_special_tokens=False).input_ids if value else []
         return self.tokenizer.decode(out, skip_special_tokens=True)

@@ -444,15 +444,14 @@ class OnnxBackend:
                  ground: Callable[[str], str | None] | None = None) -> str:
         """Greedy decoding; the KV cache stays in onnxruntime between steps (IOBinding: no copies through numpy).
         stop=False decodes max_new_tokens whatever the eos ids say (benchmarks time a fixed number of tokens).
-        ground: called with the text so far after each token; text it returns is written next instead of the
-        argmax (the window's measured numbers, edge_tslm.rationale_grounding)."""
+        ground: called with the text so far after each step; text it returns is written next instead of the argmax,
+        in one decoder call (the window's measured numbers, edge_tslm.rationale_grounding)."""
         t0 = time.perf_counter()
         outs, ids, ts, cross = self._prompt_call(text, encoded, shrink=False)
         logits, past, length = outs[0][0, 0], outs[1:], len(ids)
         t1 = time.perf_counter()
         out: list[int] = []
-        const = {spec.DEC_ATTENTION_MASK: np.ones((1, 1, 1, 1), bool), spec.DEC_TS_POSITIONS: ts,
-                 spec.DEC_LOGIT_INDEX: np.zeros(1, np.int64), **dict(zip(self._cross, cross)),
+        const = {spec.DEC_TS_POSITIONS: ts, **dict(zip(self._cross, cross)),
                  spec.DEC_LABEL_INDEX: np.zeros(0, np.int64), spec.DEC_LABEL_TOKENS: np.zeros(0, np.int64)}
         # One (session, binding, its inputs, its outputs) per graph the step runs: decoder.onnx, or the lower half
         # then the upper one (hidden_split passed between them as an OrtValue, never through numpy).
@@ -470,18 +469,25 @@ class OnnxBackend:
                     binding.bind_cpu_input(name, value)
             bound.append((sess, binding, names, out_names))
         forced: list[int] = []
-        n_forced = 0
-        for _ in range(int(max_new_tokens)):
-            if forced:
-                nxt = forced.pop(0)
-                n_forced += 1
+        n_forced = calls = 0
+        one = (np.ones((1, 1, 1, 1), bool), np.zeros(1, np.int64))  # a one-token step's mask and logit row
+        while len(out) < int(max_new_tokens):
+            if forced:  # written text goes in as one call (its tokens are known; only the last one's logits count)
+                toks = forced[: int(max_new_tokens) - len(out)]
+                forced = []
+                n_forced += len(toks)
             else:
                 nxt = int(np.argmax(logits))
                 if stop and nxt in self.stop_ids:
                     break
-            out.append(nxt)
-            step = {spec.DEC_INPUT_IDS: np.array([[nxt]], np.int64), spec.DEC_POSITION_IDS: np.array([[length]], np.int64),
-                    **dict(zip(self._past_in, past))}
+                toks = [nxt]
+            out.extend(toks)
+            T = len(toks)
+            mask, last = one if T == 1 else (np.tril(np.ones((T, T), bool))[None, None], np.array([T - 1], np.int64))
+            step = {spec.DEC_INPUT_IDS: np.array([toks], np.int64),
+                    spec.DEC_POSITION_IDS: np.arange(length, length + T, dtype=np.int64)[None],
+                    spec.DEC_ATTENTION_MASK: mask, spec.DEC_LOGIT_INDEX: last, **dict(zip(self._past_in, past))}
+            calls += 1
             results: dict[str, Any] = {}
             for sess, binding, names, out_names in bound:
                 for name in names & (set(step) | set(results)):
@@ -494,12 +500,12 @@ class OnnxBackend:
                     binding.bind_output(name, "cpu")
                 sess.run_with_iobinding(binding)
                 results.update(zip(out_names, binding.get_outputs()))
-            logits, length = results[spec.DEC_LOGITS].numpy()[0, 0], length + 1
+            logits, length = results[spec.DEC_LOGITS].numpy()[0, 0], length + T
             past = [results[n] for n in self._present]
-            if ground is not None and not forced:
+            if ground is not None:
                 value = ground(self.tokenizer.decode(out, skip_special_tokens=True))
                 forced = self.tokenizer.encode_text(value) if value else []
         t2 = time.perf_counter()
         self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out)),
-                             **({"forced_tokens": float(n_forced)} if ground is not None else {})}
+                             **({"forced_tokens": float(n_forced), "decode_calls": float(calls)} if ground is not None else {})}
         return self.tokenizer.decode(out, skip_special_tokens=True)
