@@ -42,6 +42,8 @@ def score(artifact: str, per_class: int, tokens: int, threads: int, ground: bool
     measured on the record as the data pipeline measured the reference), as the stream does by default."""
     be = OnnxBackend.from_pretrained(artifact, threads=threads)
     cfg = be.cfg
+    if not cfg.task.startswith(("ecg", "har")):
+        raise SystemExit(f"{artifact} is a {cfg.task!r} model; this benchmark reads ECG rhythm and HAR rationales only")
     samples = get_task(cfg.task).load("test", None)
     idx = stratified_subset(getattr(samples, "records", samples), per_class, 0)
     rows = []

@@ -221,6 +221,11 @@ def stage_stats(events: list[dict]) -> dict:
             "ms_per_token": round(sum(d for d, _ in toks) / sum(n for _, n in toks), 3),
             "prefill_ms": percentiles([e["stages_ms"]["rationale_prefill_ms"] for e in rat if "rationale_prefill_ms" in e.get("stages_ms", {})]),
         }
+        # grounded rationales (edge_tslm.rationale_grounding): tokens written from measurements, and decoder calls
+        for key, name in (("rationale_forced_tokens", "written_tokens"), ("rationale_decode_calls", "decoder_calls")):
+            vals = [e["stages_ms"][key] for e in rat if key in e.get("stages_ms", {})]
+            if vals:
+                out["rationale"][name] = int(sum(vals))
     return out
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CHALLENGE_CLASSES = ("normal", "atrial fibrillation", "other rhythm")
+from edge_tslm.metrics import CHALLENGE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,13 @@ class CalibrationConfig:
 
 
 def f1_per_class(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """y, pred: (N,) class indices -> (C,) F1 (0 where a class is neither present nor predicted)."""
-    cm = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)  # (C, C)
+    """y, pred: (N,) class indices -> (C,) F1 (0 where a class is neither present nor predicted). pred -1 is an
+    answer that is no label: wrong for its record and counted in no label's column (as edge_tslm.metrics does)."""
+    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    ok = pred >= 0
+    cm = np.bincount(y[ok] * n_classes + pred[ok], minlength=n_classes * n_classes).reshape(n_classes, n_classes)  # (C, C)
     tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm.sum(1)  # 2 tp + fp + fn
+    denom = cm.sum(0) + np.bincount(y, minlength=n_classes)  # 2 tp + fp + fn
     return np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
 
 

@@ -56,10 +56,13 @@ def accuracy(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     return float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)]))
 
 
+CHALLENGE_CLASSES = ("normal", "atrial fibrillation", "other rhythm")  # PhysioNet 2017: noisy is not averaged
+
+
 def challenge_score(
     y_true: Sequence[str],
     y_pred: Sequence[str],
-    classes: Sequence[str] = ("normal", "atrial fibrillation", "other rhythm"),
+    classes: Sequence[str] = CHALLENGE_CLASSES,
     all_labels: Sequence[str] | None = None,
 ) -> float:
     """PhysioNet/CinC 2017 score: (F1_N + F1_A + F1_O) / 3 over the four-class problem.

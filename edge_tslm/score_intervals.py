@@ -15,9 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge_tslm.calibration import f1_per_class
+from edge_tslm.metrics import CHALLENGE_CLASSES
+
 __all__ = ["METRICS", "prediction_record", "score", "interval", "difference", "check_paired"]
 
-CHALLENGE_CLASSES = ("normal", "atrial fibrillation", "other rhythm")  # PhysioNet 2017: noisy is not averaged
 METRICS = ("challenge", "af_f1", "macro_f1", "accuracy")
 
 
@@ -37,12 +39,6 @@ def prediction_record(ids: Sequence[str], y_true: Sequence[str], y_pred: Sequenc
             "pred": [index.get(p, -1) for p in y_pred], "fingerprint": key}
 
 
-def _confusion(true: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:
-    """(n,), (n,) label indices (pred -1: no column) -> (c, c) counts, row = true."""
-    ok = pred >= 0
-    return np.bincount(true[ok] * c + pred[ok], minlength=c * c).reshape(c, c)
-
-
 def score(record: dict, metric: str, rows: np.ndarray | None = None) -> float:
     """The metric over the record's rows (all, or the resampled indices ``rows``); the same numbers as
     edge_tslm.metrics on the label strings."""
@@ -52,13 +48,7 @@ def score(record: dict, metric: str, rows: np.ndarray | None = None) -> float:
         true, pred = true[rows], pred[rows]
     if metric == "accuracy":
         return float(np.mean(true == pred))
-    c = len(labels)
-    cm = _confusion(true, pred, c)
-    # an invalid answer is a false negative of its true label: add it to the row total, not to any column
-    cm_rows = cm.sum(1) + np.bincount(true[pred < 0], minlength=c)
-    tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm_rows
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    f1 = f1_per_class(true, pred, len(labels))  # (C,); an invalid answer (-1) is wrong and in no column
     if metric == "macro_f1":
         return float(f1.mean())
     if metric == "challenge":
