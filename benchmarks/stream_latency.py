@@ -221,8 +221,10 @@ def stage_stats(events: list[dict]) -> dict:
             "ms_per_token": round(sum(d for d, _ in toks) / sum(n for _, n in toks), 3),
             "prefill_ms": percentiles([e["stages_ms"]["rationale_prefill_ms"] for e in rat if "rationale_prefill_ms" in e.get("stages_ms", {})]),
         }
-        # grounded rationales (edge_tslm.rationale_grounding): tokens written from measurements, and decoder calls
-        for key, name in (("rationale_forced_tokens", "written_tokens"), ("rationale_decode_calls", "decoder_calls")):
+        # grounded rationales (edge_tslm.rationale_grounding): tokens written from measurements; drafted ones
+        # (edge_tslm.rationale_drafting) and how many of them the model kept; decoder calls
+        for key, name in (("rationale_forced_tokens", "written_tokens"), ("rationale_drafted_tokens", "drafted_tokens"),
+                          ("rationale_accepted_tokens", "accepted_drafted_tokens"), ("rationale_decode_calls", "decoder_calls")):
             vals = [e["stages_ms"][key] for e in rat if key in e.get("stages_ms", {})]
             if vals:
                 out["rationale"][name] = int(sum(vals))
@@ -250,7 +252,8 @@ def worker(args: argparse.Namespace) -> None:
     backend = load_backend(args.artifact, args.backend, **opts)
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mb()
-    cfg = StreamConfig(task=args.task, rationale_on="never", rationale_tokens=args.rationale_tokens)
+    cfg = StreamConfig(task=args.task, rationale_on="never", rationale_tokens=args.rationale_tokens,
+                       draft_tokens=args.draft_tokens)
     streamer = Streamer(backend, cfg, fs=args.fs)
     chunk = max(1, int(args.fs * args.chunk_s))
     events: list[dict] = []
@@ -323,7 +326,7 @@ def run_child(task: str, artifact: Path, backend: str, signal: np.ndarray, fs: f
     np.save(sig, signal)
     cmd = [sys.executable, __file__, "--worker", "--task", task, "--artifact", str(artifact), "--backend", backend, "--signal", str(sig),
            "--fs", str(fs), "--rationales", str(a.rationales), "--rationale-tokens", str(a.rationale_tokens), "--threads", str(a.threads),
-           "--label-scoring", a.label_scoring] + (["--no-arena"] if a.no_arena else [])
+           "--label-scoring", a.label_scoring, "--draft-tokens", str(a.draft_tokens)] + (["--no-arena"] if a.no_arena else [])
     load_before = [round(v, 2) for v in os.getloadavg()]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -359,10 +362,12 @@ def _int(v):
 
 
 def _threads(run: dict) -> str:
-    """' ×N' for a run with N > 1 onnxruntime threads (runs without the key used 1); ' no-arena' without ORT's arena."""
+    """' ×N' for a run with N > 1 onnxruntime threads (runs without the key used 1); ' no-arena' without ORT's arena;
+    ' drafts N' for rationales drafted N tokens at a time (runs without the key drafted none)."""
     n = run.get("threads")
     return ((f" ×{n}" if n and n > 1 else "") + (" no-arena" if run.get("memory_arena") is False else "")
-            + (" labels" if run.get("label_scoring", "full") != "full" else ""))
+            + (" labels" if run.get("label_scoring", "full") != "full" else "")
+            + (f" drafts {run['draft_tokens']}" if run.get("draft_tokens") else ""))
 
 
 def _fmt(v, nd=1):
@@ -449,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rationales", type=int, default=2, help="windows per run whose rationale is generated")
     ap.add_argument("--rationale-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads (0: its default)")
+    ap.add_argument("--draft-tokens", type=int, default=8,
+                    help="rationale tokens drafted from the window's template per decoder call (edge-tslm stream --draft-tokens; 0: none)")
     ap.add_argument("--no-arena", action="store_true", help="onnxruntime without its memory arena (edge-tslm stream --no-arena)")
     ap.add_argument("--label-scoring", default="full", choices=("full", "labels"),
                     help="edge-tslm stream --label-scoring: labels scores p(label | one of the labels) from the label head")
@@ -518,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
                 wb["ratio_cpu"] = round(cpu_tok / bound_ms, 2) if cpu_tok else None
             r["bandwidth_bound"] = wb
             r.update(command=command, note=a.note, bandwidth=res["bandwidth"], threads=a.threads, memory_arena=not a.no_arena,
-                     label_scoring=a.label_scoring, machine=res["machine"]["cpu"])
+                     label_scoring=a.label_scoring, draft_tokens=a.draft_tokens, machine=res["machine"]["cpu"])
             runs.append(r)
             d = r["stages"].get("decision", {})
             print(f"[{task}] decision p50 {d.get('p50')} ms, peak RSS {r['peak_rss_mb']} MB, rationale {rat}", file=sys.stderr, flush=True)

@@ -346,7 +346,72 @@ def test_grounded_generation_writes_the_given_text_and_matches_torch(exported, b
     assert ref_g.filled == got_g.filled == ["test"]  # a slot is written once
     t = backend.last_timings
     assert t["forced_tokens"] == len(backend.tokenizer.encode_text(" 71.1 bpm")) > 1
-    assert t["decode_calls"] == t["new_tokens"] - t["forced_tokens"] + 1  # the written text went in as one call
+    assert t["decode_calls"] == t["new_tokens"] - t["forced_tokens"]  # the written text went in with the token before it
+
+
+def _drafted(backend, text, enc, n, references, ground=None, stop=True, **kw):
+    from edge_tslm.rationale_drafting import TemplateDrafter
+
+    got = backend.generate(text, enc, n, draft=TemplateDrafter(references, **kw), ground=ground, stop=stop)
+    return got, dict(backend.last_timings)
+
+
+def test_drafted_generation_writes_the_greedy_text_in_fewer_calls(backend):
+    """generate(draft=fn): drafted tokens are checked in the call of the token before them and kept only as far as
+    they are the greedy choice, so right, wrong and half-right drafts all give the undrafted text; right ones in
+    fewer decoder calls, and a wrong one's tokens are cut from the cache (the text after them is still greedy)."""
+    series = series_of(np.random.default_rng(7), 96)
+    text = ts_text(1, "Explain briefly, then answer.")
+    enc = backend.encode(series)
+    ref = backend.generate(text, enc, 24, stop=False)
+    ids = backend.tokenizer.encode_text(ref)
+    assert backend.tokenizer.decode(ids, skip_special_tokens=True) == ref and len(ids) == 24
+
+    got, t = _drafted(backend, text, enc, 24, [ids], stop=False, max_tokens=8)
+    assert got == ref
+    # each call feeds the greedy next token and checks up to 8 drafted ones: ceil(24 / 9) calls, every draft kept
+    assert t["decode_calls"] == 3 and t["accepted_tokens"] == t["drafted_tokens"] == 24 - 3
+
+    vocab = backend.tokenizer.tk.get_vocab_size()
+    wrong = [(i * 7919 + 13) % vocab for i in range(64)]
+    wrong = [w for w in wrong if w not in ids]
+    after_each = [x for tok in dict.fromkeys(ids) for x in (tok, *wrong[:8])]  # every written token, then wrong ones
+    got, t = _drafted(backend, text, enc, 24, [after_each], min_match=1, max_match=1)
+    assert got == ref and t["accepted_tokens"] == 0 < t["drafted_tokens"]
+
+    half = list(ids)
+    half[12] = wrong[0]  # the draft goes wrong at token 12: its first part is kept, the rest rejected, then redrafted
+    got, t = _drafted(backend, text, enc, 24, [half], stop=False, max_tokens=16)
+    assert got == ref and 0 < t["accepted_tokens"] < t["drafted_tokens"]
+    assert t["decode_calls"] < 24
+
+
+def test_drafts_and_grounding_give_the_grounded_text(backend):
+    """With a grounder too: drafted tokens where it writes text are kept if they are that text (no model agreement
+    needed), and the result is the grounded greedy text."""
+    from edge_tslm.rationale_grounding import Grounder, Slot
+    import re
+
+    series = series_of(np.random.default_rng(6), 96)
+    text = ts_text(1, "Explain briefly, then answer.")
+    enc = backend.encode(series)
+    first = backend.generate(text, enc, 3, stop=False)
+    cue = re.compile("^" + re.escape(first) + "$")  # fires after the third generated token
+
+    def grounder():
+        return Grounder([Slot("test", cue, " 71.1 bpm")])
+
+    ref = backend.generate(text, enc, 20, ground=grounder(), stop=False)
+    plain = backend.last_timings
+    assert ref.startswith(first + " 71.1 bpm")
+    ids = backend.tokenizer.encode_text(ref)
+    got, t = _drafted(backend, text, enc, 20, [ids], ground=grounder(), stop=False, max_tokens=6)
+    assert got == ref
+    assert t["forced_tokens"] == plain["forced_tokens"]  # the written text came from the draft this time
+    assert t["accepted_tokens"] == t["drafted_tokens"] and t["decode_calls"] < plain["decode_calls"]
+    guess = ids[:3] + backend.tokenizer.encode_text(" 99.9 bpm") + ids[3 + len(backend.tokenizer.encode_text(" 71.1 bpm")):]
+    got, t = _drafted(backend, text, enc, 20, [guess], ground=grounder(), stop=False, max_tokens=6)
+    assert got == ref  # a draft that disagrees with the written text loses there
 
 
 def test_bad_input_is_refused(backend):

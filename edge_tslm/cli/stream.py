@@ -30,6 +30,9 @@ def stream(
                                                       "RR variability) where the rationale states them, the model writing "
                                                       "the rest; --model-numbers: the model's own estimates, flagged when "
                                                       "they are off")] = True,
+    draft_tokens: Annotated[int, typer.Option(help="rationales: tokens of the window's template rationale drafted and "
+                                                   "checked in each decoder call (ONNX backend; the same text in fewer "
+                                                   "calls); 0: none")] = 8,
     smoothing: Annotated[int, typer.Option(help="majority vote over the last N windows for segments/episodes")] = 1,
     min_af_windows: Annotated[int, typer.Option(help="consecutive AF windows that make an episode")] = 3,
     unit: Annotated[Optional[str], typer.Option(help="unit of the signal (default: g for har, mV for afib)")] = None,
@@ -65,6 +68,7 @@ def stream(
             hop_s=hop_s,
             rationale_on=rationale,
             ground_numbers=ground_numbers,
+            draft_tokens=draft_tokens,
             smoothing=smoothing,
             min_af_windows=min_af_windows,
             unit=unit,

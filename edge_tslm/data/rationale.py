@@ -69,7 +69,11 @@ def har_movement(magnitude_std: float) -> str:
 
 def har_rationale(signal: np.ndarray, fs: float, channels: Sequence[str], unit: str, label: str) -> str:
     """Describe gravity direction, movement intensity and step rhythm, then answer."""
-    f = har_features(signal, fs)
+    return har_rationale_text(har_features(signal, fs), channels, unit, label)
+
+
+def har_rationale_text(f: HarFeatures, channels: Sequence[str], unit: str, label: str) -> str:
+    """`har_rationale` from features already measured (the stream drafts rationales from its own measurements)."""
     fn = format_number
     parts = ", ".join(f"{fn(m)} {unit} on {c}" for m, c in zip(f.axis_mean, channels))
     g = f.gravity_axis
@@ -110,7 +114,11 @@ def ecg_features(signal: np.ndarray, fs: float) -> RhythmFeatures:
 
 def ecg_rationale(signal: np.ndarray, fs: float, label: str) -> str:
     """Describe heart rate and RR regularity, then answer."""
-    f = ecg_features(signal, fs)
+    return ecg_rationale_text(ecg_features(signal, fs), label)
+
+
+def ecg_rationale_text(f: RhythmFeatures, label: str) -> str:
+    """`ecg_rationale` from features already measured (the stream's leave out its untrusted samples)."""
     fn = format_number
     text = [f"The recording lasts {fn(f.duration_s)} s and {fn(f.n_beats)} heartbeats were detected."]
     if f.n_beats < 3:

@@ -441,11 +441,14 @@ class OnnxBackend:
         return apply_offsets({lab: float(s) for lab, s in zip(labels, scores)}, self.cfg.labels, self.cfg.label_offsets)
 
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, stop: bool = True,
-                 ground: Callable[[str], str | None] | None = None) -> str:
+                 ground: Callable[[str], str | None] | None = None,
+                 draft: Callable[[list[int]], list[int]] | None = None) -> str:
         """Greedy decoding; the KV cache stays in onnxruntime between steps (IOBinding: no copies through numpy).
         stop=False decodes max_new_tokens whatever the eos ids say (benchmarks time a fixed number of tokens).
         ground: called with the text so far after each step; text it returns is written next instead of the argmax,
-        in one decoder call (the window's measured numbers, edge_tslm.rationale_grounding)."""
+        in one decoder call (the window's measured numbers, edge_tslm.rationale_grounding).
+        draft: called with the token ids so far; the ids it returns are checked in the same call as the next token
+        and kept as far as they are the greedy choice (edge_tslm.rationale_drafting): the same text, fewer calls."""
         t0 = time.perf_counter()
         outs, ids, ts, cross = self._prompt_call(text, encoded, shrink=False)
         logits, past, length = outs[0][0, 0], outs[1:], len(ids)
@@ -468,13 +471,20 @@ class OnnxBackend:
                 if name in names:
                     binding.bind_cpu_input(name, value)
             bound.append((sess, binding, names, out_names))
-        forced: list[int] = []
-        n_forced = calls = 0
+        forced: list[int] = []  # written text not yet fed
+        n_forced = calls = n_drafted = n_accepted = 0
         one = (np.ones((1, 1, 1, 1), bool), np.zeros(1, np.int64))  # a one-token step's mask and logit row
-        while len(out) < int(max_new_tokens):
-            if forced:  # written text goes in as one call (its tokens are known; only the last one's logits count)
-                toks = forced[: int(max_new_tokens) - len(out)]
-                forced = []
+        limit, done = int(max_new_tokens), False
+
+        def grounded() -> list[int]:  # the text to write after `out`, if the grounder has one, within the limit
+            value = ground(self.tokenizer.decode(out, skip_special_tokens=True)) if ground is not None else None
+            return self.tokenizer.encode_text(value)[: limit - len(out)] if value else []
+
+        while len(out) < limit and not done:
+            # The tokens this call certainly feeds: written text (its logits are not needed, only the last one's), or
+            # the greedy choice; then whatever the grounder writes after them, chained into the same call.
+            if forced:
+                toks, forced = forced[: limit - len(out)], []
                 n_forced += len(toks)
             else:
                 nxt = int(np.argmax(logits))
@@ -482,11 +492,21 @@ class OnnxBackend:
                     break
                 toks = [nxt]
             out.extend(toks)
-            T = len(toks)
-            mask, last = one if T == 1 else (np.tril(np.ones((T, T), bool))[None, None], np.array([T - 1], np.int64))
-            step = {spec.DEC_INPUT_IDS: np.array([toks], np.int64),
+            while len(out) < limit and (more := grounded()):
+                out.extend(more)
+                toks += more
+                n_forced += len(more)
+            drafted = draft(out)[: limit - len(out)] if draft is not None else []
+            n_drafted += len(drafted)
+            feed = toks + drafted
+            T, c = len(feed), len(toks)
+            if T == 1:
+                mask, rows = one
+            else:  # logits after the last certain token and after every drafted one
+                mask, rows = np.tril(np.ones((T, T), bool))[None, None], np.arange(c - 1, T, dtype=np.int64)
+            step = {spec.DEC_INPUT_IDS: np.array([feed], np.int64),
                     spec.DEC_POSITION_IDS: np.arange(length, length + T, dtype=np.int64)[None],
-                    spec.DEC_ATTENTION_MASK: mask, spec.DEC_LOGIT_INDEX: last, **dict(zip(self._past_in, past))}
+                    spec.DEC_ATTENTION_MASK: mask, spec.DEC_LOGIT_INDEX: rows, **dict(zip(self._past_in, past))}
             calls += 1
             results: dict[str, Any] = {}
             for sess, binding, names, out_names in bound:
@@ -500,12 +520,34 @@ class OnnxBackend:
                     binding.bind_output(name, "cpu")
                 sess.run_with_iobinding(binding)
                 results.update(zip(out_names, binding.get_outputs()))
-            logits, length = results[spec.DEC_LOGITS].numpy()[0, 0], length + T
+            row_logits = results[spec.DEC_LOGITS].numpy()[0]  # (len(rows), V)
+            # Keep drafted tokens while they are what grounded greedy decoding writes there: the grounder's text where
+            # it has some, else the argmax after what precedes them.
+            kept = 0
+            for i, d in enumerate(drafted):
+                if forced:
+                    if d != forced[0]:
+                        break
+                    forced.pop(0)
+                    n_forced += 1
+                else:
+                    if int(np.argmax(row_logits[i])) != d:
+                        break
+                    if stop and d in self.stop_ids:
+                        done = True
+                        break
+                out.append(d)
+                kept += 1
+                if not forced:
+                    forced = grounded()
+            n_accepted += kept
+            logits, length = row_logits[kept], length + c + kept
             past = [results[n] for n in self._present]
-            if ground is not None:
-                value = ground(self.tokenizer.decode(out, skip_special_tokens=True))
-                forced = self.tokenizer.encode_text(value) if value else []
+            if c + kept < T:  # the cache holds the rejected tokens too: cut it back (B, Hkv, P, d)
+                past = [np.ascontiguousarray(v.numpy()[:, :, :length]) for v in past]
         t2 = time.perf_counter()
         self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out)),
-                             **({"forced_tokens": float(n_forced), "decode_calls": float(calls)} if ground is not None else {})}
+                             **({"forced_tokens": float(n_forced)} if ground is not None else {}),
+                             **({"drafted_tokens": float(n_drafted), "accepted_tokens": float(n_accepted)} if draft is not None else {}),
+                             **({"decode_calls": float(calls)} if ground is not None or draft is not None else {})}
         return self.tokenizer.decode(out, skip_special_tokens=True)

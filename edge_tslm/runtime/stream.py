@@ -28,6 +28,7 @@ from edge_tslm.gait_frame import GAIT_DIRECTION, GaitCalibrator, GaitFrameConfig
 from edge_tslm.prompts import build_model_input, parse_answer
 from edge_tslm.rationale_check import check_ecg_rationale, measured_ecg_numbers
 from edge_tslm.rationale_grounding import Grounder, rationale_grounder
+from edge_tslm.rationale_drafting import rationale_drafter
 from edge_tslm.runtime.backend import Backend
 from edge_tslm.runtime.events import check_event, peak_rss_mb, percentiles
 from edge_tslm.runtime.quality import FLAGS, QualityConfig, check_rate, check_window
@@ -142,6 +143,9 @@ class StreamConfig:
     # (edge_tslm.rationale_grounding; ECG rhythm and HAR); False: the model's own estimates (an ECG one's are checked
     # and flagged when they are off)
     ground_numbers: bool = True
+    # up to this many tokens of the window's template rationale are drafted and checked in each decoder call
+    # (edge_tslm.rationale_drafting; the same text, fewer calls; backends whose generate takes draft=); 0: off
+    draft_tokens: int = 8
     check_events: bool = False  # validate every event against the schema (tests, debugging)
     # turn each window into the wearer's gait frame (edge_tslm.gait_frame); None: when the model's task is har_gait
     gait_frame: bool | None = None
@@ -158,6 +162,8 @@ class StreamConfig:
                 raise ValueError(f"{name} must be > 0 seconds, got {v}")
         if self.smoothing < 1 or self.min_af_windows < 1:
             raise ValueError("smoothing and min_af_windows must be >= 1")
+        if self.draft_tokens < 0:
+            raise ValueError(f"draft_tokens must be >= 0 (0: no drafts), got {self.draft_tokens}")
         if self.gait_reference is not None:
             # three finite numbers, not all zero, and not pointing against the training frame (no unique rotation)
             rotation_onto(parse_reference(",".join(str(v) for v in self.gait_reference)), GAIT_DIRECTION)
@@ -196,6 +202,8 @@ class Streamer:
         # an ECG model's rationale states rhythm numbers the stream can measure (edge_tslm.rationale_check)
         self._is_ecg = self.cfg.task == "afib" or str(getattr(backend, "task", "") or "").startswith("ecg")
         self._grounds = self.cfg.ground_numbers and _takes(backend.generate, "ground")  # ECG and HAR rationales
+        self._drafts = (self.cfg.draft_tokens > 0 and _takes(backend.generate, "draft")
+                        and callable(getattr(getattr(backend, "tokenizer", None), "encode_text", None)))
         self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
             "features": str(getattr(self.backend, "series_features", "") or ""),
             "question_first": bool(getattr(self.backend, "question_first", False)),
@@ -516,10 +524,15 @@ class Streamer:
                     rmi = build_model_input(validate(signal, meta, self.question + RATIONALE_REQUEST), untrusted=untrusted,
                                             **self._layout)
                     lead_untrusted = None if untrusted is None else untrusted[0]
+                    extra: dict = {}
                     if self._grounds:
-                        grounder = rationale_grounder(self._is_ecg, signal, meta.fs, meta.channels, meta.unit, lead_untrusted)
-                    rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens,
-                                                      **({"ground": grounder} if grounder is not None else {}))
+                        grounder = extra["ground"] = rationale_grounder(self._is_ecg, signal, meta.fs, meta.channels,
+                                                                        meta.unit, lead_untrusted)
+                    if self._drafts and self.labels:
+                        extra["draft"] = rationale_drafter(self.backend.tokenizer.encode_text, self._is_ecg, signal,
+                                                           meta.fs, meta.channels, meta.unit, self.labels, answer,
+                                                           lead_untrusted, self.cfg.draft_tokens)
+                    rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens, **extra)
                     stages.update(_stages(self.backend, "rationale_"))
                 except Exception as e:  # noqa: BLE001
                     q.flag("backend_error", f"rationale failed: {type(e).__name__}: {e}")
