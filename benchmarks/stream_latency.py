@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rationales", type=int, default=2, help="windows per run whose rationale is generated")
     ap.add_argument("--rationale-tokens", type=int, default=160)
     ap.add_argument("--threads", type=int, default=0, help="backend CPU threads (0: its default)")
-    ap.add_argument("--draft-tokens", type=int, default=8,
+    ap.add_argument("--draft-tokens", type=int, default=16,
                     help="rationale tokens drafted from the window's template per decoder call (edge-tslm stream --draft-tokens; 0: none)")
     ap.add_argument("--no-arena", action="store_true", help="onnxruntime without its memory arena (edge-tslm stream --no-arena)")
     ap.add_argument("--label-scoring", default="full", choices=("full", "labels"),

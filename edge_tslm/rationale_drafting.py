@@ -35,7 +35,7 @@ class TemplateDrafter:
     tokens are written, a reference that starts with them is continued."""
 
     references: list[list[int]]
-    max_tokens: int = 8
+    max_tokens: int = 16
     max_match: int = 4
     min_match: int = 2
 
@@ -80,7 +80,7 @@ def template_rationales(ecg: bool, signal: np.ndarray, fs: float, channels: Sequ
 
 def rationale_drafter(encode: Callable[[str], list[int]], ecg: bool, signal: np.ndarray, fs: float,
                       channels: Sequence[str], unit: str, labels: Sequence[str], first: str | None = None,
-                      exclude: np.ndarray | None = None, max_tokens: int = 8) -> TemplateDrafter:
+                      exclude: np.ndarray | None = None, max_tokens: int = 16) -> TemplateDrafter:
     """A drafter for one window's rationale: the template texts of every label (`first`, the stream's decision,
     looked up first) tokenized with `encode` (the backend tokenizer's plain text encoding)."""
     order = [first] if first in labels else []

@@ -145,7 +145,7 @@ class StreamConfig:
     ground_numbers: bool = True
     # up to this many tokens of the window's template rationale are drafted and checked in each decoder call
     # (edge_tslm.rationale_drafting; the same text, fewer calls; backends whose generate takes draft=); 0: off
-    draft_tokens: int = 8
+    draft_tokens: int = 16
     check_events: bool = False  # validate every event against the schema (tests, debugging)
     # turn each window into the wearer's gait frame (edge_tslm.gait_frame); None: when the model's task is har_gait
     gait_frame: bool | None = None
