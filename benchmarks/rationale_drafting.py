@@ -28,12 +28,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("decode_ms", "new_tokens", "decode_calls", "forced_tokens", "drafted_tokens", "accepted_tokens")
 
 
-def stream_rationales(backend, task: str, x: np.ndarray, fs: float, drafts: int, tokens: int) -> list[dict]:
-    """Every window's rationale and its decode timings, streaming x (C, N) at fs in 1 s chunks."""
+def stream_rationales(backend, task: str, x: np.ndarray, fs: float, drafts: int, tokens: int, ground: bool = True) -> list[dict]:
+    """Every window's rationale and its decode timings, streaming x (C, N) at fs in 1 s chunks; ground=False: the
+    model's own numbers (edge-tslm stream --model-numbers)."""
     from edge_tslm.runtime import StreamConfig, Streamer
     from edge_tslm.runtime.sources import Chunk
 
-    cfg = StreamConfig(task=task, rationale_on="always", rationale_tokens=tokens, draft_tokens=drafts)
+    cfg = StreamConfig(task=task, rationale_on="always", rationale_tokens=tokens, draft_tokens=drafts,
+                       ground_numbers=ground)
     streamer = Streamer(backend, cfg, fs=fs)
     step = int(fs)
     rows = []
@@ -46,7 +48,8 @@ def stream_rationales(backend, task: str, x: np.ndarray, fs: float, drafts: int,
     return rows
 
 
-def measure(artifact: Path, drafts: list[int], tokens: int, threads: int, ecg_s: float, har_s: float) -> dict:
+def measure(artifact: Path, drafts: list[int], tokens: int, threads: int, ecg_s: float, har_s: float,
+            ground: bool = True) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from stream_latency import copy_bandwidth, decoder_weight_bytes, ecg_stream, har_recording
 
@@ -60,10 +63,10 @@ def measure(artifact: Path, drafts: list[int], tokens: int, threads: int, ecg_s:
     else:
         x, _, desc = har_recording(seconds=har_s)
         fs, task = 50.0, "har"
-    stream_rationales(be, task, x[:, : int(40 * fs)], fs, max(drafts), tokens)  # warm-up: kernels, arena, caches
+    stream_rationales(be, task, x[:, : int(40 * fs)], fs, max(drafts), tokens, ground)  # warm-up: kernels, arena, caches
     settings = []
     for k in drafts:
-        rows = stream_rationales(be, task, x, fs, k, tokens)
+        rows = stream_rationales(be, task, x, fs, k, tokens, ground)
         tot = {key: float(sum(r[key] for r in rows)) for key in KEYS}
         settings.append({"draft_tokens": k, "windows": len(rows), **tot,
                          "ms_per_token": round(tot["decode_ms"] / tot["new_tokens"], 3) if tot["new_tokens"] else None,
@@ -77,7 +80,7 @@ def measure(artifact: Path, drafts: list[int], tokens: int, threads: int, ecg_s:
     bound = wb["bytes_per_token"] / (bw["read_plus_write_gb_s"] * 1e9) * 1e3 if wb else None
     for s in settings:
         s["vs_bound"] = round(s["ms_per_token"] / bound, 2) if bound and s["ms_per_token"] else None
-    return {"artifact": str(artifact), "task": task, "signal": desc, "threads": threads, "rationale_tokens": tokens,
+    return {"artifact": str(artifact), "task": task, "signal": desc, "grounded": ground, "threads": threads, "rationale_tokens": tokens,
             "bytes_per_token": wb.get("bytes_per_token"), "copy_gb_s": round(bw["read_plus_write_gb_s"], 2),
             "bound_ms_per_token": round(bound, 3) if bound else None, "settings": settings}
 
@@ -86,7 +89,7 @@ def markdown(res: dict) -> str:
     m = res["machine"]
     L = ["# Drafted rationales: same text, fewer decoder calls", "", f"`{res['command']}`", "",
          f"Machine: {m['cpu']}; load average {res['loadavg_start']} at start, {res['loadavg_end']} at the end. "
-         "Every window of the stream gets a grounded rationale (greedy, up to "
+         "Every window of the stream gets a rationale (greedy, grounded unless marked, up to "
          f"{res['runs'][0]['rationale_tokens'] if res['runs'] else '–'} tokens), once per drafts setting, on one "
          "warmed-up backend.", "",
          "| artifact | drafts per call | windows | same text as undrafted | tokens | written (measured) / the model's "
@@ -94,7 +97,7 @@ def markdown(res: dict) -> str:
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["runs"]:
         for s in r["settings"]:
-            L.append(f"| `{r['artifact']}` | {s['draft_tokens']} | {s['windows']} | {s['same_text']} "
+            L.append(f"| `{r['artifact']}`{'' if r.get('grounded', True) else ' (model numbers)'} | {s['draft_tokens']} | {s['windows']} | {s['same_text']} "
                      f"| {int(s['new_tokens'])} | {int(s['forced_tokens'])} / {int(s['new_tokens'] - s['forced_tokens'])} | {int(s['drafted_tokens'])} / {int(s['accepted_tokens'])} "
                      f"| {int(s['decode_calls'])} | {s['ms_per_token']} | {s['vs_bound']} |")
     L += ["", "Signals: " + "; ".join(f"`{r['artifact']}`: {r['signal']}" for r in res["runs"]) + ".", "",
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ecg-seconds", type=float, default=300.0)
     ap.add_argument("--har-seconds", type=float, default=60.0)
+    ap.add_argument("--model-numbers", action="store_true", help="rationales with the model's own numbers, not grounded "
+                    "(edge-tslm stream --model-numbers): its numbers differ from the template's, so drafts are cut there")
     ap.add_argument("--out", type=Path, default=RESULTS / "rationale_drafting.json")
     a = ap.parse_args(argv)
     try:
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
     load0 = [round(v, 2) for v in os.getloadavg()]
     t0 = time.perf_counter()
-    runs = [measure(p, drafts, a.tokens, a.threads, a.ecg_seconds, a.har_seconds) for p in a.artifact]
+    runs = [measure(p, drafts, a.tokens, a.threads, a.ecg_seconds, a.har_seconds, not a.model_numbers) for p in a.artifact]
     res = {"command": "python benchmarks/rationale_drafting.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": machine(), "loadavg_start": load0, "loadavg_end": [round(v, 2) for v in os.getloadavg()],
            "seconds": round(time.perf_counter() - t0, 1), "runs": runs}

@@ -6,9 +6,12 @@ so it can write the template's text for this window, once per label, before the 
 generates, the drafter looks up where the last tokens it wrote occur in those texts and proposes what follows
 there (prompt-lookup decoding, with the templates as the "prompt"). The backend checks a draft in the same decoder
 call as the next token and keeps the part the model's greedy choice agrees with, so the text is the one greedy
-decoding writes without drafts; only the number of decoder calls changes. It pays where a decoder call over k
-tokens costs much less than k calls over one (benchmarks/decode_width.py): on a CPU that is bound by reading the
-weights, the int8-activation kernels read them once for all k rows.
+decoding writes without drafts; only the number of decoder calls changes. (Up to rounding: a call over several
+tokens runs onnxruntime's kernels for several rows, whose logits can differ from a one-row call's in the last bits;
+where two tokens nearly tie, e.g. a digit of a number the model guesses, the choice can flip. Grounded rationales,
+whose numbers are measured, came out letter for letter the same on every benchmark window:
+benchmarks/results/rationale_drafting.md.) It pays where a decoder call over k tokens costs much less than k calls
+over one (benchmarks/decode_width.py): its weights are read once for all k rows.
 
 Used by ``OnnxBackend.generate`` (``draft=``) through the Streamer.
 """

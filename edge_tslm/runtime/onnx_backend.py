@@ -448,7 +448,8 @@ class OnnxBackend:
         ground: called with the text so far after each step; text it returns is written next instead of the argmax,
         in one decoder call (the window's measured numbers, edge_tslm.rationale_grounding).
         draft: called with the token ids so far; the ids it returns are checked in the same call as the next token
-        and kept as far as they are the greedy choice (edge_tslm.rationale_drafting): the same text, fewer calls."""
+        and kept as far as they are the greedy choice (edge_tslm.rationale_drafting): the same text (up to the last
+        bits of a many-row call's logits, which can flip a near-tie), fewer calls."""
         t0 = time.perf_counter()
         outs, ids, ts, cross = self._prompt_call(text, encoded, shrink=False)
         logits, past, length = outs[0][0, 0], outs[1:], len(ids)
@@ -549,5 +550,5 @@ class OnnxBackend:
         self.last_timings = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "new_tokens": float(len(out)),
                              **({"forced_tokens": float(n_forced)} if ground is not None else {}),
                              **({"drafted_tokens": float(n_drafted), "accepted_tokens": float(n_accepted)} if draft is not None else {}),
-                             **({"decode_calls": float(calls)} if ground is not None or draft is not None else {})}
+                             "decode_calls": float(calls)}
         return self.tokenizer.decode(out, skip_special_tokens=True)
