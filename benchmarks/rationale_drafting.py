@@ -49,13 +49,13 @@ def stream_rationales(backend, task: str, x: np.ndarray, fs: float, drafts: int,
 
 
 def measure(artifact: Path, drafts: list[int], tokens: int, threads: int, ecg_s: float, har_s: float,
-            ground: bool = True) -> dict:
+            ground: bool = True, backend: str = "onnx") -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from stream_latency import copy_bandwidth, decoder_weight_bytes, ecg_stream, har_recording
 
     from edge_tslm.runtime import load_backend
 
-    be = load_backend(artifact, "onnx", threads=threads, label_scoring="labels")
+    be = load_backend(artifact, backend, threads=threads, label_scoring="labels")
     ecg = str(be.task).startswith("ecg")
     if ecg:
         x, fs, desc = ecg_stream(ecg_s)
@@ -80,7 +80,7 @@ def measure(artifact: Path, drafts: list[int], tokens: int, threads: int, ecg_s:
     bound = wb["bytes_per_token"] / (bw["read_plus_write_gb_s"] * 1e9) * 1e3 if wb else None
     for s in settings:
         s["vs_bound"] = round(s["ms_per_token"] / bound, 2) if bound and s["ms_per_token"] else None
-    return {"artifact": str(artifact), "task": task, "signal": desc, "grounded": ground, "threads": threads, "rationale_tokens": tokens,
+    return {"artifact": str(artifact), "backend": backend, "task": task, "signal": desc, "grounded": ground, "threads": threads, "rationale_tokens": tokens,
             "bytes_per_token": wb.get("bytes_per_token"), "copy_gb_s": round(bw["read_plus_write_gb_s"], 2),
             "bound_ms_per_token": round(bound, 3) if bound else None, "settings": settings}
 
@@ -97,7 +97,8 @@ def markdown(res: dict) -> str:
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["runs"]:
         for s in r["settings"]:
-            L.append(f"| `{r['artifact']}`{'' if r.get('grounded', True) else ' (model numbers)'} | {s['draft_tokens']} | {s['windows']} | {s['same_text']} "
+            L.append(f"| `{r['artifact']}`{'' if r.get('backend', 'onnx') == 'onnx' else ' (' + r['backend'] + ')'}"
+                     f"{'' if r.get('grounded', True) else ' (model numbers)'} | {s['draft_tokens']} | {s['windows']} | {s['same_text']} "
                      f"| {int(s['new_tokens'])} | {int(s['forced_tokens'])} / {int(s['new_tokens'] - s['forced_tokens'])} | {int(s['drafted_tokens'])} / {int(s['accepted_tokens'])} "
                      f"| {int(s['decode_calls'])} | {s['ms_per_token']} | {s['vs_bound']} |")
     L += ["", "Signals: " + "; ".join(f"`{r['artifact']}`: {r['signal']}" for r in res["runs"]) + ".", "",
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ecg-seconds", type=float, default=300.0)
     ap.add_argument("--har-seconds", type=float, default=60.0)
+    ap.add_argument("--backend", default="onnx", choices=("onnx", "torch"),
+                    help="torch: a models/ adapter through the torch model (the pipeline's and CUDA/MPS users' path)")
     ap.add_argument("--model-numbers", action="store_true", help="rationales with the model's own numbers, not grounded "
                     "(edge-tslm stream --model-numbers): its numbers differ from the template's, so drafts are cut there")
     ap.add_argument("--out", type=Path, default=RESULTS / "rationale_drafting.json")
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
 
     load0 = [round(v, 2) for v in os.getloadavg()]
     t0 = time.perf_counter()
-    runs = [measure(p, drafts, a.tokens, a.threads, a.ecg_seconds, a.har_seconds, not a.model_numbers) for p in a.artifact]
+    runs = [measure(p, drafts, a.tokens, a.threads, a.ecg_seconds, a.har_seconds, not a.model_numbers, a.backend)
+            for p in a.artifact]
     res = {"command": "python benchmarks/rationale_drafting.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": machine(), "loadavg_start": load0, "loadavg_end": [round(v, 2) for v in os.getloadavg()],
            "seconds": round(time.perf_counter() - t0, 1), "runs": runs}

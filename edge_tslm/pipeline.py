@@ -40,10 +40,13 @@ class TSLMPipeline:
         labels: tuple[str, ...] | None = None,
         gait_reference: np.ndarray | tuple[float, float, float] | None = None,
         ground_numbers: bool = True,
+        draft_tokens: int = 16,
     ) -> dict[str, Any]:
         """Classify by label likelihood when the model knows its labels (fast path); generate otherwise.
         The rationale is generated only when asked for; an ECG or HAR model's states the numbers measured on the
-        signal where it states numbers (edge_tslm.rationale_grounding; ground_numbers=False: the model's own).
+        signal where it states numbers (edge_tslm.rationale_grounding; ground_numbers=False: the model's own), and
+        up to `draft_tokens` tokens of its template text are drafted per decoder call (edge_tslm.rationale_drafting;
+        greedy keeps what it agrees with, so the same text in fewer calls; 0: none).
         A har_gait model needs the wearer's `gait_reference` (edge_tslm.gait_frame.gait_reference over ~30 s of
         them walking, or a stream summary's gait_frame)."""
         cfg = self.model.cfg
@@ -80,13 +83,20 @@ class TSLMPipeline:
         if rationale:
             t = time.perf_counter()
             rex = example_from_input(inp, rationale=True, **layout_kwargs(cfg))
-            ground = None
+            ground = draft = None
+            ecg = str(cfg.task).startswith("ecg")
             if ground_numbers and str(cfg.task).startswith(("ecg", "har")):
                 from edge_tslm.rationale_grounding import rationale_grounder
 
-                ground = rationale_grounder(str(cfg.task).startswith("ecg"), inp.signal, inp.meta.fs, inp.meta.channels,
-                                            inp.meta.unit)
-            why = self.model.generate(rex.text, rex.series, max_new_tokens=160, ground=ground)
+                ground = rationale_grounder(ecg, inp.signal, inp.meta.fs, inp.meta.channels, inp.meta.unit)
+            if draft_tokens > 0 and labels and str(cfg.task).startswith(("ecg", "har")):
+                from edge_tslm.rationale_drafting import rationale_drafter
+
+                tok = self.model.tokenizer
+                draft = rationale_drafter(lambda s: tok(s, add_special_tokens=False).input_ids, ecg, inp.signal,
+                                          inp.meta.fs, inp.meta.channels, inp.meta.unit, labels, answer,
+                                          max_tokens=draft_tokens)
+            why = self.model.generate(rex.text, rex.series, max_new_tokens=160, ground=ground, draft=draft)
             lat["rationale"] = _ms(t)
         lat["total"] = float(sum(lat.values()))
         return {"answer": answer, "rationale": why, "scores": scores, "latency_ms": lat}

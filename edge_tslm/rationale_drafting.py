@@ -90,3 +90,29 @@ def rationale_drafter(encode: Callable[[str], list[int]], ecg: bool, signal: np.
     order += [lab for lab in labels if lab != first]
     texts = template_rationales(ecg, signal, fs, channels, unit, order, exclude)
     return TemplateDrafter([list(encode(t)) for t in texts], max_tokens=max_tokens)
+
+
+def keep_drafted(drafted: Sequence[int], greedy: Sequence[int], out: list[int], forced: list[int],
+                 grounded: Callable[[], list[int]], stops: Sequence[int] | None) -> tuple[int, list[int], int, bool]:
+    """Walk a checked draft: each drafted token is kept while it is what grounded greedy decoding writes there, the
+    grounder's pending text (`forced`) where there is some, else the greedy choice (`greedy[i]`, the argmax of the
+    logits before drafted[i]). Kept tokens are appended to `out`, and after each one the grounder is asked again
+    (`grounded()` -> text to write next, or []). stops: end tokens, which end the text when greedy picks one (None:
+    decode on). -> (drafted tokens kept, text still to write, written tokens kept, the text ended)."""
+    kept = written = 0
+    for d, g in zip(drafted, greedy):
+        if forced:
+            if d != forced[0]:
+                break
+            forced = forced[1:]
+            written += 1
+        else:
+            if g != d:
+                break
+            if stops is not None and d in stops:
+                return kept, forced, written, True
+        out.append(d)
+        kept += 1
+        if not forced:
+            forced = grounded()
+    return kept, forced, written, False

@@ -1,5 +1,5 @@
 """TSLMPipeline: the answer, scores and latency of one signal, and a rationale only when asked for, grounded in the
-signal's measured numbers for ECG and HAR models unless asked not to."""
+signal's measured numbers for ECG and HAR models unless asked not to, and drafted from their template text."""
 
 from __future__ import annotations
 
@@ -49,5 +49,8 @@ def test_answer_scores_and_a_grounded_rationale_on_demand(task, monkeypatch):
     out = pipe(x, meta, rationale=True)
     assert isinstance(out["rationale"], str) and isinstance(seen["ground"], Grounder)
     assert {s.name for s in seen["ground"].slots} == names
-    pipe(x, meta, rationale=True, ground_numbers=False)
-    assert seen["ground"] is None
+    tok = model.tokenizer  # the rationale is drafted from the signal's template text, the answer's first
+    assert tok.decode(seen["draft"].references[0]).endswith(f"Answer: {out['answer']}")
+    assert len(seen["draft"].references) == len(spec.labels)
+    pipe(x, meta, rationale=True, ground_numbers=False, draft_tokens=0)
+    assert seen["ground"] is None and seen["draft"] is None

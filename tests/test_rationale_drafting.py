@@ -57,13 +57,10 @@ def test_a_stream_drafts_its_window_s_template_rationale():
     decision first and the numbers it measured; draft_tokens=0, or a backend without draft=, gets none."""
     from test_runtime_stream import _RationaleBackend, chunks, of, run
 
-    class Chars:
+    class Drafting(_RationaleBackend):
         @staticmethod
         def encode_text(s):
             return [ord(c) for c in s]
-
-    class Drafting(_RationaleBackend):
-        tokenizer = Chars()
 
         def __init__(self, *a):
             super().__init__(*a)

@@ -386,6 +386,31 @@ def test_drafted_generation_writes_the_greedy_text_in_fewer_calls(backend):
     assert t["decode_calls"] < 24
 
 
+def test_torch_drafts_give_the_torch_greedy_text(exported, backend):
+    """FlamingoTSLM.generate(draft=) checks drafts the same way (its DynamicCache cut back after a rejection): right,
+    wrong and half-right drafts give its undrafted greedy text, which is the ONNX backend's."""
+    from edge_tslm.rationale_drafting import TemplateDrafter
+
+    model, _ = exported
+    series = series_of(np.random.default_rng(7), 96)
+    text = ts_text(1, "Explain briefly, then answer.")
+    with torch.no_grad():
+        ref = model.generate(text, series, max_new_tokens=20)
+    ids = backend.encode_text(ref)
+    wrong = [t for t in range(100, 400) if t not in ids][:8]
+    after_each = [x for tok in dict.fromkeys(ids) for x in (tok, *wrong)]
+    half = list(ids)
+    half[9] = wrong[0]
+    for refs, kw in (([ids], {}), ([after_each], {"min_match": 1, "max_match": 1}), ([half], {})):
+        with torch.no_grad():
+            got = model.generate(text, series, max_new_tokens=20, draft=TemplateDrafter(refs, max_tokens=6, **kw))
+        assert got == ref
+        if refs == [ids]:  # the right draft: every drafted token kept, a few calls
+            t = model.last_generate
+            assert t["accepted_tokens"] == t["drafted_tokens"] > 0 and t["decode_calls"] < t["new_tokens"]
+    assert backend.generate(text, backend.encode(series), 20, draft=TemplateDrafter([half], max_tokens=6)) == ref
+
+
 def test_drafts_and_grounding_give_the_grounded_text(backend):
     """With a grounder too: drafted tokens where it writes text are kept if they are that text (no model agreement
     needed), and the result is the grounded greedy text."""

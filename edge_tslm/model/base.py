@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -158,29 +159,59 @@ class TSLMBase(nn.Module):
         seed: int | None = None,
         untrusted: Sequence[np.ndarray | None] | None = None,
         ground: Callable[[str], str | None] | None = None,
+        draft: Callable[[list[int]], list[int]] | None = None,
     ) -> str:
         """Greedy (temperature 0) or nucleus sampling; stops at the backbone's end tokens. untrusted: per series, (L,)
         bool flags of samples a measurement must not come from (a stream's filled gaps), or None. ground: called with
         the text so far after each token; text it returns is written next instead of sampled (the measured numbers of
-        edge_tslm.rationale_grounding)."""
+        edge_tslm.rationale_grounding), in the decoder call of the token before it. draft: called with the token ids
+        so far; greedy decoding checks the ids it returns in the same call and keeps them as far as they are its
+        choice (edge_tslm.rationale_drafting; ignored when sampling, or with a cache that cannot be cut back)."""
+        from edge_tslm.model.prefix_cache import croppable
+        from edge_tslm.rationale_drafting import keep_drafted
+
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        t0 = time.perf_counter()
         logits, state = self.prefill(self._batch(text, series, untrusted))
+        t1 = time.perf_counter()
+        n_forced = n_drafted = n_kept = calls = 0
+        if draft is not None and (temperature > 0 or not croppable(state.past_key_values)):
+            draft = None
         stops, out, forced = self.stop_ids(), [], []
-        while len(out) < max_new_tokens:
-            if forced:  # written text goes in as one decoder call (its tokens are known; only the last logits count)
-                step = forced[: max_new_tokens - len(out)]
-                forced = []
+
+        def grounded() -> list[int]:  # the text to write after `out`, if the grounder has one, within the limit
+            value = ground(self.tokenizer.decode(out, skip_special_tokens=True)) if ground is not None else None
+            return self.tokenizer(value, add_special_tokens=False).input_ids[: max_new_tokens - len(out)] if value else []
+
+        done = False
+        while len(out) < max_new_tokens and not done:
+            if forced:  # written text: its tokens are known, so only the last one's logits count
+                step, forced = forced[: max_new_tokens - len(out)], []
+                n_forced += len(step)
             else:
                 nxt = _pick(logits[0].float(), temperature, top_p, gen)
                 if nxt in stops:
                     break
                 step = [nxt]
             out.extend(step)
-            step_logits, state = self.decode(torch.tensor([step], device=self.device), state)
-            logits = step_logits[:, -1]
-            if ground is not None:
-                value = ground(self.tokenizer.decode(out, skip_special_tokens=True))
-                forced = self.tokenizer(value, add_special_tokens=False).input_ids if value else []
+            while len(out) < max_new_tokens and (more := grounded()):
+                out.extend(more)
+                step += more
+                n_forced += len(more)
+            drafted = draft(out)[: max_new_tokens - len(out)] if draft is not None else []
+            c = len(step)
+            step_logits, state = self.decode(torch.tensor([step + drafted], device=self.device), state)  # (1, T, V)
+            greedy = step_logits[0, c - 1 : -1].float().argmax(-1).tolist()  # the choice before each drafted token
+            kept, forced, written, done = keep_drafted(drafted, greedy, out, forced, grounded, stops)
+            n_drafted, n_kept, n_forced, calls = n_drafted + len(drafted), n_kept + kept, n_forced + written, calls + 1
+            logits = step_logits[:, c - 1 + kept]
+            if kept < len(drafted):  # the cache holds the rejected tokens too: cut it back
+                state.past_key_values.crop(kept - len(drafted))  # (negative: the number of positions to remove)
+                state = replace(state, length=state.length - len(drafted) + kept)
+        # what the ONNX backend's last_timings report, for the torch backend's
+        self.last_generate = {"prefill_ms": (t1 - t0) * 1000, "decode_ms": (time.perf_counter() - t1) * 1000,
+                              "new_tokens": float(len(out)), "decode_calls": float(calls), "forced_tokens": float(n_forced),
+                              "drafted_tokens": float(n_drafted), "accepted_tokens": float(n_kept)}
         return self.tokenizer.decode(out, skip_special_tokens=True)
 
     @torch.no_grad()

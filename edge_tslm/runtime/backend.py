@@ -64,7 +64,9 @@ class Backend(Protocol):
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int) -> str:
         """Greedy generation (the rationale, ending with ``Answer: <label>``). A backend that can write measured
         numbers into it takes ``generate(..., ground=fn)``: fn(text so far) -> text to write next, or None
-        (edge_tslm.rationale_grounding); the Streamer passes it where the backend's generate has that parameter."""
+        (edge_tslm.rationale_grounding); the Streamer passes it where the backend's generate has that parameter.
+        One that checks drafted tokens takes ``generate(..., draft=fn)``: fn(token ids so far) -> ids likely next
+        (edge_tslm.rationale_drafting), passed where the backend also has ``encode_text(text) -> token ids``."""
         ...
 
 

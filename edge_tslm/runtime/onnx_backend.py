@@ -45,6 +45,7 @@ from edge_tslm.constants import (
 )
 from edge_tslm.export import spec
 from edge_tslm.length_groups import length_groups
+from edge_tslm.rationale_drafting import keep_drafted
 from edge_tslm.rhythm_vector import series_rhythm_vectors
 from edge_tslm.runtime.backend import BackendUnavailable, Encoded
 from edge_tslm.runtime.label_trie import LabelTrie, branching, check_scoring, children, full_scores, label_scores, log_softmax
@@ -440,6 +441,10 @@ class OnnxBackend:
         }
         return apply_offsets({lab: float(s) for lab, s in zip(labels, scores)}, self.cfg.labels, self.cfg.label_offsets)
 
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text (no special tokens): what a rationale draft is made of."""
+        return self.tokenizer.encode_text(text)
+
     def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, stop: bool = True,
                  ground: Callable[[str], str | None] | None = None,
                  draft: Callable[[list[int]], list[int]] | None = None) -> str:
@@ -522,26 +527,9 @@ class OnnxBackend:
                 sess.run_with_iobinding(binding)
                 results.update(zip(out_names, binding.get_outputs()))
             row_logits = results[spec.DEC_LOGITS].numpy()[0]  # (len(rows), V)
-            # Keep drafted tokens while they are what grounded greedy decoding writes there: the grounder's text where
-            # it has some, else the argmax after what precedes them.
-            kept = 0
-            for i, d in enumerate(drafted):
-                if forced:
-                    if d != forced[0]:
-                        break
-                    forced.pop(0)
-                    n_forced += 1
-                else:
-                    if int(np.argmax(row_logits[i])) != d:
-                        break
-                    if stop and d in self.stop_ids:
-                        done = True
-                        break
-                out.append(d)
-                kept += 1
-                if not forced:
-                    forced = grounded()
-            n_accepted += kept
+            kept, forced, written, done = keep_drafted(drafted, row_logits[:-1].argmax(-1).tolist(), out, forced,
+                                                       grounded, self.stop_ids if stop else None)
+            n_accepted, n_forced = n_accepted + kept, n_forced + written
             logits, length = row_logits[kept], length + c + kept
             past = [results[n] for n in self._present]
             if c + kept < T:  # the cache holds the rejected tokens too: cut it back (B, Hkv, P, d)

@@ -203,7 +203,7 @@ class Streamer:
         self._is_ecg = self.cfg.task == "afib" or str(getattr(backend, "task", "") or "").startswith("ecg")
         self._grounds = self.cfg.ground_numbers and _takes(backend.generate, "ground")  # ECG and HAR rationales
         self._drafts = (self.cfg.draft_tokens > 0 and _takes(backend.generate, "draft")
-                        and callable(getattr(getattr(backend, "tokenizer", None), "encode_text", None)))
+                        and callable(getattr(backend, "encode_text", None)))
         self._layout = {  # how the model was trained to read its text (prompts.build_model_input)
             "features": str(getattr(self.backend, "series_features", "") or ""),
             "question_first": bool(getattr(self.backend, "question_first", False)),
@@ -529,7 +529,7 @@ class Streamer:
                         grounder = extra["ground"] = rationale_grounder(self._is_ecg, signal, meta.fs, meta.channels,
                                                                         meta.unit, lead_untrusted)
                     if self._drafts and self.labels:
-                        extra["draft"] = rationale_drafter(self.backend.tokenizer.encode_text, self._is_ecg, signal,
+                        extra["draft"] = rationale_drafter(self.backend.encode_text, self._is_ecg, signal,
                                                            meta.fs, meta.channels, meta.unit, self.labels, answer,
                                                            lead_untrusted, self.cfg.draft_tokens)
                     rationale = self.backend.generate(rmi.text, enc, self.cfg.rationale_tokens, **extra)

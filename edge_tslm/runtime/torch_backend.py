@@ -79,6 +79,12 @@ class TorchBackend:
         self.last_timings = {"classify_with_encode": (time.perf_counter() - t) * 1000}
         return out
 
-    def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, ground=None) -> str:
-        return self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens), untrusted=encoded.value,
-                                   ground=ground)
+    def generate(self, text: str, encoded: Encoded, max_new_tokens: int, *, ground=None, draft=None) -> str:
+        out = self.model.generate(text, list(encoded.series), max_new_tokens=int(max_new_tokens), untrusted=encoded.value,
+                                  ground=ground, draft=draft)
+        self.last_timings = dict(getattr(self.model, "last_generate", {}))
+        return out
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text (no special tokens): what a rationale draft is made of."""
+        return list(self.model.tokenizer(text, add_special_tokens=False).input_ids)
