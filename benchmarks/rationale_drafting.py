@@ -100,11 +100,14 @@ def markdown(res: dict) -> str:
             L.append(f"| `{r['artifact']}`{'' if r.get('backend', 'onnx') == 'onnx' else ' (' + r['backend'] + ')'}"
                      f"{'' if r.get('grounded', True) else ' (model numbers)'} | {s['draft_tokens']} | {s['windows']} | {s['same_text']} "
                      f"| {int(s['new_tokens'])} | {int(s['forced_tokens'])} / {int(s['new_tokens'] - s['forced_tokens'])} | {int(s['drafted_tokens'])} / {int(s['accepted_tokens'])} "
-                     f"| {int(s['decode_calls'])} | {s['ms_per_token']} | {s['vs_bound']} |")
-    L += ["", "Signals: " + "; ".join(f"`{r['artifact']}`: {r['signal']}" for r in res["runs"]) + ".", "",
-          "The bound: " + "; ".join(f"`{r['artifact']}` {r['bytes_per_token'] / 1e6:.1f} MB of weights per decode step "
-                                        f"÷ {r['copy_gb_s']} GB/s copy = {r['bound_ms_per_token']} ms"
-                                        for r in res["runs"] if r["bytes_per_token"]) + ". ",
+                     f"| {int(s['decode_calls'])} | {s['ms_per_token']} | {'–' if s['vs_bound'] is None else s['vs_bound']} |")
+    L += ["", "Torch runs (`--backend torch`) have no bound: the torch model reads fp32 weights, not the compact "
+          "artifact's." if any(r.get("backend") == "torch" for r in res["runs"]) else "",
+          "Signals: " + "; ".join(f"`{r['artifact']}` ({r['threads']} thread(s)): {r['signal']}" for r in res["runs"]) + ".", "",
+          ("The bound: " + "; ".join(f"`{r['artifact']}` {r['bytes_per_token'] / 1e6:.1f} MB of weights per decode step "
+                                         f"÷ {r['copy_gb_s']} GB/s copy = {r['bound_ms_per_token']} ms"
+                                         for r in res["runs"] if r["bytes_per_token"]) + ". ")
+          if any(r["bytes_per_token"] for r in res["runs"]) else "",
           "Written tokens are the measured numbers the grounder puts in (edge_tslm.rationale_grounding), the model's are "
           "its greedy choices; kept drafts are either (a drafted token is kept where it is the one that goes there). "
           "ms per token counts every token of the rationale text, the written (measured) ones and the kept drafts "
@@ -116,7 +119,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--artifact", type=Path, action="append", required=True, help="compact ONNX artifact (ECG or HAR; repeatable)")
+    ap.add_argument("--artifact", type=Path, action="append", default=[], help="compact ONNX artifact (ECG or HAR; repeatable)")
     ap.add_argument("--drafts", default="0,8,16", help="comma-separated draft sizes; the first is the reference (0: undrafted)")
     ap.add_argument("--tokens", type=int, default=160, help="rationale tokens at most (the stream's default)")
     ap.add_argument("--threads", type=int, default=1)
@@ -127,7 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-numbers", action="store_true", help="rationales with the model's own numbers, not grounded "
                     "(edge-tslm stream --model-numbers): its numbers differ from the template's, so drafts are cut there")
     ap.add_argument("--out", type=Path, default=RESULTS / "rationale_drafting.json")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from --out's JSON")
     a = ap.parse_args(argv)
+    if a.markdown_only:
+        a.out.with_suffix(".md").write_text(markdown(json.loads(a.out.read_text())))
+        return
+    if not a.artifact:
+        ap.error("give at least one --artifact")
     try:
         drafts = [int(v) for v in a.drafts.split(",")]
     except ValueError:
