@@ -50,6 +50,8 @@ class TSLMPipeline:
         A har_gait model needs the wearer's `gait_reference` (edge_tslm.gait_frame.gait_reference over ~30 s of
         them walking, or a stream summary's gait_frame)."""
         cfg = self.model.cfg
+        if draft_tokens < 0:
+            raise ValueError(f"draft_tokens must be >= 0 (0: no drafted tokens), got {draft_tokens}")
         if cfg.task == "har_gait":
             if gait_reference is None:
                 raise ValueError("this model reads windows in the wearer's gait frame: pass gait_reference=(x, y, z), "

@@ -54,3 +54,5 @@ def test_answer_scores_and_a_grounded_rationale_on_demand(task, monkeypatch):
     assert len(seen["draft"].references) == len(spec.labels)
     pipe(x, meta, rationale=True, ground_numbers=False, draft_tokens=0)
     assert seen["ground"] is None and seen["draft"] is None
+    with pytest.raises(ValueError, match="draft_tokens"):
+        pipe(x, meta, rationale=True, draft_tokens=-1)
