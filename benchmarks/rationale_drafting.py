@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         drafts = [int(v) for v in a.drafts.split(",")]
     except ValueError:
         ap.error(f"--drafts takes comma-separated integers, got {a.drafts!r}")
+    if a.tokens < 1 or a.threads < 1:
+        ap.error("--tokens and --threads must be at least 1")
     if drafts[0] != 0 or any(k < 0 for k in drafts):
         ap.error("--drafts: sizes >= 0, the first 0 (the undrafted reference)")
     from edge_tslm.machine import machine

@@ -86,16 +86,15 @@ class TSLMPipeline:
             t = time.perf_counter()
             rex = example_from_input(inp, rationale=True, **layout_kwargs(cfg))
             ground = draft = None
-            ecg = str(cfg.task).startswith("ecg")
-            if ground_numbers and str(cfg.task).startswith(("ecg", "har")):
+            ecg, templated = str(cfg.task).startswith("ecg"), str(cfg.task).startswith(("ecg", "har"))
+            if ground_numbers and templated:
                 from edge_tslm.rationale_grounding import rationale_grounder
 
                 ground = rationale_grounder(ecg, inp.signal, inp.meta.fs, inp.meta.channels, inp.meta.unit)
-            if draft_tokens > 0 and labels and str(cfg.task).startswith(("ecg", "har")):
+            if draft_tokens > 0 and labels and templated:
                 from edge_tslm.rationale_drafting import rationale_drafter
 
-                tok = self.model.tokenizer
-                draft = rationale_drafter(lambda s: tok(s, add_special_tokens=False).input_ids, ecg, inp.signal,
+                draft = rationale_drafter(self.model.encode_text, ecg, inp.signal,
                                           inp.meta.fs, inp.meta.channels, inp.meta.unit, labels, answer,
                                           max_tokens=draft_tokens)
             why = self.model.generate(rex.text, rex.series, max_new_tokens=160, ground=ground, draft=draft)

@@ -31,8 +31,8 @@ def stream(
                                                       "the rest; --model-numbers: the model's own estimates, flagged when "
                                                       "they are off")] = True,
     draft_tokens: Annotated[int, typer.Option(help="rationales: tokens of the window's template rationale drafted and "
-                                                   "checked in each decoder call (ONNX backend; the same text in fewer "
-                                                   "calls); 0: none")] = 16,
+                                                   "checked in each decoder call (the same text in fewer calls); 0: "
+                                                   "none")] = 16,
     smoothing: Annotated[int, typer.Option(help="majority vote over the last N windows for segments/episodes")] = 1,
     min_af_windows: Annotated[int, typer.Option(help="consecutive AF windows that make an episode")] = 3,
     unit: Annotated[Optional[str], typer.Option(help="unit of the signal (default: g for har, mV for afib)")] = None,

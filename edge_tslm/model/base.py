@@ -181,7 +181,7 @@ class TSLMBase(nn.Module):
 
         def grounded() -> list[int]:  # the text to write after `out`, if the grounder has one, within the limit
             value = ground(self.tokenizer.decode(out, skip_special_tokens=True)) if ground is not None else None
-            return self.tokenizer(value, add_special_tokens=False).input_ids[: max_new_tokens - len(out)] if value else []
+            return self.encode_text(value)[: max_new_tokens - len(out)] if value else []
 
         done = False
         while len(out) < max_new_tokens and not done:
@@ -213,6 +213,10 @@ class TSLMBase(nn.Module):
                               "new_tokens": float(len(out)), "decode_calls": float(calls), "forced_tokens": float(n_forced),
                               "drafted_tokens": float(n_drafted), "accepted_tokens": float(n_kept)}
         return self.tokenizer.decode(out, skip_special_tokens=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text (no special tokens): grounded values and rationale drafts are made of these."""
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     @torch.no_grad()
     def classify(self, text: str, series: Sequence[np.ndarray], labels: Sequence[str],

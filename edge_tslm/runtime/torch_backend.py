@@ -87,4 +87,4 @@ class TorchBackend:
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of plain text (no special tokens): what a rationale draft is made of."""
-        return list(self.model.tokenizer(text, add_special_tokens=False).input_ids)
+        return self.model.encode_text(text)
