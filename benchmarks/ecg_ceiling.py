@@ -5,7 +5,7 @@ reads them (as `models/flamingo-ecg-trees` reads the CNN stem and the rhythm tre
         --out benchmarks/results/ecg_ceiling.json          # ~6 min at 2 workers (features cached in --cache)
 
 Inputs, all measured on the same records (`edge_tslm.data.physionet2017.split_records`):
-- the feature baseline's ~100 RR / morphology / atrial-activity / noise features (`edge_tslm.baseline.ecg_features`,
+- the feature baseline's 88 RR / morphology / atrial-activity / noise features (`edge_tslm.baseline.ecg_features`,
   300 Hz, whole record);
 - the encoder's 36-number rhythm vector (150 Hz, first 60 s; the stem run's vectors_<split>.npz cache);
 - the CNN stem's 4 logits: out of fold on the training records (the stem run's folds.safetensors, from

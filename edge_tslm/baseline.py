@@ -1,11 +1,11 @@
 """Non-LLM baseline: hand-crafted features + gradient boosting, the bar a TSLM must clear.
 
 HAR: per-axis and magnitude statistics, jerk statistics, spectral band energies,
-autocorrelation and axis correlations (~190 features per 2.56 s window).
+autocorrelation and axis correlations (177 features per 2.56 s window).
 ECG: RR-interval rhythm features (CV, RMSSD, pNN50, sample entropy, Poincaré, histogram
 entropy), beat morphology (median template, beat-to-template correlation, P-wave and
 T-wave energy), atrial activity (4-9 Hz power left after subtracting the template) and
-noise statistics (~100 features per record).
+noise statistics (88 features per record).
 numpy/scipy/scikit-learn only, no torch.
 """
 
