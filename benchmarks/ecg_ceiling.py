@@ -2,7 +2,7 @@
 reads them (as `models/flamingo-ecg-trees` reads the CNN stem and the rhythm trees) could hope to pass on to its answer.
 
     python benchmarks/ecg_ceiling.py --stem runs/ecg-stem4 --trees runs/rhythm-trees \
-        --out benchmarks/results/ecg_ceiling.json          # ~6 min at 2 workers (features cached in --cache)
+        --out benchmarks/results/ecg_ceiling.json          # ~3 min at 2 workers (features cached in --cache)
 
 Inputs, all measured on the same records (`edge_tslm.data.physionet2017.split_records`):
 - the feature baseline's 88 RR / morphology / atrial-activity / noise features (`edge_tslm.baseline.ecg_features`,
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,11 +75,9 @@ def out_of_fold(folds: Path, key: str, vectors: np.ndarray, width: int) -> np.nd
 
 def trees_log_probs(run: Path, vectors: np.ndarray) -> np.ndarray:
     """(N, 4) log-probabilities of the committed-size rhythm trees (the TSLM's own walk of them)."""
-    arrays = load_file(str(run / "trees.safetensors"))
-    from safetensors import safe_open
-
     with safe_open(str(run / "trees.safetensors"), "np") as f:
-        shape = json.loads(f.metadata()["shape"])
+        shape = json.loads(f.metadata()["shape"])  # trees, nodes, depth, labels
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
     trees = RhythmTrees(*shape[:3], vectors.shape[1], shape[3])
     trees.load_arrays(arrays)
     trees.eval()

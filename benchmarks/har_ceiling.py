@@ -2,7 +2,7 @@
 accelerometer, one 2.56 s window at a time): the ceiling a HAR TSLM that reads them (as `models/flamingo-har-mr` reads
 a MiniRocket stem) could hope to pass on to its answer.
 
-    python benchmarks/har_ceiling.py --out benchmarks/results/har_ceiling.json      # ~8 min at 2 threads
+    python benchmarks/har_ceiling.py --out benchmarks/results/har_ceiling.json      # ~9 min at 2 threads
 
 Candidates, all fitted on the training subjects:
 - MiniRocket + ridge (the issue's 0.937 classifier; `edge_tslm.model.minirocket_stem`, RidgeClassifierCV over
@@ -40,12 +40,12 @@ SPLITS = ("train", "val", "test")
 ALPHAS = np.logspace(-3, 3, 10)
 
 
-def ridge(X: dict[str, np.ndarray], y: list[str], fit_rows: np.ndarray | None = None):
-    """RidgeClassifierCV over standardised features -> a function from a split's (N, F) to (N, 6) scores."""
+def ridge(Xtr: np.ndarray, y: list[str], fit_rows: np.ndarray | None = None):
+    """RidgeClassifierCV over standardised training features (the `fit_rows` of them, or all) -> a function from a
+    split's (N, F) to its (N, 6) scores in ACTIVITIES order."""
     from sklearn.linear_model import RidgeClassifierCV
     from sklearn.preprocessing import StandardScaler
 
-    Xtr = X if isinstance(X, np.ndarray) else X["train"]
     rows = slice(None) if fit_rows is None else fit_rows
     sc = StandardScaler().fit(Xtr[rows])
     r = RidgeClassifierCV(alphas=ALPHAS).fit(sc.transform(Xtr[rows]), np.asarray(y)[rows])
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     scores: dict[str, dict[str, np.ndarray]] = {}
     oof: dict[int, np.ndarray] = {}
     for seed in seeds:
-        f = ridge(mr[seed], y["train"])
+        f = ridge(mr[seed]["train"], y["train"])
         scores[f"MiniRocket seed {seed} + ridge"] = {s: f(mr[seed][s]) for s in ("train", "val", "test")}
         oof[seed] = np.zeros((len(groups), len(ACTIVITIES)))
         for k in range(a.folds):
@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> None:
             oof[seed][held] = ridge(mr[seed]["train"], y["train"], ~held)(mr[seed]["train"][held])
         print(f"ridge seed {seed} and its {a.folds} out-of-fold heads ({time.time() - t0:.0f} s)", flush=True)
     both = {s: np.concatenate([mr[k][s] for k in seeds], 1) for s in SPLITS}
-    f = ridge(both, y["train"])
+    f = ridge(both["train"], y["train"])
     scores[f"MiniRocket seeds {a.seeds} together + ridge"] = {s: f(both[s]) for s in ("val", "test")}
     clf = B.fit_baseline(hand["train"], y["train"])
     order = [list(clf.classes_).index(lab) for lab in ACTIVITIES]
     scores["hand features + gradient boosting (the baseline)"] = {s: clf.predict_proba(hand[s])[:, order] for s in ("val", "test")}
     joint = {s: np.concatenate([mr[seeds[0]][s], hand[s]], 1) for s in SPLITS}
-    f = ridge(joint, y["train"])
+    f = ridge(joint["train"], y["train"])
     scores[f"MiniRocket seed {seeds[0]} + hand features, ridge"] = {s: f(joint[s]) for s in ("val", "test")}
     stack = {"train": np.concatenate([hand["train"], *[oof[k] for k in seeds]], 1)}
     for s in ("val", "test"):
