@@ -2,7 +2,7 @@
 accelerometer, one 2.56 s window at a time): the ceiling a HAR TSLM that reads them (as `models/flamingo-har-mr` reads
 a MiniRocket stem) could hope to pass on to its answer.
 
-    python benchmarks/har_ceiling.py --out benchmarks/results/har_ceiling.json      # ~9 min at 2 threads
+    python benchmarks/har_ceiling.py --out benchmarks/results/har_ceiling.json      # 9-10 min at 2 threads
 
 Candidates, all fitted on the training subjects:
 - MiniRocket + ridge (the issue's 0.937 classifier; `edge_tslm.model.minirocket_stem`, RidgeClassifierCV over
