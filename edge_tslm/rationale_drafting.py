@@ -26,7 +26,7 @@ import numpy as np
 from edge_tslm.data.rationale import ecg_rationale_text, har_features, har_rationale_text
 from edge_tslm.heartbeats import rhythm_features
 
-__all__ = ["TemplateDrafter", "template_rationales", "rationale_drafter"]
+__all__ = ["TemplateDrafter", "certain_tokens", "keep_drafted", "rationale_drafter", "template_rationales"]
 
 
 @dataclass
@@ -90,6 +90,28 @@ def rationale_drafter(encode: Callable[[str], list[int]], ecg: bool, signal: np.
     order += [lab for lab in labels if lab != first]
     texts = template_rationales(ecg, signal, fs, channels, unit, order, exclude)
     return TemplateDrafter([list(encode(t)) for t in texts], max_tokens=max_tokens)
+
+
+def certain_tokens(out: list[int], forced: list[int], limit: int, pick: Callable[[], int], stops: Sequence[int],
+                   grounded: Callable[[], list[int]]) -> tuple[list[int], int] | None:
+    """The tokens a decoder call certainly feeds, appended to `out`: the written text pending (`forced`; only its last
+    token's logits count) or the next choice (`pick()`), then whatever the grounder writes after them, chained into
+    the same call, all within `limit` tokens of text. -> (those tokens, how many of them were written text), or None
+    when the choice is an end token (in `stops`). The pending text is used up: the caller's `forced` is [] after."""
+    if forced:
+        step = list(forced[: limit - len(out)])
+        written = len(step)
+    else:
+        nxt = pick()
+        if nxt in stops:
+            return None
+        step, written = [nxt], 0
+    out.extend(step)
+    while len(out) < limit and (more := grounded()):
+        out.extend(more)
+        step += more
+        written += len(more)
+    return step, written
 
 
 def keep_drafted(drafted: Sequence[int], greedy: Sequence[int], out: list[int], forced: list[int],

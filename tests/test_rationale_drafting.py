@@ -81,3 +81,14 @@ def test_a_stream_drafts_its_window_s_template_rationale():
     be = Drafting(98.0, 33)
     run(be, chunks(x, 3000, fs=FS), task="afib", rationale_on="af", draft_tokens=0)
     assert be.drafts == [None]
+
+
+def test_certain_tokens_feed_written_text_or_the_choice_then_the_grounders_text_within_the_limit():
+    from edge_tslm.rationale_drafting import certain_tokens
+
+    out = [1]
+    assert certain_tokens(out, [7, 8, 9], 3, lambda: 99, (), lambda: []) == ([7, 8], 2) and out == [1, 7, 8]
+    out, asks = [1], iter([[5, 6], []])
+    assert certain_tokens(out, [], 10, lambda: 4, (0,), lambda: next(asks)) == ([4, 5, 6], 2) and out == [1, 4, 5, 6]
+    out = [1]
+    assert certain_tokens(out, [], 10, lambda: 0, (0,), lambda: [3]) is None and out == [1]  # an end token: nothing fed

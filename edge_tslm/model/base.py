@@ -168,7 +168,7 @@ class TSLMBase(nn.Module):
         so far; greedy decoding checks the ids it returns in the same call and keeps them as far as they are its
         choice (edge_tslm.rationale_drafting; ignored when sampling, or with a cache that cannot be cut back)."""
         from edge_tslm.model.prefix_cache import croppable
-        from edge_tslm.rationale_drafting import keep_drafted
+        from edge_tslm.rationale_drafting import certain_tokens, keep_drafted
 
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         t0 = time.perf_counter()
@@ -185,19 +185,12 @@ class TSLMBase(nn.Module):
 
         done = False
         while len(out) < max_new_tokens and not done:
-            if forced:  # written text: its tokens are known, so only the last one's logits count
-                step, forced = forced[: max_new_tokens - len(out)], []
-                n_forced += len(step)
-            else:
-                nxt = _pick(logits[0].float(), temperature, top_p, gen)
-                if nxt in stops:
-                    break
-                step = [nxt]
-            out.extend(step)
-            while len(out) < max_new_tokens and (more := grounded()):
-                out.extend(more)
-                step += more
-                n_forced += len(more)
+            certain = certain_tokens(out, forced, max_new_tokens, lambda: _pick(logits[0].float(), temperature, top_p, gen),
+                                     stops, grounded)
+            if certain is None:  # an end token
+                break
+            (step, written), forced = certain, []
+            n_forced += written
             drafted = draft(out)[: max_new_tokens - len(out)] if draft is not None else []
             c = len(step)
             step_logits, state = self.decode(torch.tensor([step + drafted], device=self.device), state)  # (1, T, V)

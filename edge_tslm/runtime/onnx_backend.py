@@ -45,7 +45,7 @@ from edge_tslm.constants import (
 )
 from edge_tslm.export import spec
 from edge_tslm.length_groups import length_groups
-from edge_tslm.rationale_drafting import keep_drafted
+from edge_tslm.rationale_drafting import certain_tokens, keep_drafted
 from edge_tslm.rhythm_vector import series_rhythm_vectors
 from edge_tslm.runtime.backend import BackendUnavailable, Encoded
 from edge_tslm.runtime.label_trie import LabelTrie, branching, check_scoring, children, full_scores, label_scores, log_softmax
@@ -487,21 +487,12 @@ class OnnxBackend:
             return self.tokenizer.encode_text(value)[: limit - len(out)] if value else []
 
         while len(out) < limit and not done:
-            # The tokens this call certainly feeds: written text (its logits are not needed, only the last one's), or
-            # the greedy choice; then whatever the grounder writes after them, chained into the same call.
-            if forced:
-                toks, forced = forced[: limit - len(out)], []
-                n_forced += len(toks)
-            else:
-                nxt = int(np.argmax(logits))
-                if stop and nxt in self.stop_ids:
-                    break
-                toks = [nxt]
-            out.extend(toks)
-            while len(out) < limit and (more := grounded()):
-                out.extend(more)
-                toks += more
-                n_forced += len(more)
+            # The tokens this call certainly feeds (written text, or the greedy choice, then the grounder's text).
+            certain = certain_tokens(out, forced, limit, lambda: int(np.argmax(logits)), self.stop_ids if stop else (), grounded)
+            if certain is None:  # an end token
+                break
+            (toks, written), forced = certain, []
+            n_forced += written
             drafted = draft(out)[: limit - len(out)] if draft is not None else []
             n_drafted += len(drafted)
             feed = toks + drafted
