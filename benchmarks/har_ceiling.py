@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
-    seeds = [int(s) for s in a.seeds.split(",") if s]
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s]
+    except ValueError:
+        ap.error(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {a.seeds!r}")
     if not seeds or a.folds < 2 or a.threads < 1:
         ap.error("--seeds needs at least one seed, --folds at least 2 and --threads at least 1")
     torch.set_num_threads(a.threads)
